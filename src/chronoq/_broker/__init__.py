@@ -1,0 +1,1 @@
+"""The only code that imports aio-pika: connection, topology and the confirmed publisher."""

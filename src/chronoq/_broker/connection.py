@@ -1,0 +1,26 @@
+"""Connecting to RabbitMQ, with errors translated to chronoq's."""
+
+from __future__ import annotations
+
+import aio_pika
+from aio_pika.abc import AbstractRobustConnection
+
+from chronoq.errors import ServiceUnavailableError
+
+#: Errors that mean the broker is unreachable or the connection or channel broke.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    aio_pika.exceptions.AMQPConnectionError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    aio_pika.exceptions.ChannelClosed,
+    aio_pika.exceptions.ConnectionClosed,
+)
+
+
+async def connect(url: str, *, name: str) -> AbstractRobustConnection:
+    """A robust connection: it reconnects by itself and restores channels and consumers."""
+    try:
+        return await aio_pika.connect_robust(url, client_properties={"connection_name": name})
+    except BROKER_ERRORS as exc:
+        raise ServiceUnavailableError(f"cannot connect to RabbitMQ: {type(exc).__name__}: {exc}") from exc

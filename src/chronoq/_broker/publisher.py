@@ -1,0 +1,95 @@
+"""Publishing with publisher confirms, many messages in flight.
+
+A message counts as published only when the broker confirmed it: a nack, a ``basic.return``
+(the message was unroutable; RabbitMQ still confirms those positively, so ``on_return_raises``
+is essential) or a broken channel all count as failures, and the caller leaves that row due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from pamqp.commands import Basic
+
+from chronoq._broker.topology import Topology, declare_exchanges, declare_queue
+from chronoq.schemas.message import APP_ID, CONTENT_TYPE
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    routing_key: str  # the job queue name
+    body: bytes
+    message_id: str
+    headers: dict[str, Any] = field(default_factory=dict)
+    expiration: float | None = None
+
+
+def build_message(out: Outgoing) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=out.body,
+        content_type=CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=out.message_id,
+        timestamp=datetime.now(UTC),
+        app_id=APP_ID,
+        headers=out.headers,
+    )
+
+
+class ConfirmedPublisher:
+    """Owns one confirm-mode channel and declares each job queue the first time it is used."""
+
+    def __init__(self, connection: AbstractRobustConnection, topology: Topology) -> None:
+        self._connection = connection
+        self._topology = topology
+        self._channel: AbstractChannel | None = None
+        self._jobs: AbstractExchange | None = None
+        self._dead: AbstractExchange | None = None
+        self._declared: set[str] = set()
+
+    async def _ready(self) -> tuple[AbstractChannel, AbstractExchange, AbstractExchange]:
+        if self._channel is None or self._channel.is_closed:
+            self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+            self._jobs, self._dead = await declare_exchanges(self._channel, self._topology)
+            self._declared.clear()
+        assert self._jobs is not None and self._dead is not None
+        return self._channel, self._jobs, self._dead
+
+    async def ensure_queues(self, queues: Sequence[str]) -> None:
+        channel, _, _ = await self._ready()
+        for queue in queues:
+            if queue not in self._declared:
+                await declare_queue(channel, self._topology, queue)
+                self._declared.add(queue)
+
+    async def publish(self, messages: Sequence[Outgoing], *, dead: bool = False) -> list[BaseException | None]:
+        """Publish all at once and wait for every confirm. One entry per message: None if the
+        broker confirmed it, else the failure."""
+        await self.ensure_queues(sorted({m.routing_key for m in messages}))
+        _, jobs, dead_exchange = await self._ready()
+        exchange = dead_exchange if dead else jobs
+        outcomes = await asyncio.gather(
+            *(exchange.publish(build_message(m), routing_key=m.routing_key, mandatory=True) for m in messages),
+            return_exceptions=True,
+        )
+        failures: list[BaseException | None] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                if isinstance(outcome, asyncio.CancelledError):
+                    raise outcome
+                failures.append(outcome)
+            elif isinstance(outcome, Basic.Ack):
+                failures.append(None)
+            else:
+                failures.append(RuntimeError(f"broker did not confirm: {type(outcome).__name__}"))
+        return failures
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()

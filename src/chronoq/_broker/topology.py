@@ -1,0 +1,79 @@
+"""Exchange and queue names, and their declaration.
+
+Names read well in the RabbitMQ management UI and never collide between roles:
+``<ns>.jobs`` (direct exchange) routes a job queue's messages to ``<ns>.q.<queue>``; failed
+and poison messages go through ``<ns>.dead`` to ``<ns>.dlq.<queue>``. ``<ns>`` is the
+``namespace`` setting (``chronoq`` by default), so several deployments or test runs can share
+one broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from aiormq.exceptions import ChannelPreconditionFailed
+
+from chronoq.errors import TopologyError
+
+
+@dataclass(frozen=True)
+class Topology:
+    namespace: str
+    queue_type: str = "quorum"
+    delivery_limit: int = 10
+
+    @property
+    def jobs_exchange(self) -> str:
+        return f"{self.namespace}.jobs"
+
+    @property
+    def dead_exchange(self) -> str:
+        return f"{self.namespace}.dead"
+
+    def queue_name(self, queue: str) -> str:
+        return f"{self.namespace}.q.{queue}"
+
+    def dead_queue_name(self, queue: str) -> str:
+        return f"{self.namespace}.dlq.{queue}"
+
+    def queue_arguments(self, queue: str) -> dict[str, object]:
+        arguments: dict[str, object] = {
+            "x-queue-type": self.queue_type,
+            # The broker dead-letters a message it could not get processed (rejected, or past
+            # the delivery limit) instead of dropping it.
+            "x-dead-letter-exchange": self.dead_exchange,
+            "x-dead-letter-routing-key": queue,
+        }
+        if self.queue_type == "quorum":
+            # RabbitMQ 3.10 has no limit unless asked: a message that kills every worker would
+            # be redelivered forever.
+            arguments["x-delivery-limit"] = self.delivery_limit
+        return arguments
+
+
+async def declare_exchanges(channel: AbstractChannel, topology: Topology) -> tuple[AbstractExchange, AbstractExchange]:
+    jobs = await channel.declare_exchange(topology.jobs_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+    dead = await channel.declare_exchange(topology.dead_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+    return jobs, dead
+
+
+async def declare_queue(channel: AbstractChannel, topology: Topology, queue: str) -> AbstractQueue:
+    """Declare a job queue and its dead-letter queue, bound to their exchanges. Idempotent."""
+    jobs, dead = await declare_exchanges(channel, topology)
+    try:
+        dlq = await channel.declare_queue(
+            topology.dead_queue_name(queue), durable=True, arguments={"x-queue-type": topology.queue_type}
+        )
+        await dlq.bind(dead, routing_key=queue)
+        declared = await channel.declare_queue(
+            topology.queue_name(queue), durable=True, arguments=topology.queue_arguments(queue)
+        )
+    except ChannelPreconditionFailed as exc:
+        raise TopologyError(
+            f"RabbitMQ queue for {queue!r} exists with other arguments ({exc}); "
+            "delete it or use the queue type it was created with"
+        ) from exc
+    await declared.bind(jobs, routing_key=queue)
+    return declared

@@ -1,0 +1,1 @@
+"""Private runtime parts shared by the services: config, lifecycle, failpoints, logging."""

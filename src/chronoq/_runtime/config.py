@@ -1,0 +1,103 @@
+"""Settings, read once per process from ``CHRONOQ_*`` environment variables and CLI flags.
+
+Every field here is also a CLI flag (``--database-url`` for ``database_url``): the CLI builds its
+flags from this model, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chronoq.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "postgresql://localhost:5432/chronoq"
+DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
+DEFAULT_NAMESPACE = "chronoq"
+DEFAULT_CLAIM_BATCH = 500
+DEFAULT_TIMER_MAX_IDLE = timedelta(seconds=5)
+DEFAULT_REDISPATCH_AFTER = timedelta(minutes=5)
+DEFAULT_DELIVERY_LIMIT = 10
+DEFAULT_WORKER_CONCURRENCY = 16
+DEFAULT_SHUTDOWN_GRACE = timedelta(seconds=30)
+
+
+def _postgres_url(value: str) -> str:
+    if not value.startswith(("postgres://", "postgresql://")):
+        raise ValueError("must start with postgresql:// or postgres://")
+    return value
+
+
+def _amqp_url(value: str) -> str:
+    if not value.startswith(("amqp://", "amqps://")):
+        raise ValueError("must start with amqp:// or amqps://")
+    return value
+
+
+def _namespace(value: str) -> str:
+    if not value or not value.replace("_", "").replace("-", "").isalnum() or len(value) > 40:
+        raise ValueError("must be 1-40 letters, digits, '-' or '_'")
+    return value
+
+
+class Settings(BaseSettings):
+    """Configuration shared by every chronoq process."""
+
+    model_config = SettingsConfigDict(env_prefix="CHRONOQ_", extra="ignore", frozen=True)
+
+    database_url: Annotated[str, AfterValidator(_postgres_url)] = Field(
+        DEFAULT_DATABASE_URL, description="Postgres URL (libpq form; sslmode=... is honoured)."
+    )
+    amqp_url: Annotated[str, AfterValidator(_amqp_url)] = Field(
+        DEFAULT_AMQP_URL, description="RabbitMQ URL (amqps:// for TLS)."
+    )
+    namespace: Annotated[str, AfterValidator(_namespace)] = Field(
+        DEFAULT_NAMESPACE,
+        description="Prefix of every RabbitMQ exchange and queue chronoq declares.",
+    )
+    claim_batch: int = Field(
+        DEFAULT_CLAIM_BATCH, ge=1, le=10_000, description="Timer: due rows claimed per transaction."
+    )
+    timer_max_idle: timedelta = Field(
+        DEFAULT_TIMER_MAX_IDLE,
+        gt=timedelta(0),
+        le=timedelta(seconds=60),
+        description="Timer: longest sleep without looking at the wheel (a safety net for lost NOTIFYs).",
+    )
+    redispatch_after: timedelta = Field(
+        DEFAULT_REDISPATCH_AFTER,
+        ge=timedelta(seconds=1),
+        description="Timer: a dispatched occurrence with no outcome after this long (plus its timeout) is published again.",
+    )
+    delivery_limit: int = Field(
+        DEFAULT_DELIVERY_LIMIT,
+        ge=1,
+        le=1000,
+        description="Dispatches of one attempt (and broker redeliveries) before it is dead-lettered as poison.",
+    )
+    concurrency: int = Field(
+        DEFAULT_WORKER_CONCURRENCY, ge=1, le=1000, description="Worker: handlers run at once."
+    )
+    shutdown_grace: timedelta = Field(
+        DEFAULT_SHUTDOWN_GRACE,
+        ge=timedelta(0),
+        description="Worker/timer: time in-flight work gets to finish after SIGTERM.",
+    )
+    queue_type: str = Field(
+        "quorum", pattern="^(quorum|classic)$", description="RabbitMQ queue type for job queues."
+    )
+
+    @classmethod
+    def load(cls, **overrides: object) -> "Settings":
+        """Read the environment plus explicit overrides; a bad value raises ConfigError naming it."""
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"CHRONOQ_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ConfigError(f"invalid setting: {problems}") from None

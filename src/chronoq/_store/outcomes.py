@@ -1,0 +1,75 @@
+"""Worker-side statements: dedup check and the outcome of an attempt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from chronoq._store.sql import query
+
+
+@dataclass(frozen=True)
+class OccurrenceStatus:
+    terminal_state: str | None  # set: the occurrence has ended, the delivery is a duplicate
+    live_attempt: int | None  # the wheel's current attempt, None if the row is gone
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Identifies one attempt of one occurrence, as carried by its message."""
+
+    occurrence_key: str
+    job_id: int
+    queue: str
+    fire_at: datetime
+    run_at: datetime
+    attempt: int
+    worker: str
+
+
+async def status(conn: asyncpg.Connection, occurrence_key: str) -> OccurrenceStatus:
+    row = await conn.fetchrow(query("occurrence_status"), occurrence_key)
+    return OccurrenceStatus(row["terminal_state"], row["live_attempt"])
+
+
+async def record_success(conn: asyncpg.Connection, a: Attempt, result: Any) -> bool:
+    """Inside the handler's transaction. False: another delivery won; roll back."""
+    recorded = await conn.fetchval(
+        query("record_success"), a.occurrence_key, a.job_id, a.queue, a.fire_at, a.attempt,
+        result, a.run_at, a.worker,
+    )
+    return recorded == 1
+
+
+async def record_retry(
+    conn: asyncpg.Connection, a: Attempt, delay: timedelta, error: str, outcome: str, started_at: datetime
+) -> datetime | None:
+    """Schedules the next attempt; None if the attempt was stale (already moved on or ended)."""
+    return await conn.fetchval(
+        query("record_retry"), a.occurrence_key, a.attempt, delay, error, outcome, started_at, a.worker
+    )
+
+
+async def record_dead(
+    conn: asyncpg.Connection, a: Attempt, reason: str, error: str, outcome: str, started_at: datetime | None
+) -> bool:
+    recorded = await conn.fetchval(
+        query("record_dead"), a.occurrence_key, a.attempt, reason, error, outcome, started_at, a.worker
+    )
+    return recorded == 1
+
+
+async def record_cancelled(
+    conn: asyncpg.Connection, a: Attempt, reason: str, started_at: datetime | None
+) -> bool:
+    recorded = await conn.fetchval(
+        query("record_cancelled"), a.occurrence_key, a.attempt, reason, started_at, a.worker
+    )
+    return recorded == 1
+
+
+async def retry_policy(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(query("retry_policy"), job_id)

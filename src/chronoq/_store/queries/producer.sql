@@ -1,0 +1,69 @@
+-- name: enqueue
+-- One statement: the job row and its first occurrence commit together or not at all.
+-- With a key, ON CONFLICT DO NOTHING waits for a concurrent enqueue of the same key, then the
+-- second branch returns the existing job (in the statement's snapshot it may still be
+-- invisible; the caller retries once in that case).
+WITH new_job AS (
+    INSERT INTO chronoq.jobs (queue, kind, key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms)
+    VALUES ($1, 'once', $2, $3, $4, $5, $6, $7, $8)
+    ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
+    RETURNING id
+), first_occurrence AS (
+    INSERT INTO chronoq.wheel (occurrence_key, job_id, queue, fire_at, run_at, due_at)
+    SELECT chronoq.occurrence_key(new_job.id, t.at), new_job.id, $1, t.at, t.at, t.at
+    FROM new_job, (SELECT coalesce($9::timestamptz, now() + $10::interval) AS at) AS t
+    RETURNING job_id
+)
+SELECT job_id AS id, true AS created FROM first_occurrence
+UNION ALL
+SELECT id, false AS created FROM chronoq.jobs
+WHERE queue = $1 AND key = $2 AND NOT EXISTS (SELECT FROM new_job);
+
+-- name: allocate_job_ids
+SELECT nextval('chronoq.jobs_id_seq') AS id FROM generate_series(1, $1);
+
+-- name: enqueue_many
+-- Bulk enqueue with ids allocated beforehand (allocate_job_ids), so every input row knows its
+-- id without relying on insert order. Rows whose (queue, key) already exists are not inserted;
+-- the caller looks their ids up with existing_ids.
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::bigint[],
+                         $7::bigint[], $8::real[], $9::bigint[], $10::timestamptz[], $11::interval[])
+        AS i(id, queue, key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms, run_at, delay)
+), new_jobs AS (
+    INSERT INTO chronoq.jobs (id, queue, kind, key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms)
+    SELECT id, queue, 'once', key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms
+    FROM input ORDER BY id
+    ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
+    RETURNING id
+), occurrences AS (
+    INSERT INTO chronoq.wheel (occurrence_key, job_id, queue, fire_at, run_at, due_at)
+    SELECT chronoq.occurrence_key(id, at), id, queue, at, at, at
+    FROM (SELECT input.id, input.queue, coalesce(input.run_at, now() + input.delay) AS at
+          FROM input JOIN new_jobs USING (id)) AS m
+    RETURNING job_id
+)
+SELECT id FROM new_jobs;
+
+-- name: existing_ids
+SELECT i.ord::int AS ord, j.id
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(queue, key, ord)
+JOIN chronoq.jobs j ON j.queue = i.queue AND j.key = i.key;
+
+-- name: cancel_job
+-- Cancels the job and records every live occurrence as cancelled. A worker already running one
+-- of them loses the race for its result row and rolls back.
+WITH job AS (
+    UPDATE chronoq.jobs SET state = 'cancelled', updated_at = now()
+    WHERE id = $1 AND state <> 'cancelled'
+    RETURNING id
+), gone AS (
+    DELETE FROM chronoq.wheel w USING job WHERE w.job_id = job.id
+    RETURNING w.*
+), recorded AS (
+    INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt, reason, run_at)
+    SELECT occurrence_key, job_id, queue, fire_at, 'cancelled', attempt, 'cancelled by request', run_at FROM gone
+    ON CONFLICT (occurrence_key) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM job) AS cancelled, (SELECT count(*) FROM recorded) AS occurrences;

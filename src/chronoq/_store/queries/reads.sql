@@ -1,0 +1,50 @@
+-- name: job
+SELECT id, queue, kind, state, key, payload, max_attempts, timeout_ms, created_at
+FROM chronoq.jobs WHERE id = $1;
+
+-- name: job_live_occurrences
+SELECT occurrence_key, fire_at, run_at, due_at, attempt, dispatches, dispatched_at, last_error,
+       (due_at <= now()) AS is_due
+FROM chronoq.wheel WHERE job_id = $1 ORDER BY fire_at;
+
+-- name: job_results
+SELECT occurrence_key, fire_at, state, attempt, reason, error, result, run_at, started_at, finished_at, worker
+FROM chronoq.results WHERE job_id = $1 ORDER BY fire_at;
+
+-- name: job_attempts
+SELECT occurrence_key, attempt, outcome, error, started_at, finished_at, worker
+FROM chronoq.attempts WHERE job_id = $1 ORDER BY occurrence_key, attempt;
+
+-- name: queue_status
+-- Per queue: the wheel's live rows by phase, outcomes and failed attempts over the window,
+-- and the start lateness (handler start minus the attempt's due time) of successes.
+WITH live AS (
+    SELECT queue,
+           count(*) FILTER (WHERE dispatched_at IS NULL AND due_at > now()) AS scheduled,
+           count(*) FILTER (WHERE due_at <= now()) AS due,
+           count(*) FILTER (WHERE dispatched_at IS NOT NULL AND due_at > now()) AS in_flight
+    FROM chronoq.wheel GROUP BY queue
+), done AS (
+    SELECT queue,
+           count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE state = 'dead') AS dead,
+           count(*) FILTER (WHERE state = 'skipped') AS skipped,
+           count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - run_at))
+               FILTER (WHERE state = 'succeeded') AS lateness_p50,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - run_at))
+               FILTER (WHERE state = 'succeeded') AS lateness_p99
+    FROM chronoq.results WHERE finished_at > now() - $1::interval GROUP BY queue
+), failed AS (
+    SELECT queue, count(*) AS failed
+    FROM chronoq.attempts WHERE finished_at > now() - $1::interval GROUP BY queue
+)
+SELECT queue,
+       coalesce(live.scheduled, 0) AS scheduled, coalesce(live.due, 0) AS due,
+       coalesce(live.in_flight, 0) AS in_flight,
+       coalesce(done.succeeded, 0) AS succeeded, coalesce(failed.failed, 0) AS failed,
+       coalesce(done.dead, 0) AS dead, coalesce(done.skipped, 0) AS skipped,
+       coalesce(done.cancelled, 0) AS cancelled,
+       done.lateness_p50, done.lateness_p99
+FROM live FULL JOIN done USING (queue) FULL JOIN failed USING (queue)
+ORDER BY queue;

@@ -1,0 +1,29 @@
+"""Read-only statements: a job with its history, and per-queue status."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import asyncpg
+
+from chronoq._store.sql import query
+
+
+async def job(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(query("job"), job_id)
+
+
+async def live_occurrences(conn: asyncpg.Connection, job_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(query("job_live_occurrences"), job_id)
+
+
+async def results(conn: asyncpg.Connection, job_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(query("job_results"), job_id)
+
+
+async def attempts(conn: asyncpg.Connection, job_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(query("job_attempts"), job_id)
+
+
+async def queue_status(conn: asyncpg.Connection, window: timedelta) -> list[asyncpg.Record]:
+    return await conn.fetch(query("queue_status"), window)

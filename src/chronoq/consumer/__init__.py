@@ -1,0 +1,1 @@
+"""The worker runtime: handler registry, consumer, dedup-then-run, commit-then-ack."""

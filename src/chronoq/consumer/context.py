@@ -1,0 +1,50 @@
+"""What a handler receives, and the signals it can raise to steer its occurrence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """The occurrence being run.
+
+    ``db`` is an asyncpg connection inside the transaction that commits this occurrence's
+    result: what the handler writes through it commits exactly once, or not at all.
+    ``idempotency_key`` is the same for every attempt and redelivery of this occurrence; pass it
+    to external systems (payment APIs, mailers) so that they can deduplicate too.
+    """
+
+    job_id: int
+    queue: str
+    fire_at: datetime
+    run_at: datetime
+    attempt: int
+    max_attempts: int
+    idempotency_key: str
+    db: asyncpg.Connection
+
+
+class JobSignal(Exception):
+    """Base of the exceptions a handler raises on purpose to steer its occurrence."""
+
+
+class Retry(JobSignal):
+    """Roll back this attempt and retry after ``delay`` (default: the job's backoff).
+    Counts as an attempt; at ``max_attempts`` the occurrence ends dead."""
+
+    def __init__(self, reason: str = "retry requested", *, delay: timedelta | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+class Cancel(JobSignal):
+    """Roll back this attempt and end the occurrence as cancelled: no further attempts."""
+
+    def __init__(self, reason: str = "cancelled by handler") -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,162 @@
+"""The worker service: consume job queues with prefetch, run deliveries concurrently, ack
+after the outcome is committed, stop in two stages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Sequence
+
+import asyncpg
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+
+from chronoq._broker.connection import BROKER_ERRORS
+from chronoq._broker.connection import connect as connect_broker
+from chronoq._broker.publisher import ConfirmedPublisher
+from chronoq._broker.topology import Topology, declare_queue
+from chronoq._runtime.config import Settings
+from chronoq._runtime.failpoints import failpoint
+from chronoq._store.connection import CONNECTION_ERRORS, create_pool
+from chronoq.consumer.execute import Delivery, Executor, Outcome
+from chronoq.consumer.registry import Worker
+
+log = logging.getLogger("chronoq.worker")
+
+#: Pause before a delivery that hit an unavailable database is handed back to the broker, so
+#: an outage does not turn into a hot redelivery loop.
+UNAVAILABLE_PAUSE = 1.0
+
+
+class WorkerService:
+    def __init__(
+        self,
+        worker: Worker,
+        settings: Settings,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.worker = worker
+        self.settings = settings
+        self.queues = worker.select(queues)
+        self.concurrency = concurrency or settings.concurrency
+        self.name = name or f"worker@{socket.gethostname()}:{os.getpid()}"
+        self.topology = Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
+        self._pool: asyncpg.Pool | None = None
+        self._broker: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._publisher: ConfirmedPublisher | None = None
+        self._executor: Executor | None = None
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.processed = 0
+
+    async def start(self) -> None:
+        self._pool = await create_pool(
+            self.settings.database_url, min_size=1, max_size=self.concurrency + 1, application_name=self.name
+        )
+        self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
+        self._publisher = ConfirmedPublisher(self._broker, self.topology)
+        self._executor = Executor(self.worker, self._pool, self._publisher, self.name)
+        self._channel = await self._broker.channel()
+        # Prefetch bounds the unacked deliveries to what can run at once: nothing waits in
+        # this process's memory that another worker could be running.
+        await self._channel.set_qos(prefetch_count=self.concurrency)
+        for queue in self.queues:
+            declared = await declare_queue(self._channel, self.topology, queue)
+            tag = await declared.consume(self._on_message)
+            self._consumers.append((declared, tag))
+        self.ready.set()
+        log.info(
+            "worker started",
+            extra={"action": "worker_started", "worker": self.name, "queues": self.queues, "concurrency": self.concurrency},
+        )
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
+        try:
+            await self._process(message)
+        finally:
+            self._in_flight.discard(task)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        assert self._executor is not None
+        delivery = Delivery(message.body, dict(message.headers or {}), message.redelivered)
+        try:
+            outcome = await self._executor.execute(delivery)
+        except (*CONNECTION_ERRORS, *BROKER_ERRORS, asyncpg.PostgresError) as exc:
+            # Nothing was recorded: give the delivery back for another try.
+            log.warning(
+                "delivery not processed; returned to the queue",
+                extra={"action": "delivery_requeued", "error": f"{type(exc).__name__}"},
+            )
+            await asyncio.sleep(UNAVAILABLE_PAUSE)
+            await _settle(message.nack(requeue=True))
+            return
+        failpoint("consumer.after_commit")
+        if outcome.action == "rejected":
+            # Unparseable or unroutable to a handler: the broker moves it to the dead-letter
+            # queue (x-dead-letter-exchange), where an operator can read it.
+            await _settle(message.reject(requeue=False))
+        else:
+            await _settle(message.ack())
+        self.processed += 1
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def drain(self) -> None:
+        """Stage one: stop taking deliveries, let in-flight ones finish within the grace period.
+        Stage two: cancel what is left; its transactions roll back and the broker redelivers."""
+        for queue, tag in self._consumers:
+            try:
+                await queue.cancel(tag)
+            except BROKER_ERRORS:
+                pass
+        self._consumers.clear()
+        pending = set(self._in_flight)
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=self.settings.shutdown_grace.total_seconds())
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=5)
+                log.warning("cancelled unfinished jobs", extra={"action": "worker_cancelled_jobs", "count": len(still)})
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+        if self._publisher is not None:
+            await self._publisher.close()
+        if self._broker is not None:
+            await self._broker.close()
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def run(self) -> None:
+        await self.start()
+        try:
+            await self._stopping.wait()
+            await self.drain()
+        finally:
+            await self.close()
+            log.info("worker stopped", extra={"action": "worker_stopped", "worker": self.name, "processed": self.processed})
+
+
+async def _settle(action) -> None:
+    try:
+        await action
+    except BROKER_ERRORS:
+        # The channel is gone: the broker requeues every unacked delivery by itself, and a
+        # redelivery of a finished occurrence is deduplicated.
+        pass
+
+
+__all__ = ["Outcome", "WorkerService"]

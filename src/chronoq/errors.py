@@ -1,0 +1,45 @@
+"""The error root and the typed errors chronoq raises.
+
+Every error a caller can see derives from :class:`ChronoqError`; driver errors (asyncpg,
+aio-pika) are translated at the boundary with ``raise ... from exc`` so callers never need to
+import a driver to handle a failure.
+"""
+
+from __future__ import annotations
+
+
+class ChronoqError(Exception):
+    """Root of every error chronoq raises on purpose."""
+
+
+class InvalidJobError(ChronoqError, ValueError):
+    """A job spec, payload or argument is invalid. Nothing was stored."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class ConfigError(ChronoqError):
+    """A setting has a bad value; raised at start-up, naming the setting."""
+
+
+class JobNotFoundError(ChronoqError, LookupError):
+    """No job has this id."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id}")
+
+
+class UnknownQueueError(ChronoqError):
+    """A worker was asked to consume a queue it has no handler for."""
+
+
+class ServiceUnavailableError(ChronoqError):
+    """Postgres or RabbitMQ could not be reached."""
+
+
+class TopologyError(ChronoqError):
+    """RabbitMQ refused a declaration (for example a queue exists with other arguments)."""

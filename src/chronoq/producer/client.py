@@ -1,0 +1,144 @@
+"""``Producer``: what a service uses to put jobs into chronoq.
+
+It talks only to Postgres: an enqueue is one statement, so it can share the caller's own
+transaction (``connection=``) and commit or vanish with the caller's writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from chronoq._store import jobs as job_store
+from chronoq._store.connection import create_pool
+from chronoq.errors import InvalidJobError, JobNotFoundError
+from chronoq.producer.views import load_job
+from chronoq.schemas.job import JobSpec, RetryPolicy, build_spec
+from chronoq.schemas.views import JobView
+
+Delay = timedelta | int | float
+
+
+class Producer:
+    """``async with Producer(database_url) as producer: await producer.enqueue(...)``.
+
+    Pass ``pool=`` to share an existing asyncpg pool (its connections need no set-up).
+    """
+
+    def __init__(self, database_url: str | None = None, *, pool: asyncpg.Pool | None = None) -> None:
+        if database_url is None and pool is None:
+            from chronoq._runtime.config import Settings
+
+            database_url = Settings.load().database_url
+        self._url = database_url
+        self._pool = pool
+        self._owns_pool = pool is None
+
+    async def __aenter__(self) -> "Producer":
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._pool is None:
+            assert self._url is not None
+            self._pool = await create_pool(self._url, application_name="chronoq-producer")
+
+    async def close(self) -> None:
+        if self._owns_pool and self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("Producer is not open: use `async with Producer(...)` or await open()")
+        return self._pool
+
+    async def enqueue(
+        self,
+        queue: str,
+        payload: Any = None,
+        *,
+        delay: Delay | None = None,
+        run_at: datetime | None = None,
+        key: str | None = None,
+        max_attempts: int | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: Delay | None = None,
+        connection: asyncpg.Connection | None = None,
+    ) -> int:
+        """Store a one-shot job; returns its id. With ``key``, a second enqueue of the same key on
+        the same queue stores nothing and returns the first job's id. With ``connection``, the job
+        is written in that connection's current transaction."""
+        spec = build_spec(
+            queue=queue, payload=payload, delay=_seconds(delay), run_at=run_at, key=key,
+            max_attempts=max_attempts, retry=retry, timeout=_seconds(timeout),
+        )
+        return (await self._enqueue(spec, connection)).job_id
+
+    async def enqueue_spec(self, spec: JobSpec, *, connection: asyncpg.Connection | None = None) -> int:
+        return (await self._enqueue(spec, connection)).job_id
+
+    async def _enqueue(self, spec: JobSpec, connection: asyncpg.Connection | None) -> job_store.Enqueued:
+        payload = spec.encoded_payload()
+        if connection is not None:
+            return await job_store.enqueue(connection, spec, payload)
+        async with self.pool.acquire() as conn:
+            return await job_store.enqueue(conn, spec, payload)
+
+    async def enqueue_many(
+        self,
+        jobs: Iterable[JobSpec | Mapping[str, Any]],
+        *,
+        connection: asyncpg.Connection | None = None,
+    ) -> list[int]:
+        """Store many one-shot jobs in one transaction; ids in input order. Each item is a JobSpec
+        or a mapping of ``enqueue``'s keyword arguments (``queue`` and ``payload`` included).
+        Every item is validated before anything is stored."""
+        specs = [item if isinstance(item, JobSpec) else _spec_from_mapping(item) for item in jobs]
+        if not specs:
+            return []
+        payloads = [s.encoded_payload() for s in specs]
+        if connection is not None:
+            stored = await job_store.enqueue_many(connection, specs, payloads)
+        else:
+            async with self.pool.acquire() as conn, conn.transaction():
+                stored = await job_store.enqueue_many(conn, specs, payloads)
+        return [e.job_id for e in stored]
+
+    async def get(self, job_id: int) -> JobView:
+        """The job, every occurrence and its attempts. Raises JobNotFoundError."""
+        async with self.pool.acquire() as conn:
+            view = await load_job(conn, job_id)
+        if view is None:
+            raise JobNotFoundError(job_id)
+        return view
+
+    async def cancel(self, job_id: int) -> bool:
+        """Cancel the job and every occurrence that has not ended. True if this call cancelled
+        it; False if it was already cancelled. Raises JobNotFoundError."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            cancelled, _ = await job_store.cancel(conn, job_id)
+            if not cancelled and not await job_store.job_exists(conn, job_id):
+                raise JobNotFoundError(job_id)
+        return cancelled
+
+
+def _seconds(value: Delay | None) -> timedelta | float | None:
+    if isinstance(value, bool):
+        raise InvalidJobError("delay", "a duration must be a timedelta or a number of seconds, not bool")
+    return value
+
+
+def _spec_from_mapping(item: Mapping[str, Any]) -> JobSpec:
+    fields = dict(item)
+    for name in ("delay", "timeout"):
+        if name in fields:
+            fields[name] = _seconds(fields[name])
+    return build_spec(**fields)

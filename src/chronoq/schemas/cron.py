@@ -1,0 +1,302 @@
+"""Cron schedules: the one place that knows cron semantics (the only importer of croniter).
+
+Grammar (strict on purpose: a scheduler that silently reads a typo as "every minute" drops jobs):
+
+* 5 fields ``minute hour day-of-month month day-of-week``, or 6 with a trailing seconds field
+  ``minute hour day-of-month month day-of-week second`` (croniter's ``second_at_beginning=False``
+  convention: seconds LAST, not Quartz's seconds-first).
+* Items: ``*``, ``N``, ``A-B`` (A <= B; no wrap-around), each optionally ``/STEP`` (1 <= STEP <=
+  span of the field); ``N/STEP`` means ``N-max/STEP``; comma lists. Month names JAN-DEC and
+  weekday names SUN-SAT (case-insensitive); weekday 7 is Sunday.
+* Aliases ``@yearly @annually @monthly @weekly @daily @midnight @hourly``. Not supported:
+  ``@reboot``, ``?``, ``L``, ``W``, ``#``, ``H``/``R`` (hashed/random), a year field.
+* Day-of-month vs day-of-week: when both are restricted (neither covers its whole range) a day
+  matches if EITHER matches (classic cron OR); otherwise both must match.
+
+Time semantics: the expression names wall-clock times in ``timezone``. A wall time that does not
+exist (spring-forward gap) fires once at the first instant after the gap; several ticks in one
+gap collapse into that single instant. A wall time that happens twice (fall-back fold) fires once,
+at its first instance. Ticks on a calendar day the zone skipped entirely (Pacific/Apia,
+2011-12-30) do not fire at all. All returned instants are aware UTC datetimes.
+
+croniter is used only to enumerate *naive* wall times from a canonical expression (explicit integer
+lists) that we build ourselves; its own time-zone handling and its lenient range parsing
+(``5-5`` = every minute, ``5-1`` = wrap-around) are never reached.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterError, croniter
+
+__all__ = ["CronError", "CronSchedule"]
+
+MAX_EXPRESSION_LENGTH = 256
+# Croniter steps allowed without producing a tick. Normal schedules need 1-2; gaps, folds and
+# skipped days restart the enumeration past themselves, so this only trips on a bug.
+_MAX_STEPS = 4096
+_UTC = timezone.utc
+_SECOND = timedelta(seconds=1)
+# Fixed reference for the "does this ever fire?" check at parse time.
+_REFERENCE = datetime(2000, 1, 1)
+
+_ALIASES = {
+    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_MONTHS = {m: i for i, m in enumerate(
+    "jan feb mar apr may jun jul aug sep oct nov dec".split(), start=1)}
+_WEEKDAYS = {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}
+# (name, low, high, names). Ranges/steps on `*` use low..high; weekday `*` is 0..6, 7 only as a value.
+_FIELDS = (
+    ("minute", 0, 59, None), ("hour", 0, 23, None), ("day-of-month", 1, 31, None),
+    ("month", 1, 12, _MONTHS), ("day-of-week", 0, 6, _WEEKDAYS), ("second", 0, 59, None),
+)
+_ITEM = re.compile(r"(?:(\*)|([0-9]{1,2}|[a-z]{3})(?:-([0-9]{1,2}|[a-z]{3}))?)(?:/([0-9]{1,3}))?")
+_PRINTABLE = re.compile(r"[\x20-\x7e\t]*")
+# IANA names: letters, digits, `_ + -`, `/`-separated components; no `..`, no leading `/`.
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*")
+
+
+class CronError(ValueError):
+    """A cron expression or time zone is invalid, or a schedule produced no tick in bounds."""
+
+
+def _short(text: str) -> str:
+    # Never echo a 10 KB input back into a log line.
+    return repr(text if len(text) <= 64 else text[:61] + "...")
+
+
+def _parse_field(text: str, index: int, expr: str) -> frozenset[int]:
+    name, low, high, names = _FIELDS[index]
+    top = 7 if index == 4 else high  # day-of-week accepts 7 (= Sunday) as a value
+
+    def value(token: str) -> int:
+        if token.isdigit():
+            number = int(token)
+        elif names is not None and token in names:
+            number = names[token]
+        else:
+            raise CronError(f"cron expression {_short(expr)}: {name} field has unknown name {token!r}")
+        if not low <= number <= top:
+            raise CronError(
+                f"cron expression {_short(expr)}: {name} value {number} out of range {low}-{top}")
+        return number
+
+    result: set[int] = set()
+    for item in text.lower().split(","):
+        match = _ITEM.fullmatch(item)
+        if match is None:
+            raise CronError(f"cron expression {_short(expr)}: bad {name} item {item!r}")
+        star, first, last, step_text = match.groups()
+        if star:
+            start, stop = low, high
+        else:
+            start = value(first)
+            stop = value(last) if last else (high if step_text else start)
+            if start > stop:  # croniter would read this as wrap-around; we refuse it
+                raise CronError(
+                    f"cron expression {_short(expr)}: {name} range {item!r} is reversed")
+        step = int(step_text) if step_text else 1
+        if not 1 <= step <= high - low + 1:
+            raise CronError(
+                f"cron expression {_short(expr)}: {name} step {step} must be 1-{high - low + 1}")
+        result.update(range(start, stop + 1, step))
+    if index == 4:
+        result = {0 if v == 7 else v for v in result}
+    return frozenset(result)
+
+
+def _canonical(expression: str) -> tuple[str, tuple[frozenset[int], ...]]:
+    """Validate `expression`; return croniter's input as explicit integer lists, and the sets."""
+    text = _ALIASES.get(expression.lower(), expression)
+    if text.startswith("@"):
+        raise CronError(f"cron expression {_short(expression)}: unsupported alias")
+    parts = text.split(" ")
+    if len(parts) not in (5, 6):
+        raise CronError(
+            f"cron expression {_short(expression)}: expected 5 fields (or 6 with seconds last), "
+            f"got {len(parts)}")
+    sets = tuple(_parse_field(part, i, expression) for i, part in enumerate(parts))
+    out = []
+    for i, values in enumerate(sets):
+        _, low, high, _ = _FIELDS[i]
+        full = values == frozenset(range(low, high + 1))
+        # `*` for a full set makes croniter apply AND between the day fields; explicit lists of a
+        # partial set keep its OR rule exactly when both day fields are restricted (our rule).
+        out.append("*" if full else ",".join(map(str, sorted(values))))
+    return " ".join(out), sets
+
+
+@dataclass(frozen=True)
+class _Gap:
+    transition: datetime  # UTC instant the clock jumped forward; first instant after the gap
+    start_wall: datetime  # naive local walls in [start_wall, end_wall) do not exist
+    end_wall: datetime
+
+
+@dataclass(frozen=True)
+class CronSchedule:
+    """A validated cron expression evaluated as wall-clock time in an IANA zone (see module doc)."""
+
+    expression: str
+    timezone: str = "UTC"
+    _croniter_expr: str = field(init=False, repr=False, compare=False)
+    _zone: ZoneInfo = field(init=False, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, expression: str, timezone: str = "UTC") -> CronSchedule:
+        return cls(expression, timezone)
+
+    def __post_init__(self) -> None:
+        expr = self.expression
+        if not isinstance(expr, str):
+            raise CronError(f"cron expression must be a string, not {type(expr).__name__}")
+        # Length first: a 10 KB input is rejected before any regex or croniter work.
+        if len(expr) > MAX_EXPRESSION_LENGTH:
+            raise CronError(f"cron expression longer than {MAX_EXPRESSION_LENGTH} characters")
+        if not _PRINTABLE.fullmatch(expr):
+            raise CronError(f"cron expression {_short(expr)} contains non-ASCII or control characters")
+        expr = " ".join(expr.split())
+        if not expr:
+            raise CronError("cron expression is empty")
+        canonical, _ = _canonical(expr)
+        zone = _load_zone(self.timezone)
+        try:
+            # Never-firing expressions (`0 0 30 2 *`) pass field checks; croniter's bounded
+            # (50-year) search from a fixed reference finds that out.
+            croniter(canonical, _REFERENCE).get_next(datetime)
+        except CroniterError as exc:
+            raise CronError(f"cron expression {_short(expr)} never fires") from exc
+        object.__setattr__(self, "expression", expr)
+        object.__setattr__(self, "_croniter_expr", canonical)
+        object.__setattr__(self, "_zone", zone)
+
+    def next_after(self, instant: datetime) -> datetime:
+        """First tick strictly after `instant` (aware, any zone), as an aware UTC datetime."""
+        return next(self._ticks_after(instant))
+
+    def ticks_between(self, start: datetime, end: datetime, limit: int) -> list[datetime]:
+        """Ticks t with start < t <= end, oldest first, at most `limit` (work bounded by limit)."""
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        end_utc = _to_utc(end, "end")
+        ticks: list[datetime] = []
+        if limit == 0 or _to_utc(start, "start") >= end_utc:
+            return ticks
+        for tick in self._ticks_after(start):
+            if tick > end_utc:
+                break
+            ticks.append(tick)
+            if len(ticks) >= limit:
+                break
+        return ticks
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _walls_from(self, wall: datetime) -> Iterator[datetime]:
+        """Nominal naive wall times >= `wall` (whole seconds), from croniter in naive mode."""
+        itr = croniter(self._croniter_expr, wall - _SECOND)  # croniter is strictly-after
+        while True:
+            try:
+                yield itr.get_next(datetime)
+            except (CroniterError, OverflowError, ValueError) as exc:  # e.g. past year 9999
+                raise CronError(f"cron expression {_short(self.expression)}: no further tick") from exc
+
+    def _ticks_after(self, instant: datetime) -> Iterator[datetime]:
+        last = _to_utc(instant, "instant")
+        local = last.astimezone(self._zone)
+        wall = local.replace(tzinfo=None, fold=0)
+        first = wall.replace(tzinfo=self._zone).astimezone(_UTC)
+        if first != last:
+            # `instant` is in the second pass of a fold: every repeated wall time already fired
+            # at its first instance, so resume at the wall time where the fold ends.
+            transition = _transition(self._zone, first, last)
+            start = (transition + first.astimezone(self._zone).utcoffset()).replace(tzinfo=None)
+        else:
+            start = wall.replace(microsecond=0) + _SECOND  # walls strictly after `instant`
+        walls = self._walls_from(start)
+        steps = 0
+        while True:
+            steps += 1
+            if steps > _MAX_STEPS:
+                raise CronError(f"cron expression {_short(self.expression)}: no tick within "
+                                f"{_MAX_STEPS} steps after {last.isoformat()}")
+            wall = next(walls)
+            resolved = _resolve(self._zone, wall)
+            if isinstance(resolved, _Gap):
+                day = wall.date()
+                midnight = datetime.combine(day, datetime.min.time())
+                if resolved.start_wall <= midnight and resolved.end_wall >= midnight + timedelta(1):
+                    # The whole calendar day never existed (Apia 2011-12-30): its ticks are not
+                    # moved to another day, they simply do not happen.
+                    walls = self._walls_from(midnight + timedelta(1))
+                    continue
+                tick = resolved.transition
+                # All other walls in this gap map to the same instant: skip past them at once.
+                walls = self._walls_from(resolved.end_wall)
+            else:
+                tick = resolved
+            if tick > last:
+                steps = 0
+                last = tick
+                yield tick
+
+
+def _to_utc(value: datetime, what: str) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{what} must be a datetime, not {type(value).__name__}")
+    if value.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware, got naive {value.isoformat()}")
+    return value.astimezone(_UTC)
+
+
+def _load_zone(name: str) -> ZoneInfo:
+    if not isinstance(name, str) or not name:
+        raise CronError(f"time zone must be a non-empty IANA name, got {name!r}")
+    # zoneinfo reads files named by the key, so refuse anything path-like before it looks.
+    if len(name) > 64 or ".." in name or not _ZONE_NAME.fullmatch(name) or name == "localtime":
+        raise CronError(f"time zone {_short(name)} is not a valid IANA name")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise CronError(f"unknown time zone {name!r}") from exc
+
+
+def _offset(zone: ZoneInfo, ts: int) -> timedelta:
+    return datetime.fromtimestamp(ts, _UTC).astimezone(zone).utcoffset()  # type: ignore[return-value]
+
+
+def _transition(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:
+    """The UTC instant in (before, after] where the offset changes (tzdata uses whole seconds)."""
+    lo, hi = math.floor(before.timestamp()), math.ceil(after.timestamp())
+    old = _offset(zone, lo)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _offset(zone, mid) == old:
+            lo = mid
+        else:
+            hi = mid
+    return datetime.fromtimestamp(hi, _UTC)
+
+
+def _resolve(zone: ZoneInfo, wall: datetime) -> datetime | _Gap:
+    """Map a naive local wall time to its first UTC instance, or describe the gap it falls in."""
+    early = wall.replace(tzinfo=zone, fold=0)
+    early_utc = early.astimezone(_UTC)
+    if early_utc.astimezone(zone).replace(tzinfo=None) == wall:
+        # Exists. In a fold, fold=0 is the first instance (PEP 495); min() guards any oddity.
+        return min(early_utc, wall.replace(tzinfo=zone, fold=1).astimezone(_UTC))
+    # In a gap, fold=0 uses the offset before the jump and fold=1 the offset after (PEP 495).
+    before, after = early.utcoffset(), wall.replace(tzinfo=zone, fold=1).utcoffset()
+    assert before is not None and after is not None
+    transition = _transition(zone, (wall - after).replace(tzinfo=_UTC), early_utc)
+    naive = transition.replace(tzinfo=None)
+    return _Gap(transition, naive + before, naive + after)

@@ -1,0 +1,56 @@
+"""Read models: what ``Producer.get`` and ``chronoq jobs show`` return."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+OccurrenceState = Literal[
+    "scheduled", "dispatched", "retrying", "succeeded", "dead", "skipped", "cancelled"
+]
+TERMINAL_STATES = frozenset({"succeeded", "dead", "skipped", "cancelled"})
+
+
+class AttemptView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    attempt: int
+    outcome: str
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker: str | None = None
+
+
+class OccurrenceView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    occurrence_key: str
+    fire_at: datetime
+    state: OccurrenceState
+    attempt: int
+    run_at: datetime | None = None
+    dispatches: int = 0
+    reason: str | None = None
+    error: str | None = None
+    result: Any = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: list[AttemptView] = []
+
+
+class JobView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    queue: str
+    kind: Literal["once", "cron"]
+    state: str
+    key: str | None
+    payload: Any
+    max_attempts: int
+    timeout_s: float
+    created_at: datetime
+    occurrences: list[OccurrenceView]

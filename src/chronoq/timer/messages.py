@@ -1,0 +1,58 @@
+"""Building the AMQP message for a claimed wheel row, without decoding its payload."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import asyncpg
+import orjson
+
+from chronoq._broker.publisher import Outgoing
+from chronoq.schemas.message import MESSAGE_VERSION
+
+
+def job_message(row: asyncpg.Record) -> Outgoing:
+    key = row["occurrence_key"]
+    attempt = row["attempt"]
+    body = orjson.dumps(
+        {
+            "v": MESSAGE_VERSION,
+            "job_id": row["job_id"],
+            "queue": row["queue"],
+            "occurrence_key": key,
+            "fire_at": row["fire_at"],
+            "run_at": row["run_at"],
+            "attempt": attempt,
+            "max_attempts": row["max_attempts"],
+            "timeout_s": row["timeout_ms"] / 1000,
+            # The payload is already JSON text in Postgres; splice it in as it is.
+            "payload": orjson.Fragment(row["payload"] or "null"),
+        }
+    )
+    headers = {
+        "x-chronoq-job-id": row["job_id"],
+        "x-chronoq-queue": row["queue"],
+        "x-chronoq-occurrence": row["fire_at"].isoformat(),
+        "x-chronoq-run-at": row["run_at"].isoformat(),
+        "x-chronoq-attempt": attempt,
+        "x-chronoq-idempotency-key": key,
+    }
+    return Outgoing(routing_key=row["queue"], body=body, message_id=f"{key}#{attempt}", headers=headers)
+
+
+def poison_message(row: asyncpg.Record, delivery_limit: int) -> Outgoing:
+    message = job_message(row)
+    message.headers.update(
+        {
+            "x-chronoq-reason": "delivery_limit",
+            "x-chronoq-error": f"dispatched {row['dispatches']} times without an outcome (limit {delivery_limit})",
+        }
+    )
+    return message
+
+
+def lease(row: asyncpg.Record, redispatch_after: timedelta) -> timedelta:
+    """How long a dispatched occurrence may stay without an outcome before it is re-published:
+    the redelivery deadline plus the job's own timeout, so a slow but healthy run is not
+    duplicated."""
+    return redispatch_after + timedelta(milliseconds=row["timeout_ms"])

@@ -1,0 +1,213 @@
+"""The timer: claim due rows, publish them with confirms, mark them dispatched, in one
+transaction per batch; sleep until the next due time or a NOTIFY.
+
+Any number of timers run at once; ``FOR UPDATE SKIP LOCKED`` gives each a disjoint batch and
+Postgres's ``now()`` decides what is due, so there is no leader and no host clock involved.
+A timer killed at any instruction before its commit leaves its rows locked only until its
+connection dies; another timer then publishes them again and the workers' dedup absorbs the
+duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from datetime import timedelta
+
+import asyncpg
+
+from chronoq._broker.connection import BROKER_ERRORS
+from chronoq._broker.connection import connect as connect_broker
+from chronoq._broker.publisher import ConfirmedPublisher
+from chronoq._broker.topology import Topology
+from chronoq._runtime.config import Settings
+from chronoq._runtime.failpoints import failpoint
+from chronoq._store import wheel
+from chronoq._store.connection import CONNECTION_ERRORS, connect, create_pool
+from chronoq.timer.messages import job_message, lease, poison_message
+
+log = logging.getLogger("chronoq.timer")
+
+NOTIFY_CHANNEL = "chronoq_due"
+#: Pause before retrying a row the broker refused (unroutable or nacked).
+UNPUBLISHED_PAUSE = timedelta(seconds=2)
+#: Pause after the database or broker failed, before trying again.
+FAILURE_PAUSE = 1.0
+#: Longest wait for the broker's confirms of one batch; past it the batch rolls back and stays
+#: due (a broker that is down or blocked on a memory alarm must not hold the rows forever).
+PUBLISH_TIMEOUT = 30.0
+
+
+class Timer:
+    def __init__(self, settings: Settings, *, name: str | None = None) -> None:
+        self.settings = settings
+        self.name = name or f"timer@{socket.gethostname()}:{os.getpid()}"
+        self.topology = Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._broker = None
+        self._publisher: ConfirmedPublisher | None = None
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        # Host monotonic time at which the timer plans to look again; a NOTIFY for an earlier
+        # due time wakes it sooner. `_clock_offset` maps database epoch to host monotonic time.
+        self._planned_wake = 0.0
+        self._clock_offset = 0.0
+
+    async def start(self) -> None:
+        self._pool = await create_pool(self.settings.database_url, min_size=1, max_size=2, application_name=self.name)
+        self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
+        self._publisher = ConfirmedPublisher(self._broker, self.topology)
+        await self._listen()
+
+    async def _listen(self) -> None:
+        try:
+            self._listener = await connect(self.settings.database_url, application_name=f"{self.name}-listen")
+            await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        except Exception:  # the timer still works without NOTIFY, only with max-idle lateness
+            log.warning("notify listener unavailable", extra={"action": "timer_listen_failed"}, exc_info=True)
+            self._listener = None
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            due_host = int(payload) / 1000 - self._clock_offset
+        except ValueError:
+            return
+        if due_host < self._planned_wake:
+            self._wake.set()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+        if self._publisher is not None:
+            await self._publisher.close()
+        if self._broker is not None:
+            await self._broker.close()
+            self._broker = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Claim, publish and mark one batch in one transaction. Returns the rows handled."""
+        assert self._pool is not None and self._publisher is not None, "call start() first"
+        limit = self.settings.claim_batch
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await wheel.claim_due(conn, limit)
+            if not rows:
+                return 0
+            failpoint("timer.after_claim")
+            started = time.perf_counter()
+            poison = [r for r in rows if r["dispatches"] >= self.settings.delivery_limit]
+            live = [r for r in rows if r["dispatches"] < self.settings.delivery_limit]
+            failures = await asyncio.wait_for(
+                self._publisher.publish([job_message(r) for r in live]), PUBLISH_TIMEOUT
+            )
+            failpoint("timer.after_confirm")
+            sent = [r for r, failure in zip(live, failures, strict=True) if failure is None]
+            refused = [(r, f) for r, f in zip(live, failures, strict=True) if f is not None]
+            await wheel.mark_dispatched(
+                conn,
+                [r["occurrence_key"] for r in sent],
+                [lease(r, self.settings.redispatch_after) for r in sent],
+            )
+            if refused:
+                await self._postpone(conn, refused)
+            if poison:
+                await self._bury(conn, poison)
+            failpoint("timer.before_commit")
+        log.info(
+            "dispatched batch",
+            extra={
+                "action": "batch_dispatched",
+                "timer": self.name,
+                "claimed": len(rows),
+                "published": len(sent),
+                "refused": len(refused),
+                "poison": len(poison),
+                "publish_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+        return len(rows)
+
+    async def _postpone(self, conn: asyncpg.Connection, refused: list) -> None:
+        first_error = f"{type(refused[0][1]).__name__}: {refused[0][1]}"[:500]
+        for row, failure in refused[:10]:
+            log.warning(
+                "broker refused message",
+                extra={
+                    "action": "publish_refused",
+                    "occurrence": row["occurrence_key"],
+                    "queue": row["queue"],
+                    "error": type(failure).__name__,
+                },
+            )
+        await wheel.postpone(conn, [r["occurrence_key"] for r, _ in refused], UNPUBLISHED_PAUSE, first_error)
+
+    async def _bury(self, conn: asyncpg.Connection, poison: list) -> None:
+        """Dead-letter occurrences past the delivery limit: a copy to the dead-letter queue for
+        operators, and the terminal `dead` row in Postgres."""
+        assert self._publisher is not None
+        failures = await self._publisher.publish(
+            [poison_message(r, self.settings.delivery_limit) for r in poison], dead=True
+        )
+        buried = [r["occurrence_key"] for r, f in zip(poison, failures, strict=True) if f is None]
+        await wheel.mark_poison(conn, buried)
+        for key in buried:
+            log.warning("occurrence dead: delivery limit", extra={"action": "occurrence_poison", "occurrence": key})
+
+    async def _sleep_until_due(self) -> None:
+        assert self._pool is not None
+        max_idle = self.settings.timer_max_idle.total_seconds()
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT extract(epoch FROM now())::float8 AS db_now, "
+                "extract(epoch FROM min(due_at) - now())::float8 AS due_in FROM chronoq.wheel"
+            )
+        host_now = time.monotonic()
+        self._clock_offset = row["db_now"] - host_now
+        wait = max_idle if row["due_in"] is None else min(max(row["due_in"], 0.0), max_idle)
+        self._planned_wake = host_now + wait
+        if wait <= 0:
+            return
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=wait)
+        except TimeoutError:
+            pass
+
+    async def run(self) -> None:
+        """Start, turn the wheel until stop(), close. A batch in progress always finishes."""
+        await self.start()
+        log.info("timer started", extra={"action": "timer_started", "timer": self.name})
+        try:
+            while not self._stopping.is_set():
+                try:
+                    handled = await self.run_once()
+                    if handled < self.settings.claim_batch and not self._stopping.is_set():
+                        await self._sleep_until_due()
+                except (*CONNECTION_ERRORS, *BROKER_ERRORS, asyncpg.PostgresError) as exc:
+                    log.warning(
+                        "dispatch failed; retrying",
+                        extra={"action": "timer_retry", "error": f"{type(exc).__name__}: {exc}"[:300]},
+                    )
+                    await self._pause(FAILURE_PAUSE)
+                    if self._listener is None or self._listener.is_closed():
+                        await self._listen()
+        finally:
+            await self.close()
+            log.info("timer stopped", extra={"action": "timer_stopped", "timer": self.name})
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
