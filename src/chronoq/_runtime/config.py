@@ -97,7 +97,7 @@ class Settings(BaseSettings):
             return cls(**{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:
             problems = "; ".join(
-                f"CHRONOQ_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+                f"CHRONOQ_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg'].removeprefix('Value error, ')}"
                 for err in exc.errors()
             )
             raise ConfigError(f"invalid setting: {problems}") from None

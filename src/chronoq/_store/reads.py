@@ -27,3 +27,7 @@ async def attempts(conn: asyncpg.Connection, job_id: int) -> list[asyncpg.Record
 
 async def queue_status(conn: asyncpg.Connection, window: timedelta) -> list[asyncpg.Record]:
     return await conn.fetch(query("queue_status"), window)
+
+
+async def outcome_summary(conn: asyncpg.Connection, job_ids: list[int]) -> asyncpg.Record:
+    return await conn.fetchrow(query("outcome_summary"), job_ids)

@@ -17,7 +17,8 @@ from chronoq._store.connection import create_pool
 from chronoq.errors import InvalidJobError, JobNotFoundError
 from chronoq.producer.views import load_job
 from chronoq.schemas.job import JobSpec, RetryPolicy, build_spec
-from chronoq.schemas.views import JobView
+from chronoq._store import reads
+from chronoq.schemas.views import JobView, QueueStatus
 
 Delay = timedelta | int | float
 
@@ -119,6 +120,26 @@ class Producer:
         if view is None:
             raise JobNotFoundError(job_id)
         return view
+
+    async def status(self, window: timedelta = timedelta(minutes=5)) -> list[QueueStatus]:
+        """Per queue: scheduled, due and in-flight occurrences now; outcomes, failed attempts and
+        start lateness (p50/p99, seconds) over the last ``window``."""
+        async with self.pool.acquire() as conn:
+            rows = await reads.queue_status(conn, window)
+        return [
+            QueueStatus(
+                **{k: v for k, v in dict(r).items() if not k.startswith("lateness")},
+                lateness_p50_s=r["lateness_p50"],
+                lateness_p99_s=r["lateness_p99"],
+            )
+            for r in rows
+        ]
+
+    async def summary(self, job_ids: list[int]) -> dict[str, Any]:
+        """How a set of jobs ended: counts by terminal state, still pending, retried, and the
+        start lateness of first attempts in seconds (p50, p99, max)."""
+        async with self.pool.acquire() as conn:
+            return dict(await reads.outcome_summary(conn, job_ids))
 
     async def cancel(self, job_id: int) -> bool:
         """Cancel the job and every occurrence that has not ended. True if this call cancelled

@@ -152,7 +152,7 @@ def _retry_with(retry: RetryPolicy, max_attempts: object) -> RetryPolicy:
 def _invalid(exc: ValidationError) -> InvalidJobError:
     error = exc.errors()[0]
     field = ".".join(str(part) for part in error["loc"]) or "job"
-    message = error["msg"].removeprefix("Value error, ")
+    message = error["msg"].removeprefix("Value error, ").removeprefix(f"{field}: ")
     return InvalidJobError(field, message)
 
 

@@ -54,3 +54,21 @@ class JobView(BaseModel):
     timeout_s: float
     created_at: datetime
     occurrences: list[OccurrenceView]
+
+
+class QueueStatus(BaseModel):
+    """One queue's counts: live occurrences by phase now, outcomes over the status window."""
+
+    model_config = ConfigDict(frozen=True)
+
+    queue: str
+    scheduled: int
+    due: int
+    in_flight: int
+    succeeded: int
+    failed: int
+    dead: int
+    skipped: int
+    cancelled: int
+    lateness_p50_s: float | None
+    lateness_p99_s: float | None

@@ -124,7 +124,7 @@ class Timer:
             if poison:
                 await self._bury(conn, poison)
             failpoint("timer.before_commit")
-        log.info(
+        log.debug(
             "dispatched batch",
             extra={
                 "action": "batch_dispatched",

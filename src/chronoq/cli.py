@@ -1,0 +1,203 @@
+"""The ``chronoq`` command line. Command and flag names are a contract other tools drive.
+
+Every setting of :class:`Settings` is also a flag on every command (``--database-url``,
+``--amqp-url``, ...), generated from the model so that the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic.fields import FieldInfo
+from rich.console import Console
+from rich.table import Table
+
+from chronoq._runtime.config import Settings
+from chronoq._runtime.durations import parse_duration
+from chronoq._runtime.logs import configure as configure_logging
+from chronoq.errors import ChronoqError, ConfigError, InvalidJobError, JobNotFoundError, ServiceUnavailableError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _settings_parser() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("settings (also CHRONOQ_* environment variables)")
+    for name, field in Settings.model_fields.items():
+        assert isinstance(field, FieldInfo)
+        kind: Callable[[str], Any] = str
+        if field.annotation is int:
+            kind = int
+        elif field.annotation is timedelta:
+            kind = _duration
+        group.add_argument(
+            _flag(name), dest=f"setting_{name}", type=kind, default=argparse.SUPPRESS,
+            metavar=name.upper(), help=f"{field.description} [env CHRONOQ_{name.upper()}]",
+        )
+    group.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    settings = _settings_parser()
+    parser = argparse.ArgumentParser(prog="chronoq", description=__doc__.splitlines()[0] if __doc__ else None)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=help_text, parents=[settings])
+
+    migrate = command("migrate", "Create the database if missing, apply the schema migrations, declare RabbitMQ exchanges.")
+    migrate.add_argument("--print", action="store_true", dest="print_sql", help="print the SQL instead of applying it")
+
+    command("timer", "Run one timer. Any number may run at once.")
+
+    worker = command("worker", "Run the Worker found at MODULE:ATTR.")
+    worker.add_argument("target", metavar="MODULE:ATTR")
+    worker.add_argument("--queue", action="append", dest="queues", metavar="Q", help="consume only this queue (repeatable)")
+
+    enqueue = command("enqueue", "Enqueue a one-shot job; prints its id.")
+    enqueue.add_argument("queue")
+    enqueue.add_argument("--payload", default="null", help="the payload, as JSON")
+    when = enqueue.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=_duration, help="run after this long, e.g. 30s")
+    when.add_argument("--at", dest="run_at", type=datetime.fromisoformat, help="run at this ISO 8601 time (with offset)")
+    enqueue.add_argument("--key", help="idempotency key: the same key on the same queue enqueues once")
+    enqueue.add_argument("--max-attempts", type=int)
+    enqueue.add_argument("--timeout", type=_duration, help="handler timeout, e.g. 60s")
+
+    status = command("status", "Per queue: scheduled, due, in flight, outcomes and lateness.")
+    status.add_argument("--window", type=_duration, default=timedelta(minutes=5), help="look-back for outcomes (default 5m)")
+    status.add_argument("--json", action="store_true")
+
+    jobs = command("jobs", "Inspect or change jobs.")
+    job_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    show = job_commands.add_parser("show", help="a job with every occurrence, attempt and error", parents=[settings])
+    show.add_argument("job_id", type=int)
+    show.add_argument("--json", action="store_true")
+    cancel = job_commands.add_parser("cancel", help="cancel a job and its pending occurrences", parents=[settings])
+    cancel.add_argument("job_id", type=int)
+
+    demo = command("demo", "Run the whole pipeline on the local services and check nothing was lost.")
+    demo.add_argument("--jobs", type=int, default=3000, help="jobs to enqueue (default 3000)")
+    demo.add_argument("--spread", type=_duration, default=timedelta(seconds=5), help="spread of due times (default 5s)")
+    demo.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    demo.add_argument("--timers", type=int, default=1, help="timer processes (default 1)")
+
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    overrides = {k.removeprefix("setting_"): v for k, v in vars(args).items() if k.startswith("setting_")}
+    return Settings.load(**overrides)
+
+
+def _run(coro: Coroutine[Any, Any, int], *, fast_loop: bool = False) -> int:
+    if fast_loop:
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+            return asyncio.run(coro)
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    err = Console(stderr=True)
+    try:
+        settings = load_settings(args)
+        sys.exit(dispatch(args, settings))
+    except (ConfigError, InvalidJobError, JobNotFoundError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        sys.exit(EXIT_USAGE)
+    except ServiceUnavailableError as exc:
+        err.print(f"[red]unavailable:[/red] {exc}", highlight=False)
+        sys.exit(EXIT_UNAVAILABLE)
+    except ChronoqError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(EXIT_FAILURE)
+
+
+def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from chronoq import commands
+
+    match args.command:
+        case "migrate":
+            return _run(commands.migrate(settings, print_sql=args.print_sql))
+        case "timer":
+            return _run(commands.timer(settings), fast_loop=True)
+        case "worker":
+            worker = load_worker(args.target)
+            return _run(commands.worker(settings, worker, args.queues), fast_loop=True)
+        case "enqueue":
+            try:
+                payload = orjson.loads(args.payload)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidJobError("payload", f"not valid JSON: {exc}") from None
+            return _run(commands.enqueue(settings, args.queue, payload, delay=args.delay, run_at=args.run_at,
+                                         key=args.key, max_attempts=args.max_attempts, timeout=args.timeout))
+        case "status":
+            return _run(commands.status(settings, args.window, as_json=args.json))
+        case "jobs":
+            if args.jobs_command == "show":
+                return _run(commands.show_job(settings, args.job_id, as_json=args.json))
+            return _run(commands.cancel_job(settings, args.job_id))
+        case "demo":
+            from chronoq.demo import run_demo
+
+            return _run(run_demo(settings, jobs=args.jobs, spread=args.spread, workers=args.workers, timers=args.timers))
+    raise AssertionError(args.command)
+
+
+def load_worker(target: str):
+    """Import ``module:attr`` and check it is a Worker: handlers come only from a registry the
+    operator named, never from anything a message says."""
+    from chronoq.consumer.registry import Worker
+
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"worker target {target!r} must look like package.module:attribute")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r}: {exc}") from None
+    worker = getattr(module, attr, None)
+    if not isinstance(worker, Worker):
+        raise ConfigError(f"{target!r} is not a chronoq.Worker (found {type(worker).__name__})")
+    return worker
+
+
+def queue_table(rows) -> Table:
+    table = Table(title="chronoq queues")
+    for column in ("queue", "scheduled", "due", "in flight", "succeeded", "failed", "dead", "skipped", "cancelled", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="left" if column == "queue" else "right")
+    for r in rows:
+        table.add_row(
+            r.queue, *(str(v) for v in (r.scheduled, r.due, r.in_flight, r.succeeded, r.failed, r.dead, r.skipped, r.cancelled)),
+            _ms(r.lateness_p50_s), _ms(r.lateness_p99_s),
+        )
+    return table
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}"

@@ -1,0 +1,110 @@
+"""What each CLI command does, as plain async functions (the CLI parses, these act)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from chronoq._broker.connection import connect as connect_broker
+from chronoq._broker.topology import Topology, declare_exchanges
+from chronoq._runtime.config import Settings
+from chronoq._runtime.service import run_until_signalled
+from chronoq._store import migrate as migrations
+from chronoq.consumer.registry import Worker
+from chronoq.consumer.service import WorkerService
+from chronoq.producer import Producer
+from chronoq.schemas.views import JobView
+from chronoq.timer import Timer
+
+# Wide enough for the status table when the output is a pipe or a file.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+async def migrate(settings: Settings, *, print_sql: bool = False) -> int:
+    if print_sql:
+        sys.stdout.write(migrations.script())
+        return 0
+    applied = await migrations.migrate(settings.database_url)
+    broker = await connect_broker(settings.amqp_url, name="chronoq-migrate")
+    try:
+        channel = await broker.channel()
+        await declare_exchanges(channel, Topology(settings.namespace, settings.queue_type, settings.delivery_limit))
+    finally:
+        await broker.close()
+    names = ", ".join(f"{m.version:03d}_{m.name}" for m in applied) or "none (up to date)"
+    out.print(f"migrations applied: {names}; RabbitMQ exchanges declared under '{settings.namespace}'")
+    return 0
+
+
+async def timer(settings: Settings) -> int:
+    await run_until_signalled(Timer(settings))
+    return 0
+
+
+async def worker(settings: Settings, registry: Worker, queues: list[str] | None) -> int:
+    await run_until_signalled(WorkerService(registry, settings, queues=queues))
+    return 0
+
+
+async def enqueue(settings: Settings, queue: str, payload: Any, **options: Any) -> int:
+    async with Producer(settings.database_url) as producer:
+        job_id = await producer.enqueue(queue, payload, **options)
+    print(job_id)
+    return 0
+
+
+async def status(settings: Settings, window: timedelta, *, as_json: bool) -> int:
+    from chronoq.cli import queue_table
+
+    async with Producer(settings.database_url) as producer:
+        rows = await producer.status(window)
+    if as_json:
+        print(orjson.dumps([r.model_dump() for r in rows], option=orjson.OPT_INDENT_2).decode())
+    else:
+        out.print(queue_table(rows))
+    return 0
+
+
+async def show_job(settings: Settings, job_id: int, *, as_json: bool) -> int:
+    async with Producer(settings.database_url) as producer:
+        job = await producer.get(job_id)
+    if as_json:
+        print(job.model_dump_json(indent=2))
+    else:
+        render_job(job)
+    return 0
+
+
+async def cancel_job(settings: Settings, job_id: int) -> int:
+    async with Producer(settings.database_url) as producer:
+        cancelled = await producer.cancel(job_id)
+    out.print(f"job {job_id} {'cancelled' if cancelled else 'was already cancelled'}")
+    return 0
+
+
+def render_job(job: JobView) -> None:
+    out.print(
+        f"[bold]job {job.id}[/bold]  queue={job.queue}  kind={job.kind}  state={job.state}"
+        f"  key={job.key or '-'}  max_attempts={job.max_attempts}  timeout={job.timeout_s}s"
+        f"  created={_time(job.created_at)}"
+    )
+    table = Table(show_lines=False)
+    for column in ("occurrence", "state", "attempt", "when", "outcome / error"):
+        table.add_column(column)
+    for occurrence in job.occurrences:
+        table.add_row(
+            occurrence.occurrence_key, occurrence.state, str(occurrence.attempt),
+            _time(occurrence.run_at), occurrence.reason or occurrence.error or "",
+        )
+        for a in occurrence.attempts:
+            table.add_row("", f"  attempt {a.attempt}", "", _time(a.started_at), f"{a.outcome} {a.error or ''}".strip())
+    out.print(table)
+
+
+def _time(value: datetime | None) -> str:
+    return "-" if value is None else value.isoformat(timespec="milliseconds")

@@ -1,0 +1,190 @@
+"""``chronoq demo``: the whole pipeline on the local services, checked end to end.
+
+Migrates, starts real timer and worker processes (the same ``chronoq timer`` and
+``chronoq worker`` an operator runs), enqueues a few thousand jobs due over the next seconds —
+some fail once, one always fails — shows progress, and ends with a summary whose ``lost`` and
+``duplicate effects`` must both be 0. Every handler writes an effect row through ``ctx.db``
+into a table with no unique constraint, so a duplicate effect would be counted, not hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from chronoq._runtime.config import Settings
+from chronoq.commands import migrate
+from chronoq.consumer.context import JobContext
+from chronoq.consumer.registry import Worker
+from chronoq.producer import Producer
+from chronoq.schemas.job import RetryPolicy
+
+QUEUE = "chronoq.demo"
+READY_TIMEOUT = 30.0
+SETUP_SQL = """
+CREATE SCHEMA IF NOT EXISTS chronoq_demo;
+CREATE TABLE IF NOT EXISTS chronoq_demo.effects (
+    run_id text NOT NULL, job_id bigint NOT NULL, occurrence_key text NOT NULL,
+    attempt integer NOT NULL, at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS effects_run ON chronoq_demo.effects (run_id);
+"""
+EFFECT_SQL = "INSERT INTO chronoq_demo.effects (run_id, job_id, occurrence_key, attempt) VALUES ($1, $2, $3, $4)"
+DUPLICATES_SQL = """
+SELECT coalesce(sum(n - 1), 0) FROM (
+    SELECT count(*) AS n FROM chronoq_demo.effects WHERE run_id = $1 GROUP BY occurrence_key HAVING count(*) > 1
+) AS d
+"""
+
+
+class DemoPayload(BaseModel):
+    run: str
+    i: int
+    fail_times: int = 0
+
+
+worker = Worker()
+
+
+@worker.handler(QUEUE)
+async def demo_job(ctx: JobContext, payload: DemoPayload) -> None:
+    # The effect commits with the result row or not at all: a failed attempt's row rolls back.
+    await ctx.db.execute(EFFECT_SQL, payload.run, ctx.job_id, ctx.idempotency_key, ctx.attempt)
+    if ctx.attempt <= payload.fail_times:
+        raise RuntimeError(f"planned failure {ctx.attempt} of {payload.fail_times}")
+
+
+def _spawn(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CHRONOQ_DATABASE_URL": settings.database_url,
+        "CHRONOQ_AMQP_URL": settings.amqp_url,
+        "CHRONOQ_NAMESPACE": settings.namespace,
+        "CHRONOQ_CONCURRENCY": str(settings.concurrency),
+        "CHRONOQ_QUEUE_TYPE": settings.queue_type,
+    }
+    handle = log.open("ab")
+    return subprocess.Popen([sys.executable, "-m", "chronoq", *args], env=env, stdout=handle, stderr=handle)
+
+
+async def _wait_ready(log: Path, marker: bytes, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while marker not in log.read_bytes():
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before it was ready; see {log}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process not ready after {READY_TIMEOUT:.0f}s; see {log}")
+        await asyncio.sleep(0.05)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> list[int]:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=40))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            codes.append(p.wait())
+    return codes
+
+
+async def run_demo(settings: Settings, *, jobs: int, spread: timedelta, workers: int, timers: int) -> int:
+    console = Console(highlight=False)
+    console.print(f"[bold]chronoq demo[/bold]: {jobs} jobs over {spread.total_seconds():g}s, {timers} timer(s), {workers} worker(s)")
+    await migrate(settings)
+    logs = Path(tempfile.mkdtemp(prefix="chronoq-demo-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        async with Producer(settings.database_url) as producer:
+            async with producer.pool.acquire() as conn:
+                await conn.execute(SETUP_SQL)
+            for n in range(workers):
+                log = logs / f"worker-{n}.log"
+                procs.append(_spawn(["worker", "chronoq.demo:worker"], settings, log))
+                await _wait_ready(log, b"worker_started", procs[-1])
+            for n in range(timers):
+                log = logs / f"timer-{n}.log"
+                procs.append(_spawn(["timer"], settings, log))
+                await _wait_ready(log, b"timer_started", procs[-1])
+            console.print(f"processes up (logs in {logs})")
+            run = uuid.uuid4().hex[:8]
+            ids = await _enqueue(producer, run, jobs, spread)
+            summary = await _watch(console, producer, ids, spread)
+            async with producer.pool.acquire() as conn:
+                duplicates = await conn.fetchval(DUPLICATES_SQL, run)
+    finally:
+        codes = _stop(procs)
+    return _report(console, len(ids), summary, duplicates, codes)
+
+
+async def _enqueue(producer: Producer, run: str, jobs: int, spread: timedelta) -> list[int]:
+    quick = RetryPolicy(max_attempts=3, backoff_base=timedelta(milliseconds=300), backoff_cap=timedelta(seconds=2))
+    lead = 1.0  # seconds before the first job is due, so every job is enqueued ahead of time
+    specs = [
+        {
+            "queue": QUEUE,
+            "payload": {"run": run, "i": i, "fail_times": 1 if i % 10 == 3 else 0},
+            "delay": lead + spread.total_seconds() * i / max(jobs, 1),
+            "retry": quick,
+        }
+        for i in range(jobs)
+    ]
+    # One job that always fails: it must end dead after max_attempts, visible in the DLQ.
+    specs.append({"queue": QUEUE, "payload": {"run": run, "i": -1, "fail_times": 99}, "delay": lead, "retry": quick})
+    ids: list[int] = []
+    for start in range(0, len(specs), 5000):
+        ids += await producer.enqueue_many(specs[start : start + 5000])
+    return ids
+
+
+async def _watch(console: Console, producer: Producer, ids: list[int], spread: timedelta) -> dict:
+    deadline = time.monotonic() + spread.total_seconds() + 60
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("finished", total=len(ids))
+        while True:
+            summary = await producer.summary(ids)
+            done = summary["succeeded"] + summary["dead"] + summary["cancelled"] + summary["skipped"]
+            progress.update(
+                task, completed=done,
+                description=f"succeeded {summary['succeeded']} · retried {summary['retried']} · dead {summary['dead']}",
+            )
+            if summary["pending"] == 0 or time.monotonic() > deadline:
+                return summary
+            await asyncio.sleep(0.2)
+
+
+def _report(console: Console, enqueued: int, s: dict, duplicates: int, codes: list[int]) -> int:
+    finished = s["succeeded"] + s["dead"] + s["cancelled"] + s["skipped"]
+    lost = enqueued - finished
+    table = Table(title="chronoq demo summary")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    ms = lambda v: "-" if v is None else f"{v * 1000:.1f} ms"  # noqa: E731
+    for name, value in (
+        ("enqueued", enqueued), ("succeeded", s["succeeded"]), ("retried", s["retried"]), ("dead", s["dead"]),
+        ("lost (must be 0)", lost), ("duplicate effects (must be 0)", duplicates),
+        ("lateness p50", ms(s["lateness_p50"])), ("lateness p99", ms(s["lateness_p99"])),
+        ("processes exited cleanly", all(c == 0 for c in codes)),
+    ):
+        table.add_row(name, str(value))
+    console.print(table)
+    ok = lost == 0 and duplicates == 0 and all(c == 0 for c in codes)
+    console.print("[green]OK[/green]" if ok else "[red]FAILED[/red]")
+    return 0 if ok else 1
