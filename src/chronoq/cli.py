@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--spread", type=_duration, default=timedelta(seconds=5), help="spread of due times (default 5s)")
     demo.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     demo.add_argument("--timers", type=int, default=1, help="timer processes (default 1)")
+    demo.add_argument("--external", action="store_true",
+                      help="start no processes: use timers and workers already running (docker compose)")
 
     return parser
 
@@ -165,7 +167,9 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         case "demo":
             from chronoq.demo import run_demo
 
-            return _run(run_demo(settings, jobs=args.jobs, spread=args.spread, workers=args.workers, timers=args.timers))
+            return _run(run_demo(settings, jobs=args.jobs, spread=args.spread,
+                                workers=0 if args.external else args.workers,
+                                timers=0 if args.external else args.timers))
     raise AssertionError(args.command)
 
 

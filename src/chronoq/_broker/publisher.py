@@ -79,10 +79,14 @@ class ConfirmedPublisher:
             return_exceptions=True,
         )
         failures: list[BaseException | None] = []
-        for outcome in outcomes:
+        for message, outcome in zip(messages, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if isinstance(outcome, asyncio.CancelledError):
                     raise outcome
+                if isinstance(outcome, aio_pika.exceptions.PublishError):
+                    # Returned as unroutable: the queue was deleted behind our back. Declare it
+                    # again before the next publish instead of trusting the cache.
+                    self._declared.discard(message.routing_key)
                 failures.append(outcome)
             elif isinstance(outcome, Basic.Ack):
                 failures.append(None)

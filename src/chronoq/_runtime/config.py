@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chronoq._runtime.durations import parse_duration
 from chronoq.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "postgresql://localhost:5432/chronoq"
@@ -35,6 +36,16 @@ def _amqp_url(value: str) -> str:
     if not value.startswith(("amqp://", "amqps://")):
         raise ValueError("must start with amqp:// or amqps://")
     return value
+
+
+def _duration(value: object) -> object:
+    """Durations read from the environment may be written like the CLI's: 30s, 5m, 1h30m, 1.5."""
+    if isinstance(value, str) and not value.startswith("P"):
+        return parse_duration(value)
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 def _namespace(value: str) -> str:
@@ -61,13 +72,13 @@ class Settings(BaseSettings):
     claim_batch: int = Field(
         DEFAULT_CLAIM_BATCH, ge=1, le=10_000, description="Timer: due rows claimed per transaction."
     )
-    timer_max_idle: timedelta = Field(
+    timer_max_idle: Duration = Field(
         DEFAULT_TIMER_MAX_IDLE,
         gt=timedelta(0),
         le=timedelta(seconds=60),
         description="Timer: longest sleep without looking at the wheel (a safety net for lost NOTIFYs).",
     )
-    redispatch_after: timedelta = Field(
+    redispatch_after: Duration = Field(
         DEFAULT_REDISPATCH_AFTER,
         ge=timedelta(seconds=1),
         description="Timer: a dispatched occurrence with no outcome after this long (plus its timeout) is published again.",
@@ -81,7 +92,7 @@ class Settings(BaseSettings):
     concurrency: int = Field(
         DEFAULT_WORKER_CONCURRENCY, ge=1, le=1000, description="Worker: handlers run at once."
     )
-    shutdown_grace: timedelta = Field(
+    shutdown_grace: Duration = Field(
         DEFAULT_SHUTDOWN_GRACE,
         ge=timedelta(0),
         description="Worker/timer: time in-flight work gets to finish after SIGTERM.",

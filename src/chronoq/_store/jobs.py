@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import asyncpg
 
-from chronoq._store.connection import RawJson
 from chronoq._store.sql import query
 from chronoq.schemas.job import JobSpec
 
@@ -28,7 +27,7 @@ def _row(spec: JobSpec, payload: bytes) -> tuple:
     return (
         spec.queue,
         spec.key,
-        RawJson(payload),
+        payload.decode(),  # orjson's output is UTF-8
         retry.max_attempts,
         _ms(retry.backoff_base),
         _ms(retry.backoff_cap),

@@ -34,7 +34,11 @@ def _payload_adapter(fn: HandlerFn) -> TypeAdapter[Any]:
     params = list(inspect.signature(fn).parameters.values())
     if len(params) != 2:
         raise TypeError(f"handler {fn.__qualname__} must take (ctx, payload), takes {len(params)} parameters")
-    hints = typing.get_type_hints(fn)
+    try:
+        hints = typing.get_type_hints(fn)
+    except NameError as exc:
+        raise TypeError(f"handler {fn.__qualname__}: cannot resolve its payload annotation ({exc}); "
+                        "define the payload model at module level") from None
     return TypeAdapter(hints.get(params[1].name, Any))
 
 

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections import Counter
 from collections.abc import Sequence
 
 import asyncpg
@@ -54,7 +55,7 @@ class WorkerService:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
-        self.processed = 0
+        self.outcomes: Counter[str] = Counter()  # deliveries settled, by outcome action
 
     async def start(self) -> None:
         self._pool = await create_pool(
@@ -107,7 +108,7 @@ class WorkerService:
             await _settle(message.reject(requeue=False))
         else:
             await _settle(message.ack())
-        self.processed += 1
+        self.outcomes[outcome.action] += 1
 
     def stop(self) -> None:
         self._stopping.set()
@@ -147,7 +148,7 @@ class WorkerService:
             await self.drain()
         finally:
             await self.close()
-            log.info("worker stopped", extra={"action": "worker_stopped", "worker": self.name, "processed": self.processed})
+            log.info("worker stopped", extra={"action": "worker_stopped", "worker": self.name, "processed": sum(self.outcomes.values())})
 
 
 async def _settle(action) -> None:

@@ -2,9 +2,8 @@
 
 Grammar (strict on purpose: a scheduler that silently reads a typo as "every minute" drops jobs):
 
-* 5 fields ``minute hour day-of-month month day-of-week``, or 6 with a trailing seconds field
-  ``minute hour day-of-month month day-of-week second`` (croniter's ``second_at_beginning=False``
-  convention: seconds LAST, not Quartz's seconds-first).
+* 5 fields ``minute hour day-of-month month day-of-week``, or 6 with seconds LAST
+  (``... day-of-week second``; croniter's ``second_at_beginning=False``, not Quartz's order).
 * Items: ``*``, ``N``, ``A-B`` (A <= B; no wrap-around), each optionally ``/STEP`` (1 <= STEP <=
   span of the field); ``N/STEP`` means ``N-max/STEP``; comma lists. Month names JAN-DEC and
   weekday names SUN-SAT (case-insensitive); weekday 7 is Sunday.
@@ -19,9 +18,9 @@ gap collapse into that single instant. A wall time that happens twice (fall-back
 at its first instance. Ticks on a calendar day the zone skipped entirely (Pacific/Apia,
 2011-12-30) do not fire at all. All returned instants are aware UTC datetimes.
 
-croniter is used only to enumerate *naive* wall times from a canonical expression (explicit integer
-lists) that we build ourselves; its own time-zone handling and its lenient range parsing
-(``5-5`` = every minute, ``5-1`` = wrap-around) are never reached.
+croniter only enumerates *naive* wall times from a canonical expression of explicit integer lists
+built here, so its zone handling (folds fire twice, Apia's phantom midnight) and its lenient
+ranges (``5-5`` = every minute, ``5-1`` = wrap-around) are never reached.
 """
 
 from __future__ import annotations
@@ -46,15 +45,12 @@ _SECOND = timedelta(seconds=1)
 # Fixed reference for the "does this ever fire?" check at parse time.
 _REFERENCE = datetime(2000, 1, 1)
 
-_ALIASES = {
-    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
-_MONTHS = {m: i for i, m in enumerate(
-    "jan feb mar apr may jun jul aug sep oct nov dec".split(), start=1)}
+_ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+            "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+            "@hourly": "0 * * * *"}
+_MONTHS = {m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
 _WEEKDAYS = {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}
-# (name, low, high, names). Ranges/steps on `*` use low..high; weekday `*` is 0..6, 7 only as a value.
+# (name, low, high, names): `*` is low..high; day-of-week `*` is 0..6, 7 (Sunday) only as a value.
 _FIELDS = (
     ("minute", 0, 59, None), ("hour", 0, 23, None), ("day-of-month", 1, 31, None),
     ("month", 1, 12, _MONTHS), ("day-of-week", 0, 6, _WEEKDAYS), ("second", 0, 59, None),
@@ -74,7 +70,11 @@ def _short(text: str) -> str:
     return repr(text if len(text) <= 64 else text[:61] + "...")
 
 
-def _parse_field(text: str, index: int, expr: str) -> frozenset[int]:
+def _bad(expr: str, problem: str) -> CronError:
+    return CronError(f"cron expression {_short(expr)}: {problem}")
+
+
+def _parse_field(text: str, index: int, expr: str) -> set[int]:
     name, low, high, names = _FIELDS[index]
     top = 7 if index == 4 else high  # day-of-week accepts 7 (= Sunday) as a value
 
@@ -84,17 +84,16 @@ def _parse_field(text: str, index: int, expr: str) -> frozenset[int]:
         elif names is not None and token in names:
             number = names[token]
         else:
-            raise CronError(f"cron expression {_short(expr)}: {name} field has unknown name {token!r}")
+            raise _bad(expr, f"{name} field has unknown name {token!r}")
         if not low <= number <= top:
-            raise CronError(
-                f"cron expression {_short(expr)}: {name} value {number} out of range {low}-{top}")
+            raise _bad(expr, f"{name} value {number} out of range {low}-{top}")
         return number
 
     result: set[int] = set()
     for item in text.lower().split(","):
         match = _ITEM.fullmatch(item)
         if match is None:
-            raise CronError(f"cron expression {_short(expr)}: bad {name} item {item!r}")
+            raise _bad(expr, f"bad {name} item {item!r}")
         star, first, last, step_text = match.groups()
         if star:
             start, stop = low, high
@@ -102,37 +101,30 @@ def _parse_field(text: str, index: int, expr: str) -> frozenset[int]:
             start = value(first)
             stop = value(last) if last else (high if step_text else start)
             if start > stop:  # croniter would read this as wrap-around; we refuse it
-                raise CronError(
-                    f"cron expression {_short(expr)}: {name} range {item!r} is reversed")
+                raise _bad(expr, f"{name} range {item!r} is reversed")
         step = int(step_text) if step_text else 1
         if not 1 <= step <= high - low + 1:
-            raise CronError(
-                f"cron expression {_short(expr)}: {name} step {step} must be 1-{high - low + 1}")
+            raise _bad(expr, f"{name} step {step} must be 1-{high - low + 1}")
         result.update(range(start, stop + 1, step))
-    if index == 4:
-        result = {0 if v == 7 else v for v in result}
-    return frozenset(result)
+    return {0 if v == 7 else v for v in result} if index == 4 else result
 
 
-def _canonical(expression: str) -> tuple[str, tuple[frozenset[int], ...]]:
-    """Validate `expression`; return croniter's input as explicit integer lists, and the sets."""
+def _canonical(expression: str) -> str:
+    """Validate `expression`; return croniter's input: `*` or explicit integer lists per field."""
     text = _ALIASES.get(expression.lower(), expression)
     if text.startswith("@"):
-        raise CronError(f"cron expression {_short(expression)}: unsupported alias")
+        raise _bad(expression, "unsupported alias (@reboot and others)")
     parts = text.split(" ")
     if len(parts) not in (5, 6):
-        raise CronError(
-            f"cron expression {_short(expression)}: expected 5 fields (or 6 with seconds last), "
-            f"got {len(parts)}")
-    sets = tuple(_parse_field(part, i, expression) for i, part in enumerate(parts))
+        raise _bad(expression, f"expected 5 fields (or 6, seconds last), got {len(parts)}")
     out = []
-    for i, values in enumerate(sets):
-        _, low, high, _ = _FIELDS[i]
-        full = values == frozenset(range(low, high + 1))
-        # `*` for a full set makes croniter apply AND between the day fields; explicit lists of a
-        # partial set keep its OR rule exactly when both day fields are restricted (our rule).
+    for i, part in enumerate(parts):
+        values, (_, low, high, _) = _parse_field(part, i, expression), _FIELDS[i]
+        # `*` for a full set makes croniter AND the day fields; explicit lists of partial sets
+        # get its OR, i.e. OR exactly when both day fields are restricted (our documented rule).
+        full = values == set(range(low, high + 1))
         out.append("*" if full else ",".join(map(str, sorted(values))))
-    return " ".join(out), sets
+    return " ".join(out)
 
 
 @dataclass(frozen=True)
@@ -159,22 +151,21 @@ class CronSchedule:
         expr = self.expression
         if not isinstance(expr, str):
             raise CronError(f"cron expression must be a string, not {type(expr).__name__}")
-        # Length first: a 10 KB input is rejected before any regex or croniter work.
-        if len(expr) > MAX_EXPRESSION_LENGTH:
+        if len(expr) > MAX_EXPRESSION_LENGTH:  # first: 10 KB fails before any regex or croniter
             raise CronError(f"cron expression longer than {MAX_EXPRESSION_LENGTH} characters")
         if not _PRINTABLE.fullmatch(expr):
-            raise CronError(f"cron expression {_short(expr)} contains non-ASCII or control characters")
+            raise _bad(expr, "contains non-ASCII or control characters")
         expr = " ".join(expr.split())
         if not expr:
             raise CronError("cron expression is empty")
-        canonical, _ = _canonical(expr)
+        canonical = _canonical(expr)
         zone = _load_zone(self.timezone)
         try:
             # Never-firing expressions (`0 0 30 2 *`) pass field checks; croniter's bounded
             # (50-year) search from a fixed reference finds that out.
             croniter(canonical, _REFERENCE).get_next(datetime)
         except CroniterError as exc:
-            raise CronError(f"cron expression {_short(expr)} never fires") from exc
+            raise _bad(expr, "never fires (no such date)") from exc
         object.__setattr__(self, "expression", expr)
         object.__setattr__(self, "_croniter_expr", canonical)
         object.__setattr__(self, "_zone", zone)
@@ -203,37 +194,37 @@ class CronSchedule:
 
     def _walls_from(self, wall: datetime) -> Iterator[datetime]:
         """Nominal naive wall times >= `wall` (whole seconds), from croniter in naive mode."""
-        itr = croniter(self._croniter_expr, wall - _SECOND)  # croniter is strictly-after
-        while True:
-            try:
+        try:
+            itr = croniter(self._croniter_expr, wall - _SECOND)  # croniter is strictly-after
+            while True:
                 yield itr.get_next(datetime)
-            except (CroniterError, OverflowError, ValueError) as exc:  # e.g. past year 9999
-                raise CronError(f"cron expression {_short(self.expression)}: no further tick") from exc
+        except (CroniterError, OverflowError, ValueError) as exc:  # e.g. past year 9999
+            raise _bad(self.expression, "no further tick") from exc
 
     def _ticks_after(self, instant: datetime) -> Iterator[datetime]:
         last = _to_utc(instant, "instant")
-        local = last.astimezone(self._zone)
-        wall = local.replace(tzinfo=None, fold=0)
-        first = wall.replace(tzinfo=self._zone).astimezone(_UTC)
-        if first != last:
-            # `instant` is in the second pass of a fold: every repeated wall time already fired
-            # at its first instance, so resume at the wall time where the fold ends.
-            transition = _transition(self._zone, first, last)
-            start = (transition + first.astimezone(self._zone).utcoffset()).replace(tzinfo=None)
-        else:
-            start = wall.replace(microsecond=0) + _SECOND  # walls strictly after `instant`
+        try:
+            wall = last.astimezone(self._zone).replace(tzinfo=None, fold=0)
+            first = wall.replace(tzinfo=self._zone).astimezone(_UTC)
+            if first != last:
+                # `instant` is in the second pass of a fold: every repeated wall time already
+                # fired at its first instance, so resume at the wall time where the fold ends.
+                transition = _transition(self._zone, first, last)
+                start = (transition + first.astimezone(self._zone).utcoffset()).replace(tzinfo=None)
+            else:
+                start = wall.replace(microsecond=0) + _SECOND  # walls strictly after `instant`
+        except OverflowError as exc:  # within a day of datetime.max/min
+            raise CronError(f"no tick representable after {last.isoformat()}") from exc
         walls = self._walls_from(start)
         steps = 0
         while True:
             steps += 1
             if steps > _MAX_STEPS:
-                raise CronError(f"cron expression {_short(self.expression)}: no tick within "
-                                f"{_MAX_STEPS} steps after {last.isoformat()}")
+                raise _bad(self.expression, f"no tick in {_MAX_STEPS} steps after {last}")
             wall = next(walls)
             resolved = _resolve(self._zone, wall)
             if isinstance(resolved, _Gap):
-                day = wall.date()
-                midnight = datetime.combine(day, datetime.min.time())
+                midnight = datetime.combine(wall.date(), datetime.min.time())
                 if resolved.start_wall <= midnight and resolved.end_wall >= midnight + timedelta(1):
                     # The whole calendar day never existed (Apia 2011-12-30): its ticks are not
                     # moved to another day, they simply do not happen.
@@ -270,8 +261,8 @@ def _load_zone(name: str) -> ZoneInfo:
         raise CronError(f"unknown time zone {name!r}") from exc
 
 
-def _offset(zone: ZoneInfo, ts: int) -> timedelta:
-    return datetime.fromtimestamp(ts, _UTC).astimezone(zone).utcoffset()  # type: ignore[return-value]
+def _offset(zone: ZoneInfo, ts: int) -> timedelta | None:
+    return datetime.fromtimestamp(ts, _UTC).astimezone(zone).utcoffset()
 
 
 def _transition(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:

@@ -1,11 +1,13 @@
 -- name: enqueue
+-- The payload arrives as JSON text, so the statement works on any asyncpg connection, including
+-- a caller's own that has no jsonb codec set up.
 -- One statement: the job row and its first occurrence commit together or not at all.
 -- With a key, ON CONFLICT DO NOTHING waits for a concurrent enqueue of the same key, then the
 -- second branch returns the existing job (in the statement's snapshot it may still be
 -- invisible; the caller retries once in that case).
 WITH new_job AS (
     INSERT INTO chronoq.jobs (queue, kind, key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms)
-    VALUES ($1, 'once', $2, $3, $4, $5, $6, $7, $8)
+    VALUES ($1, 'once', $2, $3::text::jsonb, $4, $5, $6, $7, $8)
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id
 ), first_occurrence AS (
@@ -27,12 +29,12 @@ SELECT nextval('chronoq.jobs_id_seq') AS id FROM generate_series(1, $1);
 -- id without relying on insert order. Rows whose (queue, key) already exists are not inserted;
 -- the caller looks their ids up with existing_ids.
 WITH input AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::bigint[],
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[],
                          $7::bigint[], $8::real[], $9::bigint[], $10::timestamptz[], $11::interval[])
         AS i(id, queue, key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms, run_at, delay)
 ), new_jobs AS (
     INSERT INTO chronoq.jobs (id, queue, kind, key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms)
-    SELECT id, queue, 'once', key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms
+    SELECT id, queue, 'once', key, payload::jsonb, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms
     FROM input ORDER BY id
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id

@@ -1,0 +1,48 @@
+"""Handlers the subprocess workers in the tests run (``chronoq worker tests.handlers:worker``).
+
+Every handler writes an effect row through ``ctx.db`` into ``test_effects``, which has no
+unique constraint: a duplicate effect stays visible to the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from chronoq import JobContext, Worker
+
+worker = Worker()
+
+
+async def _effect(ctx: JobContext) -> None:
+    await ctx.db.execute(
+        "INSERT INTO test_effects (job_id, occurrence_key, attempt, pid) VALUES ($1, $2, $3, $4)",
+        ctx.job_id, ctx.idempotency_key, ctx.attempt, os.getpid(),
+    )
+
+
+@worker.handler("effects")
+async def effects(ctx: JobContext, payload: dict) -> dict:
+    await _effect(ctx)
+    return {"pid": os.getpid()}
+
+
+@worker.handler("hang-once")
+async def hang_once(ctx: JobContext, payload: dict) -> None:
+    """Writes its effect, then the first process to run it announces itself with a file and
+    hangs (the test SIGKILLs it there, mid-handler, with the effect uncommitted). Any later
+    process finishes normally."""
+    await _effect(ctx)
+    marker_dir = Path(payload["marker_dir"])
+    if not any(marker_dir.glob("started-*")):
+        (marker_dir / f"started-{os.getpid()}").touch()
+        await asyncio.sleep(3600)
+
+
+@worker.handler("slow")
+async def slow(ctx: JobContext, payload: dict) -> None:
+    """Announces its start with a file, then takes `seconds` to finish."""
+    (Path(payload["marker_dir"]) / f"started-{ctx.job_id}").touch()
+    await asyncio.sleep(payload["seconds"])
+    await _effect(ctx)

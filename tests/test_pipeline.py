@@ -1,0 +1,311 @@
+"""One-shot jobs end to end through the real Postgres and RabbitMQ, services in-process."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
+import orjson
+import pytest
+from pydantic import BaseModel
+
+from chronoq import Cancel, JobContext, Producer, Retry, RetryPolicy, Worker
+from chronoq.consumer.service import WorkerService
+from chronoq.timer import Timer
+from tests.harness import all_finished, eventually, running
+
+class Email(BaseModel):
+    to: str
+
+
+QUICK = RetryPolicy(max_attempts=3, backoff_base=timedelta(milliseconds=100), backoff_cap=timedelta(milliseconds=300))
+
+
+async def test_job_runs_at_its_time_and_its_result_is_stored(settings, producer: Producer, db) -> None:
+    worker = Worker()
+    ran = asyncio.Event()
+    seen: dict = {}
+
+    @worker.handler("emails.send")
+    async def send(ctx: JobContext, payload: dict) -> dict:
+        seen.update(ctx=ctx, payload=payload, db_now=await ctx.db.fetchval("SELECT clock_timestamp()"))
+        ran.set()
+        return {"sent_to": payload["to"]}
+
+    job_id = await producer.enqueue("emails.send", {"to": "a@b.c"}, delay=timedelta(seconds=1))
+    row = await db.fetchrow("SELECT run_at FROM chronoq.wheel WHERE job_id = $1", job_id)
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        await asyncio.wait_for(ran.wait(), 15)
+        summary = await all_finished(producer, [job_id])
+
+    ctx: JobContext = seen["ctx"]
+    assert seen["payload"] == {"to": "a@b.c"}
+    assert (ctx.job_id, ctx.queue, ctx.attempt) == (job_id, "emails.send", 1)
+    assert ctx.idempotency_key.startswith(f"{job_id}@")
+    assert ctx.fire_at == row["run_at"]
+    # Never early by the database's clock; late by milliseconds, not a poll interval.
+    assert seen["db_now"] >= row["run_at"]
+    assert summary["succeeded"] == 1
+    assert 0 <= summary["lateness_p50"] < 0.5, summary
+    job = await producer.get(job_id)
+    assert job.state == "succeeded"
+    assert job.occurrences[0].result == {"sent_to": "a@b.c"}
+
+
+async def test_failing_handler_retries_with_backoff_then_dies_into_the_dead_letter_queue(
+    settings, producer: Producer, db
+) -> None:
+    worker = Worker()
+    attempts: list[tuple[int, datetime]] = []
+
+    @worker.handler("flaky")
+    async def flaky(ctx: JobContext, payload: dict) -> None:
+        attempts.append((ctx.attempt, await ctx.db.fetchval("SELECT clock_timestamp()")))
+        await ctx.db.execute("CREATE TABLE IF NOT EXISTS never_committed (x int)")
+        raise ValueError(f"boom {ctx.attempt}")
+
+    job_id = await producer.enqueue("flaky", {"n": 1}, retry=QUICK)
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        summary = await all_finished(producer, [job_id])
+
+    assert summary["dead"] == 1
+    assert [a for a, _ in attempts] == [1, 2, 3]
+    gaps = [b - a for (_, a), (_, b) in zip(attempts, attempts[1:])]
+    assert all(gap >= timedelta(milliseconds=80) for gap in gaps), gaps  # backoff 100 ms, jitter 20 %
+    # The handler's writes rolled back with every failed attempt.
+    assert await db.fetchval("SELECT to_regclass('never_committed')") is None
+
+    job = await producer.get(job_id)
+    assert job.state == "dead"
+    (occurrence,) = job.occurrences
+    assert occurrence.reason == "max_attempts"
+    assert occurrence.error == "ValueError: boom 3"
+    assert [(a.attempt, a.outcome, a.error) for a in occurrence.attempts] == [
+        (1, "failed", "ValueError: boom 1"),
+        (2, "failed", "ValueError: boom 2"),
+        (3, "failed", "ValueError: boom 3"),
+    ]
+
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        dlq = await channel.declare_queue(f"{settings.namespace}.dlq.flaky", passive=True)
+        message = await dlq.get(timeout=5)
+        await message.ack()
+    body = orjson.loads(message.body)
+    assert body["job_id"] == job_id and body["attempt"] == 3
+    assert message.headers["x-chronoq-reason"] == "max_attempts"
+    assert message.headers["x-chronoq-error"] == "ValueError: boom 3"
+    assert message.headers["x-chronoq-idempotency-key"] == occurrence.occurrence_key
+
+
+async def test_payload_that_does_not_validate_is_dead_at_once(settings, producer: Producer) -> None:
+    worker = Worker()
+    calls = []
+
+    @worker.handler("typed")
+    async def typed(ctx: JobContext, payload: Email) -> None:
+        calls.append(payload)
+
+    good = await producer.enqueue("typed", {"to": "x@y.z"})
+    bad = await producer.enqueue("typed", {"too": "x@y.z"}, max_attempts=5)
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        await all_finished(producer, [good, bad])
+    assert calls == [Email(to="x@y.z")]
+    job = await producer.get(bad)
+    assert job.state == "dead"
+    assert job.occurrences[0].reason == "invalid_payload"
+    assert "to" in (job.occurrences[0].error or "")
+    assert [a.outcome for a in job.occurrences[0].attempts] == ["invalid"]
+
+
+async def test_retry_and_cancel_signals(settings, producer: Producer) -> None:
+    worker = Worker()
+
+    @worker.handler("signals")
+    async def signals(ctx: JobContext, payload: dict) -> str:
+        if payload["do"] == "cancel":
+            raise Cancel("not needed any more")
+        if ctx.attempt == 1:
+            raise Retry("upstream busy", delay=timedelta(milliseconds=50))
+        return "done"
+
+    retried = await producer.enqueue("signals", {"do": "retry"})
+    cancelled = await producer.enqueue("signals", {"do": "cancel"})
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        await all_finished(producer, [retried, cancelled])
+    job = await producer.get(retried)
+    assert (job.state, job.occurrences[0].attempt, job.occurrences[0].result) == ("succeeded", 2, "done")
+    job = await producer.get(cancelled)
+    assert (job.state, job.occurrences[0].reason) == ("cancelled", "not needed any more")
+
+
+async def test_transactional_enqueue_commits_or_vanishes_with_the_callers_transaction(producer: Producer, db) -> None:
+    await db.execute("CREATE TABLE orders (id int PRIMARY KEY)")
+    with pytest.raises(RuntimeError):
+        async with db.transaction():
+            await db.execute("INSERT INTO orders VALUES (1)")
+            await producer.enqueue("emails.send", {"order": 1}, connection=db)
+            raise RuntimeError("the caller's work failed")
+    assert await db.fetchval("SELECT count(*) FROM chronoq.jobs") == 0
+    assert await db.fetchval("SELECT count(*) FROM chronoq.wheel") == 0
+
+    async with db.transaction():
+        await db.execute("INSERT INTO orders VALUES (2)")
+        job_id = await producer.enqueue("emails.send", {"order": 2}, connection=db)
+    assert (await producer.get(job_id)).state == "scheduled"
+
+
+async def test_same_key_same_queue_enqueues_once(producer: Producer) -> None:
+    first = await producer.enqueue("emails.send", {"v": 1}, key="order-42", delay=60)
+    again = await producer.enqueue("emails.send", {"v": 2}, key="order-42", delay=60)
+    other_queue = await producer.enqueue("sms.send", {"v": 1}, key="order-42", delay=60)
+    assert first == again != other_queue
+    assert (await producer.get(first)).payload == {"v": 1}
+    concurrent = await asyncio.gather(*(producer.enqueue("race", {}, key="k") for _ in range(10)))
+    assert len(set(concurrent)) == 1
+
+
+async def test_enqueue_many_returns_ids_in_order_and_honours_keys(producer: Producer, db) -> None:
+    existing = await producer.enqueue("bulk", {"i": -1}, key="k-1", delay=60)
+    ids = await producer.enqueue_many(
+        [{"queue": "bulk", "payload": {"i": i}, "delay": 60} for i in range(500)]
+        + [{"queue": "bulk", "payload": {"i": "dup"}, "key": "k-1"}, {"queue": "bulk", "payload": {}, "key": "k-2"},
+           {"queue": "bulk", "payload": {}, "key": "k-2"}]
+    )
+    assert len(ids) == 503
+    assert ids[500] == existing
+    assert ids[501] == ids[502] != existing
+    payloads = dict(await db.fetch("SELECT id, payload->>'i' FROM chronoq.jobs WHERE queue = 'bulk'"))
+    assert [payloads[i] for i in ids[:500]] == [str(i) for i in range(500)]
+    assert await db.fetchval("SELECT count(*) FROM chronoq.wheel") == 502
+
+
+async def test_cancel_before_due_means_it_never_runs(settings, producer: Producer) -> None:
+    worker = Worker()
+    calls = []
+
+    @worker.handler("later")
+    async def later(ctx: JobContext, payload: dict) -> None:
+        calls.append(ctx.job_id)
+
+    cancelled = await producer.enqueue("later", {}, delay=timedelta(milliseconds=300))
+    control = await producer.enqueue("later", {}, delay=timedelta(milliseconds=600))
+    assert await producer.cancel(cancelled) is True
+    assert await producer.cancel(cancelled) is False
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        await all_finished(producer, [cancelled, control])
+    assert calls == [control]
+    job = await producer.get(cancelled)
+    assert (job.state, job.occurrences[0].state, job.occurrences[0].reason) == ("cancelled", "cancelled", "cancelled by request")
+
+
+async def test_a_delivery_that_went_missing_is_dispatched_again(settings, producer: Producer, db) -> None:
+    settings = settings.model_copy(update={"redispatch_after": timedelta(seconds=1)})
+    job_id = await producer.enqueue("lost", {}, timeout=timedelta(seconds=1))
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        assert await timer.run_once() == 1
+        # The broker loses the message (purged): no worker ever sees it.
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(f"{settings.namespace}.q.lost", passive=True)
+            assert await queue.purge() is not None
+        assert await timer.run_once() == 0  # not yet past its deadline (1 s + 1 s timeout)
+        row = await db.fetchrow("SELECT dispatches, due_at - dispatched_at AS lease FROM chronoq.wheel WHERE job_id = $1", job_id)
+        assert row["dispatches"] == 1 and row["lease"] == timedelta(seconds=2)
+        await db.execute("UPDATE chronoq.wheel SET due_at = now() - interval '1 ms' WHERE job_id = $1", job_id)
+        assert await timer.run_once() == 1
+    finally:
+        await timer.close()
+
+    worker = Worker()
+
+    @worker.handler("lost")
+    async def lost(ctx: JobContext, payload: dict) -> None:
+        return None
+
+    async with running(WorkerService(worker, settings)):
+        summary = await all_finished(producer, [job_id])
+    assert summary["succeeded"] == 1
+    job = await producer.get(job_id)
+    assert job.occurrences[0].attempt == 1
+
+
+async def test_an_occurrence_past_the_delivery_limit_is_recorded_dead_and_dead_lettered(settings, producer: Producer, db) -> None:
+    job_id = await producer.enqueue("poison", {})
+    await db.execute("UPDATE chronoq.wheel SET dispatches = $1", settings.delivery_limit)
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        assert await timer.run_once() == 1
+    finally:
+        await timer.close()
+    job = await producer.get(job_id)
+    assert (job.state, job.occurrences[0].reason) == ("dead", "delivery_limit")
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        dlq = await channel.declare_queue(f"{settings.namespace}.dlq.poison", passive=True)
+        message = await dlq.get(timeout=5)
+        await message.ack()
+    assert message.headers["x-chronoq-reason"] == "delivery_limit"
+
+
+async def test_an_unroutable_message_is_not_marked_dispatched(settings, producer: Producer, db) -> None:
+    job_id = await producer.enqueue("vanishing", {})
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        await timer._publisher.ensure_queues(["vanishing"])  # noqa: SLF001 - declare, then lose it
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(f"{settings.namespace}.q.vanishing")
+        assert await timer.run_once() == 1
+        row = await db.fetchrow("SELECT dispatches, last_error, due_at > now() AS later FROM chronoq.wheel WHERE job_id = $1", job_id)
+        assert row["dispatches"] == 0 and row["later"] and "NO_ROUTE" in row["last_error"]
+        # The next attempt declares the queue again and goes through.
+        await db.execute("UPDATE chronoq.wheel SET due_at = now() WHERE job_id = $1", job_id)
+        assert await timer.run_once() == 1
+        assert await db.fetchval("SELECT dispatches FROM chronoq.wheel WHERE job_id = $1", job_id) == 1
+    finally:
+        await timer.close()
+
+
+async def test_a_duplicate_delivery_is_acked_without_running_again(settings, producer: Producer) -> None:
+    worker = Worker()
+    runs = []
+
+    @worker.handler("dup")
+    async def dup(ctx: JobContext, payload: dict) -> None:
+        runs.append(ctx.idempotency_key)
+
+    job_id = await producer.enqueue("dup", {})
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        service = WorkerService(worker, settings)
+        async with running(service):
+            assert await timer.run_once() == 1
+            await all_finished(producer, [job_id])
+            # Publish the same occurrence again, as a timer that died before its commit would.
+            from chronoq.timer.messages import job_message
+
+            async with timer._pool.acquire() as conn:  # noqa: SLF001
+                row = await conn.fetchrow(
+                    "SELECT r.occurrence_key, r.job_id, r.queue, r.fire_at, r.run_at, r.attempt, 0 AS dispatches,"
+                    " j.payload::text AS payload, j.max_attempts, j.timeout_ms"
+                    " FROM chronoq.results r JOIN chronoq.jobs j ON j.id = r.job_id WHERE r.job_id = $1", job_id)
+            assert await timer._publisher.publish([job_message(row)]) == [None]  # noqa: SLF001
+
+            async def deduplicated() -> bool:
+                return service.outcomes["duplicate"] == 1
+
+            await eventually(deduplicated, what="the duplicate delivery to be acked")
+    finally:
+        await timer.close()
+    assert len(runs) == 1
