@@ -18,9 +18,15 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: Seconds between reconnection attempts after the broker went away.
+RECONNECT_INTERVAL = 1.0
+
+
 async def connect(url: str, *, name: str) -> AbstractRobustConnection:
     """A robust connection: it reconnects by itself and restores channels and consumers."""
     try:
-        return await aio_pika.connect_robust(url, client_properties={"connection_name": name})
+        return await aio_pika.connect_robust(
+            url, client_properties={"connection_name": name}, reconnect_interval=RECONNECT_INTERVAL
+        )
     except BROKER_ERRORS as exc:
         raise ServiceUnavailableError(f"cannot connect to RabbitMQ: {type(exc).__name__}: {exc}") from exc

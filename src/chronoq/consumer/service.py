@@ -92,11 +92,16 @@ class WorkerService:
         delivery = Delivery(message.body, dict(message.headers or {}), message.redelivered)
         try:
             outcome = await self._executor.execute(delivery)
-        except (*CONNECTION_ERRORS, *BROKER_ERRORS, asyncpg.PostgresError) as exc:
-            # Nothing was recorded: give the delivery back for another try.
-            log.warning(
+        except Exception as exc:  # a worker must outlive anything one delivery can throw
+            # The outcome was not recorded: give the delivery back for another try. A message
+            # that keeps failing like this reaches the queue's delivery limit and is
+            # dead-lettered by the broker; its occurrence then ends dead via the timer.
+            expected = isinstance(exc, (*CONNECTION_ERRORS, *BROKER_ERRORS, asyncpg.PostgresError))
+            log.log(
+                logging.WARNING if expected else logging.ERROR,
                 "delivery not processed; returned to the queue",
                 extra={"action": "delivery_requeued", "error": f"{type(exc).__name__}"},
+                exc_info=not expected,
             )
             await asyncio.sleep(UNAVAILABLE_PAUSE)
             await _settle(message.nack(requeue=True))
@@ -109,6 +114,7 @@ class WorkerService:
         else:
             await _settle(message.ack())
         self.outcomes[outcome.action] += 1
+        log.debug("delivery settled", extra={"action": "delivery_settled", "outcome": outcome.action, "detail": outcome.detail[:200]})
 
     def stop(self) -> None:
         self._stopping.set()
@@ -154,7 +160,7 @@ class WorkerService:
 async def _settle(action) -> None:
     try:
         await action
-    except BROKER_ERRORS:
+    except (*BROKER_ERRORS, RuntimeError):
         # The channel is gone: the broker requeues every unacked delivery by itself, and a
         # redelivery of a finished occurrence is deduplicated.
         pass

@@ -195,16 +195,24 @@ class Timer:
                     if handled < self.settings.claim_batch and not self._stopping.is_set():
                         await self._sleep_until_due()
                 except (*CONNECTION_ERRORS, *BROKER_ERRORS, asyncpg.PostgresError) as exc:
-                    log.warning(
-                        "dispatch failed; retrying",
-                        extra={"action": "timer_retry", "error": f"{type(exc).__name__}: {exc}"[:300]},
-                    )
-                    await self._pause(FAILURE_PAUSE)
-                    if self._listener is None or self._listener.is_closed():
-                        await self._listen()
+                    await self._recover(exc, expected=True)
+                except Exception as exc:  # a timer must outlive anything one batch can throw
+                    await self._recover(exc, expected=False)
         finally:
             await self.close()
             log.info("timer stopped", extra={"action": "timer_stopped", "timer": self.name})
+
+    async def _recover(self, exc: Exception, *, expected: bool) -> None:
+        """The batch rolled back and its rows stay due; wait a moment and carry on."""
+        log.log(
+            logging.WARNING if expected else logging.ERROR,
+            "dispatch failed; retrying",
+            extra={"action": "timer_retry", "error": f"{type(exc).__name__}: {exc}"[:300]},
+            exc_info=not expected,
+        )
+        await self._pause(FAILURE_PAUSE)
+        if self._listener is None or self._listener.is_closed():
+            await self._listen()
 
     async def _pause(self, seconds: float) -> None:
         try:
