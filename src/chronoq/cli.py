@@ -22,7 +22,14 @@ from rich.table import Table
 from chronoq._runtime.config import Settings
 from chronoq._runtime.durations import parse_duration
 from chronoq._runtime.logs import configure as configure_logging
-from chronoq.errors import ChronoqError, ConfigError, InvalidJobError, JobNotFoundError, ServiceUnavailableError
+from chronoq.errors import (
+    ChronoqError,
+    ConfigError,
+    InvalidJobError,
+    JobNotFoundError,
+    ServiceUnavailableError,
+    UnknownQueueError,
+)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -129,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = load_settings(args)
         sys.exit(dispatch(args, settings))
-    except (ConfigError, InvalidJobError, JobNotFoundError) as exc:
+    except (ConfigError, InvalidJobError, JobNotFoundError, UnknownQueueError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
         sys.exit(EXIT_USAGE)
     except ServiceUnavailableError as exc:

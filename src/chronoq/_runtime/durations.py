@@ -13,6 +13,8 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 def parse_duration(text: str) -> timedelta:
     """Raise ValueError with a readable message for anything that is not a duration."""
     cleaned = text.strip().lower()
+    if cleaned.startswith("-"):
+        raise ValueError(f"{text!r}: a duration cannot be negative")
     try:
         seconds = float(cleaned)
     except ValueError:
