@@ -33,5 +33,7 @@ async def mark_poison(conn: asyncpg.Connection, keys: Sequence[str]) -> int:
     return await conn.fetchval(query("mark_poison"), list(keys))
 
 
-async def next_due_in(conn: asyncpg.Connection) -> float | None:
-    return await conn.fetchval(query("next_due_in"))
+async def next_due(conn: asyncpg.Connection) -> tuple[float, float | None]:
+    """(database epoch now, seconds until the earliest due row or None)."""
+    row = await conn.fetchrow(query("next_due"))
+    return row["db_now"], row["due_in"]

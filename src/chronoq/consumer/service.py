@@ -11,12 +11,12 @@ from collections import Counter
 from collections.abc import Sequence
 
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from chronoq._broker.connection import BROKER_ERRORS
 from chronoq._broker.connection import connect as connect_broker
+from chronoq._broker.consumer import Incoming, Subscription
 from chronoq._broker.publisher import ConfirmedPublisher
-from chronoq._broker.topology import Topology, declare_queue
+from chronoq._broker.topology import Topology
 from chronoq._runtime.config import Settings
 from chronoq._runtime.failpoints import failpoint
 from chronoq._store.connection import CONNECTION_ERRORS, create_pool
@@ -47,11 +47,10 @@ class WorkerService:
         self.name = name or f"worker@{socket.gethostname()}:{os.getpid()}"
         self.topology = Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
         self._pool: asyncpg.Pool | None = None
-        self._broker: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
+        self._broker = None
+        self._subscription: Subscription | None = None
         self._publisher: ConfirmedPublisher | None = None
         self._executor: Executor | None = None
-        self._consumers: list[tuple[AbstractQueue, str]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
@@ -64,21 +63,17 @@ class WorkerService:
         self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
         self._publisher = ConfirmedPublisher(self._broker, self.topology)
         self._executor = Executor(self.worker, self._pool, self._publisher, self.name)
-        self._channel = await self._broker.channel()
+        self._subscription = Subscription(self._broker, self.topology)
         # Prefetch bounds the unacked deliveries to what can run at once: nothing waits in
         # this process's memory that another worker could be running.
-        await self._channel.set_qos(prefetch_count=self.concurrency)
-        for queue in self.queues:
-            declared = await declare_queue(self._channel, self.topology, queue)
-            tag = await declared.consume(self._on_message)
-            self._consumers.append((declared, tag))
+        await self._subscription.start(self.queues, self.concurrency, self._on_message)
         self.ready.set()
         log.info(
             "worker started",
             extra={"action": "worker_started", "worker": self.name, "queues": self.queues, "concurrency": self.concurrency},
         )
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, message: Incoming) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)
@@ -87,9 +82,9 @@ class WorkerService:
         finally:
             self._in_flight.discard(task)
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
+    async def _process(self, message: Incoming) -> None:
         assert self._executor is not None
-        delivery = Delivery(message.body, dict(message.headers or {}), message.redelivered)
+        delivery = Delivery(message.body, message.headers, message.redelivered)
         try:
             outcome = await self._executor.execute(delivery)
         except Exception as exc:  # a worker must outlive anything one delivery can throw
@@ -104,15 +99,15 @@ class WorkerService:
                 exc_info=not expected,
             )
             await asyncio.sleep(UNAVAILABLE_PAUSE)
-            await _settle(message.nack(requeue=True))
+            await message.requeue()
             return
         failpoint("consumer.after_commit")
         if outcome.action == "rejected":
             # Unparseable or unroutable to a handler: the broker moves it to the dead-letter
             # queue (x-dead-letter-exchange), where an operator can read it.
-            await _settle(message.reject(requeue=False))
+            await message.dead_letter()
         else:
-            await _settle(message.ack())
+            await message.ack()
         self.outcomes[outcome.action] += 1
         log.debug("delivery settled", extra={"action": "delivery_settled", "outcome": outcome.action, "detail": outcome.detail[:200]})
 
@@ -122,12 +117,8 @@ class WorkerService:
     async def drain(self) -> None:
         """Stage one: stop taking deliveries, let in-flight ones finish within the grace period.
         Stage two: cancel what is left; its transactions roll back and the broker redelivers."""
-        for queue, tag in self._consumers:
-            try:
-                await queue.cancel(tag)
-            except BROKER_ERRORS:
-                pass
-        self._consumers.clear()
+        if self._subscription is not None:
+            await self._subscription.cancel()
         pending = set(self._in_flight)
         if pending:
             _, still = await asyncio.wait(pending, timeout=self.settings.shutdown_grace.total_seconds())
@@ -138,8 +129,8 @@ class WorkerService:
                 log.warning("cancelled unfinished jobs", extra={"action": "worker_cancelled_jobs", "count": len(still)})
 
     async def close(self) -> None:
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+        if self._subscription is not None:
+            await self._subscription.close()
         if self._publisher is not None:
             await self._publisher.close()
         if self._broker is not None:
@@ -155,15 +146,6 @@ class WorkerService:
         finally:
             await self.close()
             log.info("worker stopped", extra={"action": "worker_stopped", "worker": self.name, "processed": sum(self.outcomes.values())})
-
-
-async def _settle(action) -> None:
-    try:
-        await action
-    except (*BROKER_ERRORS, RuntimeError):
-        # The channel is gone: the broker requeues every unacked delivery by itself, and a
-        # redelivery of a finished occurrence is deduplicated.
-        pass
 
 
 __all__ = ["Outcome", "WorkerService"]

@@ -168,13 +168,10 @@ class Timer:
         assert self._pool is not None
         max_idle = self.settings.timer_max_idle.total_seconds()
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "SELECT extract(epoch FROM now())::float8 AS db_now, "
-                "extract(epoch FROM min(due_at) - now())::float8 AS due_in FROM chronoq.wheel"
-            )
+            db_now, due_in = await wheel.next_due(conn)
         host_now = time.monotonic()
-        self._clock_offset = row["db_now"] - host_now
-        wait = max_idle if row["due_in"] is None else min(max(row["due_in"], 0.0), max_idle)
+        self._clock_offset = db_now - host_now
+        wait = max_idle if due_in is None else min(max(due_in, 0.0), max_idle)
         self._planned_wake = host_now + wait
         if wait <= 0:
             return

@@ -45,6 +45,9 @@ WITH gone AS (
 )
 SELECT count(*) FROM recorded;
 
--- name: next_due_in
--- Seconds until the earliest row is due, by the database's clock (NULL: the wheel is empty).
-SELECT extract(epoch FROM min(due_at) - now())::float8 AS seconds FROM chronoq.wheel;
+-- name: next_due
+-- The database's clock now, and seconds until the earliest row is due (NULL: the wheel is
+-- empty). The timer sleeps that long; the clock reading maps NOTIFY payloads to its own clock.
+SELECT extract(epoch FROM now())::float8 AS db_now,
+       extract(epoch FROM min(due_at) - now())::float8 AS due_in
+FROM chronoq.wheel;

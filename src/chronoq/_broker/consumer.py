@@ -1,0 +1,79 @@
+"""Consuming job queues: a prefetch-bounded subscription that hands each delivery to a
+callback as a driver-free :class:`Incoming`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+
+from chronoq._broker.connection import BROKER_ERRORS
+from chronoq._broker.topology import Topology, declare_queue
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One delivery. Settle it exactly once with ack, requeue or dead_letter; if the channel is
+    gone by then, the broker requeues the delivery by itself, so settling never raises."""
+
+    body: bytes
+    headers: dict[str, Any]
+    redelivered: bool
+    _message: AbstractIncomingMessage
+
+    async def ack(self) -> None:
+        await _settle(self._message.ack())
+
+    async def requeue(self) -> None:
+        await _settle(self._message.nack(requeue=True))
+
+    async def dead_letter(self) -> None:
+        """Reject without requeue: the queue's dead-letter exchange takes it."""
+        await _settle(self._message.reject(requeue=False))
+
+
+async def _settle(action: Awaitable[None]) -> None:
+    try:
+        await action
+    except (*BROKER_ERRORS, RuntimeError):
+        pass
+
+
+class Subscription:
+    """Consumers on a set of job queues over one channel with a shared prefetch window."""
+
+    def __init__(self, connection: AbstractRobustConnection, topology: Topology) -> None:
+        self._connection = connection
+        self._topology = topology
+        self._channel: AbstractChannel | None = None
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+
+    async def start(self, queues: Sequence[str], prefetch: int, callback: Callable[[Incoming], Awaitable[None]]) -> None:
+        self._channel = await self._connection.channel()
+        await self._channel.set_qos(prefetch_count=prefetch)
+
+        async def deliver(message: AbstractIncomingMessage) -> None:
+            await callback(Incoming(message.body, dict(message.headers or {}), bool(message.redelivered), message))
+
+        for queue in queues:
+            declared = await declare_queue(self._channel, self._topology, queue)
+            tag = await declared.consume(deliver)
+            self._consumers.append((declared, tag))
+
+    async def cancel(self) -> None:
+        """Stop receiving new deliveries; those already received can still be settled."""
+        for queue, tag in self._consumers:
+            try:
+                await queue.cancel(tag)
+            except (*BROKER_ERRORS, RuntimeError):
+                pass
+        self._consumers.clear()
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            try:
+                await self._channel.close()
+            except (*BROKER_ERRORS, RuntimeError):
+                pass
