@@ -22,6 +22,17 @@ class Email(BaseModel):
 QUICK = RetryPolicy(max_attempts=3, backoff_base=timedelta(milliseconds=100), backoff_cap=timedelta(milliseconds=300))
 
 
+async def take_dead_letter(settings, queue: str) -> aio_pika.abc.AbstractIncomingMessage:
+    """Read (and ack) the first message in a job queue's dead-letter queue."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        dlq = await channel.declare_queue(f"{settings.namespace}.dlq.{queue}", passive=True)
+        message = await dlq.get(timeout=5)
+        await message.ack()
+    return message
+
+
 async def test_job_runs_at_its_time_and_its_result_is_stored(settings, producer: Producer, db) -> None:
     worker = Worker()
     ran = asyncio.Event()
@@ -87,12 +98,7 @@ async def test_failing_handler_retries_with_backoff_then_dies_into_the_dead_lett
         (3, "failed", "ValueError: boom 3"),
     ]
 
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        dlq = await channel.declare_queue(f"{settings.namespace}.dlq.flaky", passive=True)
-        message = await dlq.get(timeout=5)
-        await message.ack()
+    message = await take_dead_letter(settings, "flaky")
     body = orjson.loads(message.body)
     assert body["job_id"] == job_id and body["attempt"] == 3
     assert message.headers["x-chronoq-reason"] == "max_attempts"
@@ -246,12 +252,7 @@ async def test_an_occurrence_past_the_delivery_limit_is_recorded_dead_and_dead_l
         await timer.close()
     job = await producer.get(job_id)
     assert (job.state, job.occurrences[0].reason) == ("dead", "delivery_limit")
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        dlq = await channel.declare_queue(f"{settings.namespace}.dlq.poison", passive=True)
-        message = await dlq.get(timeout=5)
-        await message.ack()
+    message = await take_dead_letter(settings, "poison")
     assert message.headers["x-chronoq-reason"] == "delivery_limit"
 
 

@@ -51,7 +51,7 @@ ORDER BY queue;
 
 -- name: outcome_summary
 -- Outcomes of a set of jobs (used by `chronoq demo` and the benchmarks): how many ended in each
--- state, how many occurrences needed more than one attempt, and the start lateness of first
+-- state, how many succeeded only after a retry, and the start lateness of first
 -- attempts (handler start minus due time), in seconds.
 WITH chosen AS (SELECT unnest($1::bigint[]) AS job_id),
 finished AS (SELECT r.* FROM chronoq.results r JOIN chosen USING (job_id))
@@ -60,7 +60,7 @@ SELECT
     (SELECT count(*) FROM finished WHERE state = 'dead') AS dead,
     (SELECT count(*) FROM finished WHERE state = 'cancelled') AS cancelled,
     (SELECT count(*) FROM finished WHERE state = 'skipped') AS skipped,
-    (SELECT count(*) FROM finished WHERE attempt > 1) AS retried,
+    (SELECT count(*) FROM finished WHERE state = 'succeeded' AND attempt > 1) AS retried,
     (SELECT count(*) FROM chronoq.wheel w JOIN chosen USING (job_id)) AS pending,
     (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - run_at))
        FROM finished WHERE state = 'succeeded' AND attempt = 1) AS lateness_p50,
