@@ -310,3 +310,25 @@ async def test_a_duplicate_delivery_is_acked_without_running_again(settings, pro
     finally:
         await timer.close()
     assert len(runs) == 1
+
+
+async def test_a_handler_past_its_timeout_is_cancelled_rolled_back_and_retried(settings, producer: Producer, db) -> None:
+    worker = Worker()
+
+    @worker.handler("sleepy")
+    async def sleepy(ctx: JobContext, payload: dict) -> str:
+        await ctx.db.execute("CREATE TABLE IF NOT EXISTS sleepy_effects (attempt int)")
+        await ctx.db.execute("INSERT INTO sleepy_effects VALUES ($1)", ctx.attempt)
+        if ctx.attempt == 1:
+            await ctx.db.execute("SELECT pg_sleep(30)")  # stuck in the database, past the timeout
+        return "woke up"
+
+    job_id = await producer.enqueue("sleepy", {}, timeout=timedelta(milliseconds=500), retry=QUICK)
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        summary = await all_finished(producer, [job_id])
+    assert summary["succeeded"] == 1
+    job = await producer.get(job_id)
+    first, second = job.occurrences[0].attempts
+    assert (first.outcome, first.error) == ("timeout", "TimeoutError: handler exceeded its timeout")
+    assert second.outcome == "succeeded"
+    assert [r["attempt"] for r in await db.fetch("SELECT attempt FROM sleepy_effects")] == [2]
