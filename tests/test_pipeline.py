@@ -243,7 +243,8 @@ async def test_a_delivery_that_went_missing_is_dispatched_again(settings, produc
 
 async def test_an_occurrence_past_the_delivery_limit_is_recorded_dead_and_dead_lettered(settings, producer: Producer, db) -> None:
     job_id = await producer.enqueue("poison", {})
-    await db.execute("UPDATE chronoq.wheel SET dispatches = $1", settings.delivery_limit)
+    # As if it had been dispatched that many times already (a dispatched row is no longer a head).
+    await db.execute("UPDATE chronoq.wheel SET dispatches = $1, head = false", settings.delivery_limit)
     timer = Timer(settings)
     await timer.start()
     try:

@@ -43,3 +43,7 @@ class ServiceUnavailableError(ChronoqError):
 
 class TopologyError(ChronoqError):
     """RabbitMQ refused a declaration (for example a queue exists with other arguments)."""
+
+
+class JobStateError(ChronoqError):
+    """The job is in a state that does not allow the operation (e.g. pausing a cancelled job)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -37,3 +37,25 @@ async def next_due(conn: asyncpg.Connection) -> tuple[float, float | None]:
     """(database epoch now, seconds until the earliest due row or None)."""
     row = await conn.fetchrow(query("next_due"))
     return row["db_now"], row["due_in"]
+
+
+async def record_unrun(conn: asyncpg.Connection, ticks: Sequence[tuple[int, str, datetime, str, str, str]]) -> None:
+    """Rows of (job_id, queue, fire_at, state, reason, detail); state is skipped or cancelled."""
+    if ticks:
+        await conn.execute(query("record_unrun_ticks"), *map(list, zip(*ticks, strict=True)))
+
+
+async def drop(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
+    if keys:
+        await conn.execute(query("drop_occurrences"), list(keys))
+
+
+async def add(conn: asyncpg.Connection, rows: Sequence[tuple[int, str, datetime, datetime, datetime, bool, int]]) -> None:
+    """Rows of (job_id, queue, fire_at, run_at, due_at, head, backfilled)."""
+    if rows:
+        await conn.execute(query("add_occurrences"), *map(list, zip(*rows, strict=True)))
+
+
+async def park(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
+    if keys:
+        await conn.execute(query("park_occurrences"), list(keys))

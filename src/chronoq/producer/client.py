@@ -15,10 +15,13 @@ import asyncpg
 from chronoq._store import jobs as job_store
 from chronoq._store.connection import create_pool
 from chronoq.errors import InvalidJobError, JobNotFoundError
+from chronoq.producer import recurring
 from chronoq.producer.views import load_job
 from chronoq.schemas.job import JobSpec, RetryPolicy, build_spec
 from chronoq._store import reads
-from chronoq.schemas.views import JobView, QueueStatus
+from chronoq.schemas.policies import Misfire, Overlap
+from chronoq.schemas.schedule import build_schedule
+from chronoq.schemas.views import JobSummary, JobView, QueueStatus, TickView
 
 Delay = timedelta | int | float
 
@@ -79,7 +82,7 @@ class Producer:
         is written in that connection's current transaction."""
         spec = build_spec(
             queue=queue, payload=payload, delay=_seconds(delay), run_at=run_at, key=key,
-            max_attempts=max_attempts, retry=retry, timeout=_seconds(timeout),
+            max_attempts=max_attempts, retry=retry, timeout=_seconds(timeout, "timeout"),
         )
         return (await self._enqueue(spec, connection)).job_id
 
@@ -112,6 +115,70 @@ class Producer:
             async with self.pool.acquire() as conn, conn.transaction():
                 stored = await job_store.enqueue_many(conn, specs, payloads)
         return [e.job_id for e in stored]
+
+    async def schedule(
+        self,
+        queue: str,
+        payload: Any = None,
+        *,
+        cron: str,
+        timezone: str = "UTC",
+        misfire: Misfire = "run_once",
+        misfire_grace: Delay | None = None,
+        max_backfill: int | None = None,
+        overlap: Overlap = "allow",
+        key: str | None = None,
+        max_attempts: int | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: Delay | None = None,
+        connection: asyncpg.Connection | None = None,
+    ) -> int:
+        """Store a recurring job; returns its id. With ``key``, declaring it again (a redeploy)
+        updates the existing job instead of adding one; a changed cron or zone applies from the
+        next tick. ``misfire`` decides what happens to ticks more than ``misfire_grace`` late:
+        ``skip`` them, ``run_once`` (the latest), or ``backfill`` (each, up to ``max_backfill``).
+        ``overlap="skip"`` skips a tick while the previous occurrence is still running."""
+        spec = build_schedule(
+            queue=queue, payload=payload, cron=cron, timezone=timezone, misfire=misfire,
+            misfire_grace=_seconds(misfire_grace, "misfire_grace"), max_backfill=max_backfill, overlap=overlap,
+            key=key, max_attempts=max_attempts, retry=retry, timeout=_seconds(timeout, "timeout"),
+        )
+        if connection is not None:
+            return await recurring.schedule(connection, spec)
+        async with self.pool.acquire() as conn:
+            return await recurring.schedule(conn, spec)
+
+    async def pause(self, job_id: int) -> bool:
+        """Stop the job's future ticks until resume(); they are recorded as skipped (`paused`).
+        True if this call paused it."""
+        async with self.pool.acquire() as conn:
+            return await recurring.pause(conn, job_id)
+
+    async def resume(self, job_id: int) -> bool:
+        """Resume a paused job from its next tick. True if this call resumed it."""
+        async with self.pool.acquire() as conn:
+            return await recurring.resume(conn, job_id)
+
+    async def reschedule(
+        self, job_id: int, *, cron: str | None = None, timezone: str | None = None, run_at: datetime | None = None
+    ) -> None:
+        """A new cron expression (or zone) for a recurring job, or a new run time for a one-shot
+        job not yet dispatched. Applies from the next tick."""
+        if run_at is not None:
+            run_at = build_spec(queue="reschedule", run_at=run_at).run_at
+        async with self.pool.acquire() as conn:
+            await recurring.reschedule(conn, job_id, cron=cron, timezone=timezone, run_at=run_at)
+
+    async def ticks(self, job_id: int, *, since: datetime | None = None, limit: int = 1000) -> list[TickView]:
+        """The job's tick ledger: every nominal tick since ``since`` and what happened to it."""
+        async with self.pool.acquire() as conn:
+            if not await job_store.job_exists(conn, job_id):
+                raise JobNotFoundError(job_id)
+            return await recurring.ticks(conn, job_id, since, limit)
+
+    async def list_jobs(self, *, queue: str | None = None, state: str | None = None, limit: int = 100) -> list[JobSummary]:
+        async with self.pool.acquire() as conn:
+            return await recurring.list_jobs(conn, queue, state, limit)
 
     async def get(self, job_id: int) -> JobView:
         """The job, every occurrence and its attempts. Raises JobNotFoundError."""
@@ -151,9 +218,9 @@ class Producer:
         return cancelled
 
 
-def _seconds(value: Delay | None) -> timedelta | float | None:
+def _seconds(value: Delay | None, field: str = "delay") -> timedelta | float | None:
     if isinstance(value, bool):
-        raise InvalidJobError("delay", "a duration must be a timedelta or a number of seconds, not bool")
+        raise InvalidJobError(field, "a duration must be a timedelta or a number of seconds, not bool")
     return value
 
 

@@ -137,7 +137,7 @@ def build_spec(**fields: Any) -> JobSpec:
     try:
         spec = JobSpec(**fields)
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        raise invalid(exc) from None
     spec.encoded_payload()  # validates eagerly; the caller encodes again when storing
     return spec
 
@@ -146,10 +146,10 @@ def _retry_with(retry: RetryPolicy, max_attempts: object) -> RetryPolicy:
     try:
         return RetryPolicy(**{**retry.model_dump(), "max_attempts": max_attempts})
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        raise invalid(exc) from None
 
 
-def _invalid(exc: ValidationError) -> InvalidJobError:
+def invalid(exc: ValidationError) -> InvalidJobError:
     error = exc.errors()[0]
     field = ".".join(str(part) for part in error["loc"]) or "job"
     message = error["msg"].removeprefix("Value error, ").removeprefix(f"{field}: ")

@@ -72,3 +72,30 @@ class QueueStatus(BaseModel):
     cancelled: int
     lateness_p50_s: float | None
     lateness_p99_s: float | None
+
+
+class TickView(BaseModel):
+    """One nominal tick of a job and what happened to it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    fire_at: datetime
+    state: str  # scheduled | paused | due | dispatched | retrying | succeeded | dead | skipped | cancelled
+    reason: str | None = None  # for skipped: misfire | overlap | paused | backfill_cap
+    detail: str | None = None
+    attempt: int = 0
+    finished_at: datetime | None = None
+
+
+class JobSummary(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    queue: str
+    kind: str
+    state: str
+    key: str | None
+    cron: str | None
+    timezone: str | None
+    created_at: datetime
+    next_fire_at: datetime | None

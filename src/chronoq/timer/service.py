@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -27,7 +27,9 @@ from chronoq._runtime.config import Settings
 from chronoq._runtime.failpoints import failpoint
 from chronoq._store import wheel
 from chronoq._store.connection import CONNECTION_ERRORS, connect, create_pool
+from chronoq.schemas.cron import CronError
 from chronoq.timer.messages import job_message, lease, poison_message
+from chronoq.timer.ticks import Plan, plan_head
 
 log = logging.getLogger("chronoq.timer")
 
@@ -39,6 +41,8 @@ FAILURE_PAUSE = 1.0
 #: Longest wait for the broker's confirms of one batch; past it the batch rolls back and stays
 #: due (a broker that is down or blocked on a memory alarm must not hold the rows forever).
 PUBLISH_TIMEOUT = 30.0
+#: Due time of a parked row (a paused job's next tick): never, until resumed.
+INFINITY = datetime.max.replace(tzinfo=UTC)
 
 
 class Timer:
@@ -97,32 +101,44 @@ class Timer:
         self._wake.set()
 
     async def run_once(self) -> int:
-        """Claim, publish and mark one batch in one transaction. Returns the rows handled."""
+        """Claim, judge, publish and mark one batch in one transaction. Returns rows handled."""
         assert self._pool is not None and self._publisher is not None, "call start() first"
-        limit = self.settings.claim_batch
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await wheel.claim_due(conn, limit)
+            rows = await wheel.claim_due(conn, self.settings.claim_batch)
             if not rows:
                 return 0
             failpoint("timer.after_claim")
             started = time.perf_counter()
-            poison = [r for r in rows if r["dispatches"] >= self.settings.delivery_limit]
-            live = [r for r in rows if r["dispatches"] < self.settings.delivery_limit]
+            limit = self.settings.delivery_limit
+            poison = [r for r in rows if not r["head"] and r["dispatches"] >= limit]
+            to_publish = [r for r in rows if not r["head"] and r["dispatches"] < limit]
+            plans: list[tuple[asyncpg.Record, Plan]] = []
+            unusable: list[tuple[asyncpg.Record, BaseException]] = []
+            for row in (r for r in rows if r["head"]):
+                try:
+                    plan = plan_head(row)
+                except CronError as exc:
+                    unusable.append((row, exc))
+                    continue
+                plans.append((row, plan))
+                if plan.publish:
+                    to_publish.append(row)
             failures = await asyncio.wait_for(
-                self._publisher.publish([job_message(r) for r in live]), PUBLISH_TIMEOUT
+                self._publisher.publish([job_message(r) for r in to_publish]), PUBLISH_TIMEOUT
             )
             failpoint("timer.after_confirm")
-            sent = [r for r, failure in zip(live, failures, strict=True) if failure is None]
-            refused = [(r, f) for r, f in zip(live, failures, strict=True) if f is not None]
+            sent = [r for r, failure in zip(to_publish, failures, strict=True) if failure is None]
+            refused = [(r, f) for r, f in zip(to_publish, failures, strict=True) if f is not None]
             await wheel.mark_dispatched(
                 conn,
                 [r["occurrence_key"] for r in sent],
                 [lease(r, self.settings.redispatch_after) for r in sent],
             )
-            if refused:
-                await self._postpone(conn, refused)
+            if refused or unusable:
+                await self._postpone(conn, refused + unusable)
             if poison:
                 await self._bury(conn, poison)
+            await self._apply(conn, plans)
             failpoint("timer.before_commit")
         log.debug(
             "dispatched batch",
@@ -137,6 +153,38 @@ class Timer:
             },
         )
         return len(rows)
+
+    async def _apply(self, conn: asyncpg.Connection, plans: list[tuple[asyncpg.Record, Plan]]) -> None:
+        """Write down what judging the head rows decided: skipped ticks, extra runs, next heads.
+        Runs after the published heads stopped being heads, so the one-head-per-job index holds."""
+        unrun: list[tuple] = []
+        drop: list[str] = []
+        park: list[str] = []
+        add: list[tuple] = []
+        for row, plan in plans:
+            job_id, queue, now = row["job_id"], row["queue"], row["db_now"]
+            if plan.park:
+                park.append(row["occurrence_key"])
+                continue
+            if plan.cancelled:
+                drop.append(row["occurrence_key"])
+                unrun.append((job_id, queue, row["fire_at"], "cancelled", "cancelled by request", None))
+                continue
+            if not plan.publish:
+                drop.append(row["occurrence_key"])
+            unrun += [(job_id, queue, s.fire_at, "skipped", s.reason, s.detail) for s in plan.skipped]
+            add += [(job_id, queue, t, now, now, False, 0) for t in plan.extra_runs]
+            if plan.next_head is not None:
+                due = INFINITY if plan.next_head_parked else plan.next_head
+                add.append((job_id, queue, plan.next_head, plan.next_head, due, True, plan.backfilled))
+            for s in plan.skipped[:3]:
+                log.info("tick skipped", extra={"action": "tick_skipped", "job_id": job_id, "queue": queue,
+                                                "occurrence": s.fire_at.isoformat(), "reason": s.reason,
+                                                "skipped_in_batch": len(plan.skipped)})
+        await wheel.drop(conn, drop)
+        await wheel.park(conn, park)
+        await wheel.record_unrun(conn, unrun)
+        await wheel.add(conn, add)
 
     async def _postpone(self, conn: asyncpg.Connection, refused: list) -> None:
         first_error = f"{type(refused[0][1]).__name__}: {refused[0][1]}"[:500]

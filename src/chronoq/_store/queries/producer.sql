@@ -11,8 +11,8 @@ WITH new_job AS (
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id
 ), first_occurrence AS (
-    INSERT INTO chronoq.wheel (occurrence_key, job_id, queue, fire_at, run_at, due_at)
-    SELECT chronoq.occurrence_key(new_job.id, t.at), new_job.id, $1, t.at, t.at, t.at
+    INSERT INTO chronoq.wheel (occurrence_key, job_id, queue, fire_at, run_at, due_at, head)
+    SELECT chronoq.occurrence_key(new_job.id, t.at), new_job.id, $1, t.at, t.at, t.at, true
     FROM new_job, (SELECT coalesce($9::timestamptz, now() + $10::interval) AS at) AS t
     RETURNING job_id
 )
@@ -39,8 +39,8 @@ WITH input AS (
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id
 ), occurrences AS (
-    INSERT INTO chronoq.wheel (occurrence_key, job_id, queue, fire_at, run_at, due_at)
-    SELECT chronoq.occurrence_key(id, at), id, queue, at, at, at
+    INSERT INTO chronoq.wheel (occurrence_key, job_id, queue, fire_at, run_at, due_at, head)
+    SELECT chronoq.occurrence_key(id, at), id, queue, at, at, at, true
     FROM (SELECT input.id, input.queue, coalesce(input.run_at, now() + input.delay) AS at
           FROM input JOIN new_jobs USING (id)) AS m
     RETURNING job_id

@@ -3,30 +3,39 @@
 -- planner cannot lock more rows than it returns; SKIP LOCKED lets any number of timers claim
 -- disjoint batches without a leader. Rows stay locked until the caller's transaction ends.
 -- The payload comes back as text: the timer splices it into the message without decoding it.
+-- For a head row (a job's next, undecided tick) it also returns what judging it needs:
+-- the job's schedule and policies, and whether an earlier occurrence is still live.
 WITH due AS (
-    SELECT occurrence_key, job_id, queue, fire_at, run_at, attempt, dispatches
+    SELECT occurrence_key, job_id, queue, fire_at, run_at, attempt, dispatches, head, backfilled
     FROM chronoq.wheel
     WHERE due_at <= now()
     ORDER BY due_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 )
-SELECT due.*, j.payload::text AS payload, j.max_attempts, j.timeout_ms
+SELECT due.*, j.payload::text AS payload, j.max_attempts, j.timeout_ms,
+       j.kind, j.state AS job_state, j.cron, j.timezone, j.misfire, j.misfire_grace_ms,
+       j.max_backfill, j.overlap, now() AS db_now,
+       CASE WHEN due.head AND j.overlap = 'skip' THEN
+           EXISTS (SELECT FROM chronoq.wheel o WHERE o.job_id = due.job_id AND NOT o.head)
+       END AS previous_running
 FROM due JOIN chronoq.jobs j ON j.id = due.job_id;
 
 -- name: mark_dispatched
 -- After the broker confirmed them: push each row's due_at to its redelivery deadline. If no
 -- outcome removes the row by then, a timer publishes the occurrence again.
 UPDATE chronoq.wheel w
-SET due_at = now() + d.lease, dispatches = w.dispatches + 1, dispatched_at = now(), last_error = NULL
+SET due_at = now() + d.lease, dispatches = w.dispatches + 1, dispatched_at = now(), last_error = NULL,
+    head = false
 FROM unnest($1::text[], $2::interval[]) AS d(occurrence_key, lease)
 WHERE w.occurrence_key = d.occurrence_key;
 
 -- name: postpone_unpublished
 -- The broker nacked or returned these: they stay due, after a short pause so an unroutable
 -- queue cannot spin a timer.
+-- A head's tick has been judged all the same: it stays due as an ordinary occurrence.
 UPDATE chronoq.wheel
-SET due_at = now() + $2::interval, last_error = $3
+SET due_at = now() + $2::interval, last_error = $3, head = false
 WHERE occurrence_key = ANY($1::text[]);
 
 -- name: mark_poison
@@ -51,3 +60,28 @@ SELECT count(*) FROM recorded;
 SELECT extract(epoch FROM now())::float8 AS db_now,
        extract(epoch FROM min(due_at) - now())::float8 AS due_in
 FROM chronoq.wheel;
+
+-- name: record_unrun_ticks
+-- The tick ledger: a nominal tick that will not run gets its terminal row — 'skipped' with the
+-- policy's reason, or 'cancelled' for a tick of a job cancelled while it was being judged.
+INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt, reason, detail)
+SELECT chronoq.occurrence_key(t.job_id, t.fire_at), t.job_id, t.queue, t.fire_at, t.state, 0, t.reason, t.detail
+FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
+    AS t(job_id, queue, fire_at, state, reason, detail)
+ON CONFLICT (occurrence_key) DO NOTHING;
+
+-- name: drop_occurrences
+DELETE FROM chronoq.wheel WHERE occurrence_key = ANY($1::text[]);
+
+-- name: add_occurrences
+-- New wheel rows: a job's next head tick (due at its time, or parked at 'infinity' while the job
+-- is paused), or missed ticks a policy decided to run now.
+INSERT INTO chronoq.wheel (occurrence_key, job_id, queue, fire_at, run_at, due_at, head, backfilled)
+SELECT chronoq.occurrence_key(o.job_id, o.fire_at), o.job_id, o.queue, o.fire_at, o.run_at, o.due_at, o.head, o.backfilled
+FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[], $6::boolean[], $7::int[])
+    AS o(job_id, queue, fire_at, run_at, due_at, head, backfilled)
+ON CONFLICT DO NOTHING;
+
+-- name: park_occurrences
+-- A paused job's one-shot occurrence waits, undecided, until the job is resumed.
+UPDATE chronoq.wheel SET due_at = 'infinity' WHERE occurrence_key = ANY($1::text[]);

@@ -1,0 +1,153 @@
+"""Recurring jobs and job lifecycle on the producer side: schedule (idempotent by key), pause,
+resume, reschedule, and the tick ledger.
+
+Ticks are computed against the database's clock (``now()`` read in the same transaction), never
+the caller's, so a producer on a skewed host cannot make a job fire early or skip a tick.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from chronoq._store import schedules as store
+from chronoq.errors import InvalidJobError, JobNotFoundError, JobStateError
+from chronoq.schemas.cron import CronSchedule
+from chronoq.schemas.schedule import ScheduleSpec, parse_schedule
+from chronoq.schemas.views import JobSummary, TickView
+
+#: Ticks that fell while a job was paused are written to the ledger at resume, at most this
+#: many per resume (a per-second job paused for a month would be 2.6 million rows).
+MAX_PAUSED_TICKS_RECORDED = 100_000
+INFINITY = datetime.max.replace(tzinfo=UTC)
+
+
+def _ms(delta: timedelta) -> int:
+    return int(delta.total_seconds() * 1000)
+
+
+def _definition(spec: ScheduleSpec, payload: bytes) -> list[object]:
+    retry = spec.retry
+    return [
+        payload.decode(), retry.max_attempts, _ms(retry.backoff_base), _ms(retry.backoff_cap), retry.jitter,
+        _ms(spec.timeout), spec.cron, spec.timezone, spec.misfire, _ms(spec.misfire_grace), spec.max_backfill,
+        spec.overlap,
+    ]
+
+
+async def schedule(conn: asyncpg.Connection, spec: ScheduleSpec) -> int:
+    """Create the recurring job, or update the one with the same (queue, key); returns its id."""
+    payload = spec.encoded_payload()
+    cron = spec.schedule()
+    definition = _definition(spec, payload)
+    async with conn.transaction():
+        for _ in range(3):
+            if spec.key is not None:
+                existing = await store.lock_keyed_job(conn, spec.queue, spec.key)
+                if existing is not None:
+                    return await _redeclare(conn, existing, spec, cron, definition)
+            new_id = await store.insert_cron_job(conn, [spec.queue, spec.key, *definition])
+            if new_id is not None:
+                first = cron.next_after(await store.db_now(conn))
+                await store.replace_head(conn, new_id, spec.queue, first, first)
+                return new_id
+            # A concurrent schedule() inserted the same key first; lock and update it.
+    raise RuntimeError(f"schedule of key {spec.key!r} found neither a new nor an existing job")
+
+
+async def _redeclare(conn: asyncpg.Connection, existing: asyncpg.Record, spec: ScheduleSpec,
+                     cron: CronSchedule, definition: list[object]) -> int:
+    job_id = existing["id"]
+    if existing["kind"] != "cron":
+        raise InvalidJobError("key", f"key {spec.key!r} on queue {spec.queue!r} belongs to a one-shot job {job_id}")
+    if existing["state"] == "cancelled":
+        raise JobStateError(f"job {job_id} (key {spec.key!r}) is cancelled; use another key")
+    await store.update_cron_job(conn, job_id, definition)
+    if (existing["cron"], existing["timezone"]) != (spec.cron, spec.timezone):
+        # The new schedule applies from the next tick: the undecided one is replaced.
+        first = cron.next_after(await store.db_now(conn))
+        await store.replace_head(conn, job_id, spec.queue, first, INFINITY if existing["state"] == "paused" else first)
+    return job_id
+
+
+async def _locked(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record:
+    job = await store.lock_job(conn, job_id)
+    if job is None:
+        raise JobNotFoundError(job_id)
+    if job["state"] == "cancelled":
+        raise JobStateError(f"job {job_id} is cancelled")
+    return job
+
+
+async def pause(conn: asyncpg.Connection, job_id: int) -> bool:
+    """Stop a job's future ticks (they are recorded skipped, reason `paused`). True if it was
+    active; a tick already dispatched still runs."""
+    async with conn.transaction():
+        job = await _locked(conn, job_id)
+        if job["state"] == "paused":
+            return False
+        await store.set_state(conn, job_id, "paused")
+        await store.park_head(conn, job_id)
+    return True
+
+
+async def resume(conn: asyncpg.Connection, job_id: int) -> bool:
+    """Resume a paused job: ticks that fell while paused are recorded skipped (`paused`), the next
+    one is scheduled. A paused one-shot job becomes due at its time again."""
+    async with conn.transaction():
+        job = await _locked(conn, job_id)
+        if job["state"] != "paused":
+            return False
+        await store.set_state(conn, job_id, "active")
+        head = await store.head(conn, job_id)
+        if head is None:
+            return True
+        if job["kind"] == "once":
+            await store.unpark_head(conn, job_id)
+            return True
+        cron = CronSchedule.parse(job["cron"], job["timezone"])
+        now = await store.db_now(conn)
+        fire_at = head["fire_at"]
+        if fire_at > now:
+            await store.unpark_head(conn, job_id)
+            return True
+        missed = [fire_at, *cron.ticks_between(fire_at, now, MAX_PAUSED_TICKS_RECORDED)]
+        await store.record_paused_ticks(conn, job_id, job["queue"], missed)
+        following = cron.next_after(now if len(missed) <= MAX_PAUSED_TICKS_RECORDED else missed[-1])
+        await store.replace_head(conn, job_id, job["queue"], following, following)
+    return True
+
+
+async def reschedule(conn: asyncpg.Connection, job_id: int, *, cron: str | None, timezone: str | None,
+                     run_at: datetime | None) -> None:
+    """New cron (and/or zone) for a recurring job, or a new run time for a one-shot job that has
+    not been dispatched yet. Applies from the next tick."""
+    async with conn.transaction():
+        job = await _locked(conn, job_id)
+        parked = job["state"] == "paused"
+        if job["kind"] == "cron":
+            if run_at is not None:
+                raise InvalidJobError("run_at", "a recurring job is rescheduled with cron=..., not run_at")
+            if cron is None and timezone is None:
+                raise InvalidJobError("cron", "give a new cron expression or time zone")
+            expression, zone = cron or job["cron"], timezone or job["timezone"]
+            schedule_ = parse_schedule(expression, zone)
+            await store.set_cron(conn, job_id, expression, zone)
+            following = schedule_.next_after(await store.db_now(conn))
+            await store.replace_head(conn, job_id, job["queue"], following, INFINITY if parked else following)
+            return
+        if run_at is None or cron is not None:
+            raise InvalidJobError("run_at", "a one-shot job is rescheduled with run_at=...")
+        if await store.head(conn, job_id) is None:
+            raise JobStateError(f"job {job_id} has already been dispatched; enqueue a new one")
+        await store.replace_head(conn, job_id, job["queue"], run_at, INFINITY if parked else run_at)
+
+
+async def ticks(conn: asyncpg.Connection, job_id: int, since: datetime | None, limit: int) -> list[TickView]:
+    rows = await store.ticks(conn, job_id, since or datetime.min.replace(tzinfo=UTC), limit)
+    return [TickView(**dict(r)) for r in rows]
+
+
+async def list_jobs(conn: asyncpg.Connection, queue: str | None, state: str | None, limit: int) -> list[JobSummary]:
+    return [JobSummary(**dict(r)) for r in await store.list_jobs(conn, queue, state, limit)]

@@ -1,0 +1,75 @@
+"""Judging a claimed head row: which of its job's due ticks run, which are skipped and why,
+and which tick becomes the next head. Pure: the timer turns the plan into SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+import asyncpg
+
+from chronoq.schemas.cron import CronError, CronSchedule
+from chronoq.schemas.policies import Skip, judge
+
+#: Ticks judged per head per claim. A long outage of a frequent schedule is worked through in
+#: several claims, each bounded, instead of one giant transaction.
+MAX_TICKS_PER_CLAIM = 1000
+
+
+@dataclass(frozen=True)
+class Plan:
+    publish: bool  # the claimed row itself runs now
+    park: bool = False  # a paused one-shot: keep it, undecided, until resumed
+    cancelled: bool = False  # the job was cancelled while this row was claimed
+    skipped: list[Skip] = field(default_factory=list)
+    extra_runs: list[datetime] = field(default_factory=list)  # other ticks to run now
+    next_head: datetime | None = None
+    next_head_parked: bool = False
+    backfilled: int = 0
+
+
+@lru_cache(maxsize=4096)
+def schedule(expression: str, timezone: str) -> CronSchedule:
+    return CronSchedule.parse(expression, timezone)
+
+
+def plan_head(row: asyncpg.Record) -> Plan:
+    """Raises CronError only if a stored schedule has become unusable (it was valid when
+    stored); the timer then leaves the row due and reports it."""
+    now: datetime = row["db_now"]
+    paused = row["job_state"] == "paused"
+    fire_at: datetime = row["fire_at"]
+    policy = dict(
+        now=now,
+        grace=timedelta(milliseconds=row["misfire_grace_ms"]),
+        misfire=row["misfire"],
+        max_backfill=row["max_backfill"],
+        backfilled=row["backfilled"],
+        overlap=row["overlap"],
+        previous_running=bool(row["previous_running"]),
+    )
+    if row["job_state"] == "cancelled":
+        return Plan(publish=False, cancelled=True)
+    if row["kind"] == "once":
+        if paused:
+            return Plan(publish=False, park=True)
+        verdict = judge([fire_at], **policy)
+        return Plan(publish=bool(verdict.run), skipped=verdict.skip)
+
+    cron = schedule(row["cron"], row["timezone"])
+    later = cron.ticks_between(fire_at, now, MAX_TICKS_PER_CLAIM)
+    ticks = [fire_at, *later]
+    verdict = judge(ticks, more_follow=len(later) == MAX_TICKS_PER_CLAIM, paused=paused, **policy)
+    try:
+        next_head: datetime | None = cron.next_after(ticks[-1])
+    except CronError:
+        next_head = None  # the schedule has no tick left (past year 9999)
+    return Plan(
+        publish=fire_at in verdict.run,
+        skipped=verdict.skip,
+        extra_runs=[t for t in verdict.run if t != fire_at],
+        next_head=next_head,
+        next_head_parked=paused,
+        backfilled=verdict.backfilled,
+    )
