@@ -61,3 +61,24 @@ async def test_demo_runs_end_to_end_and_reports_nothing_lost(settings) -> None:
     assert re.search(r"duplicate effects \(must be 0\)\s*│\s*0\b", text), text
     assert re.search(r"enqueued\s*│\s*601\b", text) and re.search(r"dead\s*│\s*1\b", text), text
     assert re.search(r"retried\s*│\s*60\b", text), text
+
+
+async def test_schedule_pause_resume_ls_and_ticks(settings, producer: Producer) -> None:
+    result = chronoq(settings, "schedule", "reports.weekly", "--cron", "0 9 * * MON", "--tz", "Europe/Berlin",
+                     "--misfire", "backfill", "--max-backfill", "5", "--overlap", "skip", "--payload", '{"w": 1}',
+                     "--key", "weekly")
+    assert result.returncode == 0, result.stderr
+    job_id = int(result.stdout)
+    job = await producer.get(job_id)
+    assert (job.kind, job.cron, job.timezone, job.misfire, job.overlap) == ("cron", "0 9 * * MON", "Europe/Berlin", "backfill", "skip")
+    assert chronoq(settings, "jobs", "pause", str(job_id)).returncode == 0
+    ticks = orjson.loads(chronoq(settings, "jobs", "ticks", str(job_id), "--json").stdout)
+    assert [t["state"] for t in ticks] == ["paused"]
+    assert chronoq(settings, "jobs", "resume", str(job_id)).returncode == 0
+    listed = orjson.loads(chronoq(settings, "jobs", "ls", "--queue", "reports.weekly", "--json").stdout)
+    assert [(j["id"], j["state"], j["cron"]) for j in listed] == [(job_id, "active", "0 9 * * MON")]
+    assert "reports.weekly" in chronoq(settings, "jobs", "ls").stdout
+    bad = chronoq(settings, "schedule", "q", "--cron", "0 0 30 2 *")
+    assert bad.returncode == 2 and "never" in bad.stderr.lower()
+    since = chronoq(settings, "jobs", "ticks", str(job_id), "--since", "2026-01-01T00:00:00")
+    assert since.returncode == 2 and "UTC offset" in since.stderr

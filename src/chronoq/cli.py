@@ -27,6 +27,7 @@ from chronoq.errors import (
     ConfigError,
     InvalidJobError,
     JobNotFoundError,
+    JobStateError,
     ServiceUnavailableError,
     UnknownQueueError,
 )
@@ -90,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--max-attempts", type=int)
     enqueue.add_argument("--timeout", type=_duration, help="handler timeout, e.g. 60s")
 
+    schedule = command("schedule", "Schedule a recurring (cron) job; prints its id.")
+    schedule.add_argument("queue")
+    schedule.add_argument("--cron", required=True, help="5 fields, or 6 with seconds last; @hourly, @daily, ...")
+    schedule.add_argument("--tz", dest="timezone", default="UTC", help="IANA time zone of the cron expression (default UTC)")
+    schedule.add_argument("--misfire", choices=["skip", "run_once", "backfill"], default="run_once",
+                          help="what to do with ticks missed by more than --misfire-grace (default run_once)")
+    schedule.add_argument("--misfire-grace", type=_duration, help="lateness still counted as on time (default 5m)")
+    schedule.add_argument("--max-backfill", type=int, help="backfill: most missed ticks run per outage (default 100)")
+    schedule.add_argument("--overlap", choices=["allow", "skip"], default="allow",
+                          help="skip: a tick is skipped while the previous occurrence still runs")
+    schedule.add_argument("--payload", default="null", help="the payload, as JSON")
+    schedule.add_argument("--key", help="idempotency key: declaring the same key again updates the schedule")
+    schedule.add_argument("--max-attempts", type=int)
+    schedule.add_argument("--timeout", type=_duration, help="handler timeout, e.g. 60s")
+
     status = command("status", "Per queue: scheduled, due, in flight, outcomes and lateness.")
     status.add_argument("--window", type=_duration, default=timedelta(minutes=5), help="look-back for outcomes (default 5m)")
     status.add_argument("--json", action="store_true")
@@ -99,8 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
     show = job_commands.add_parser("show", help="a job with every occurrence, attempt and error", parents=[settings])
     show.add_argument("job_id", type=int)
     show.add_argument("--json", action="store_true")
-    cancel = job_commands.add_parser("cancel", help="cancel a job and its pending occurrences", parents=[settings])
-    cancel.add_argument("job_id", type=int)
+    for action, text in (("cancel", "cancel a job and its pending occurrences"),
+                         ("pause", "pause a job: its ticks are skipped (recorded) until resumed"),
+                         ("resume", "resume a paused job from its next tick")):
+        sub = job_commands.add_parser(action, help=text, parents=[settings])
+        sub.add_argument("job_id", type=int)
+    listing = job_commands.add_parser("ls", help="list jobs, newest first", parents=[settings])
+    listing.add_argument("--queue")
+    listing.add_argument("--state", choices=["active", "paused", "cancelled"])
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--json", action="store_true")
+    ticks = job_commands.add_parser("ticks", help="every nominal tick of a job and what happened to it", parents=[settings])
+    ticks.add_argument("job_id", type=int)
+    ticks.add_argument("--since", type=_aware_time, help="ISO 8601 time with offset")
+    ticks.add_argument("--limit", type=int, default=1000)
+    ticks.add_argument("--json", action="store_true")
 
     demo = command("demo", "Run the whole pipeline on the local services and check nothing was lost.")
     demo.add_argument("--jobs", type=int, default=3000, help="jobs to enqueue (default 3000)")
@@ -136,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = load_settings(args)
         sys.exit(dispatch(args, settings))
-    except (ConfigError, InvalidJobError, JobNotFoundError, UnknownQueueError) as exc:
+    except (ConfigError, InvalidJobError, JobNotFoundError, JobStateError, UnknownQueueError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
         sys.exit(EXIT_USAGE)
     except ServiceUnavailableError as exc:
@@ -159,18 +188,26 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             worker = load_worker(args.target)
             return _run(commands.worker(settings, worker, args.queues), fast_loop=True)
         case "enqueue":
-            try:
-                payload = orjson.loads(args.payload)
-            except orjson.JSONDecodeError as exc:
-                raise InvalidJobError("payload", f"not valid JSON: {exc}") from None
-            return _run(commands.enqueue(settings, args.queue, payload, delay=args.delay, run_at=args.run_at,
+            return _run(commands.enqueue(settings, args.queue, _payload(args.payload), delay=args.delay, run_at=args.run_at,
                                          key=args.key, max_attempts=args.max_attempts, timeout=args.timeout))
+        case "schedule":
+            return _run(commands.schedule(settings, args.queue, _payload(args.payload), cron=args.cron,
+                                          timezone=args.timezone, misfire=args.misfire,
+                                          misfire_grace=args.misfire_grace, max_backfill=args.max_backfill,
+                                          overlap=args.overlap, key=args.key, max_attempts=args.max_attempts,
+                                          timeout=args.timeout))
         case "status":
             return _run(commands.status(settings, args.window, as_json=args.json))
         case "jobs":
-            if args.jobs_command == "show":
-                return _run(commands.show_job(settings, args.job_id, as_json=args.json))
-            return _run(commands.cancel_job(settings, args.job_id))
+            match args.jobs_command:
+                case "show":
+                    return _run(commands.show_job(settings, args.job_id, as_json=args.json))
+                case "ls":
+                    return _run(commands.list_jobs(settings, args.queue, args.state, args.limit, as_json=args.json))
+                case "ticks":
+                    return _run(commands.show_ticks(settings, args.job_id, args.since, args.limit, as_json=args.json))
+                case action:
+                    return _run(commands.change_job(settings, action, args.job_id))
         case "demo":
             from chronoq.demo import run_demo
 
@@ -178,6 +215,23 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                                 workers=0 if args.external else args.workers,
                                 timers=0 if args.external else args.timers))
     raise AssertionError(args.command)
+
+
+def _payload(text: str) -> object:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJobError("payload", f"not valid JSON: {exc}") from None
+
+
+def _aware_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset")
+    return value
 
 
 def load_worker(target: str):

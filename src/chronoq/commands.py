@@ -80,10 +80,50 @@ async def show_job(settings: Settings, job_id: int, *, as_json: bool) -> int:
     return 0
 
 
-async def cancel_job(settings: Settings, job_id: int) -> int:
+async def schedule(settings: Settings, queue: str, payload: Any, **options: Any) -> int:
     async with Producer(settings.database_url) as producer:
-        cancelled = await producer.cancel(job_id)
-    out.print(f"job {job_id} {'cancelled' if cancelled else 'was already cancelled'}")
+        job_id = await producer.schedule(queue, payload, **options)
+    print(job_id)
+    return 0
+
+
+async def change_job(settings: Settings, action: str, job_id: int) -> int:
+    """cancel, pause or resume."""
+    async with Producer(settings.database_url) as producer:
+        changed = await getattr(producer, action)(job_id)
+    past = {"cancel": "cancelled", "pause": "paused", "resume": "resumed"}[action]
+    out.print(f"job {job_id} {past}" if changed else f"job {job_id} was not changed (already {past} or not {'paused' if action == 'resume' else 'active'})")
+    return 0
+
+
+async def list_jobs(settings: Settings, queue: str | None, state: str | None, limit: int, *, as_json: bool) -> int:
+    async with Producer(settings.database_url) as producer:
+        jobs = await producer.list_jobs(queue=queue, state=state, limit=limit)
+    if as_json:
+        print(orjson.dumps([j.model_dump(mode="json") for j in jobs], option=orjson.OPT_INDENT_2).decode())
+        return 0
+    table = Table(title="chronoq jobs")
+    for column in ("id", "queue", "kind", "state", "key", "schedule", "next tick"):
+        table.add_column(column)
+    for j in jobs:
+        when = f"{j.cron} ({j.timezone})" if j.cron else "-"
+        table.add_row(str(j.id), j.queue, j.kind, j.state, j.key or "-", when, _time(j.next_fire_at))
+    out.print(table)
+    return 0
+
+
+async def show_ticks(settings: Settings, job_id: int, since: datetime | None, limit: int, *, as_json: bool) -> int:
+    async with Producer(settings.database_url) as producer:
+        ticks = await producer.ticks(job_id, since=since, limit=limit)
+    if as_json:
+        print(orjson.dumps([t.model_dump(mode="json") for t in ticks], option=orjson.OPT_INDENT_2).decode())
+        return 0
+    table = Table(title=f"ticks of job {job_id}")
+    for column in ("tick", "state", "reason", "attempt", "detail"):
+        table.add_column(column)
+    for t in ticks:
+        table.add_row(_time(t.fire_at), t.state, t.reason or "", str(t.attempt), t.detail or "")
+    out.print(table)
     return 0
 
 

@@ -62,14 +62,16 @@ async def load_job(conn: asyncpg.Connection, job_id: int) -> JobView | None:
         )
     occurrences.sort(key=lambda o: o.fire_at)
     return JobView(
-        id=job["id"], queue=job["queue"], kind=job["kind"], state=_job_state(job["state"], occurrences),
+        id=job["id"], queue=job["queue"], kind=job["kind"], state=_job_state(job["kind"], job["state"], occurrences),
+        cron=job["cron"], timezone=job["timezone"], misfire=job["misfire"], overlap=job["overlap"],
         key=job["key"], payload=job["payload"], max_attempts=job["max_attempts"],
         timeout_s=job["timeout_ms"] / 1000, created_at=job["created_at"], occurrences=occurrences,
     )
 
 
-def _job_state(stored: str, occurrences: list[OccurrenceView]) -> str:
-    """A one-shot job's state is its occurrence's; paused/cancelled come from the job row."""
-    if stored != "active" or not occurrences:
+def _job_state(kind: str, stored: str, occurrences: list[OccurrenceView]) -> str:
+    """A one-shot job's state is its occurrence's; a recurring job's is the job row's
+    (active, paused, cancelled), as is any paused or cancelled job's."""
+    if kind == "cron" or stored != "active" or not occurrences:
         return stored
     return occurrences[-1].state

@@ -54,6 +54,10 @@ class JobView(BaseModel):
     timeout_s: float
     created_at: datetime
     occurrences: list[OccurrenceView]
+    cron: str | None = None
+    timezone: str | None = None
+    misfire: str = "run_once"
+    overlap: str = "allow"
 
 
 class QueueStatus(BaseModel):

@@ -1,5 +1,6 @@
 -- name: job
-SELECT id, queue, kind, state, key, payload, max_attempts, timeout_ms, created_at
+SELECT id, queue, kind, state, key, payload, max_attempts, timeout_ms, created_at,
+       cron, timezone, misfire, overlap
 FROM chronoq.jobs WHERE id = $1;
 
 -- name: job_live_occurrences

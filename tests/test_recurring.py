@@ -1,0 +1,264 @@
+"""Recurring jobs against the real services: the tick ledger, missed-run and overlap policies,
+pause/resume, idempotent schedules, timers stopped and restarted as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import datetime, timedelta
+
+import asyncpg
+import pytest
+
+from chronoq import InvalidJobError, JobContext, Producer, Worker
+from chronoq.consumer.service import WorkerService
+from chronoq.schemas.cron import CronSchedule
+from chronoq.timer import Timer
+from tests.conftest import child_env
+from tests.harness import Process, eventually, running
+
+EVERY_SECOND = "* * * * * *"
+
+
+async def db_now(db: asyncpg.Connection) -> datetime:
+    return await db.fetchval("SELECT now()")
+
+
+async def until_db_time(db: asyncpg.Connection, moment: datetime, *, timeout: float = 60) -> None:
+    """Wait until the database's clock has passed ``moment`` (ticks are due by that clock)."""
+
+    async def passed() -> bool:
+        return await db_now(db) > moment
+
+    await eventually(passed, timeout=timeout, what=f"database time {moment.isoformat()}")
+
+
+def recorder() -> tuple[Worker, list[tuple[int, datetime]]]:
+    worker = Worker()
+    runs: list[tuple[int, datetime]] = []
+
+    @worker.handler("ticks")
+    async def tick(ctx: JobContext, payload: dict) -> None:
+        runs.append((ctx.job_id, ctx.fire_at))
+
+    return worker, runs
+
+
+async def assert_ledger_has_no_holes(producer: Producer, job_id: int, cron: str, timezone: str = "UTC") -> list:
+    """Every nominal tick from the first to the last in the ledger is there exactly once."""
+    ticks = await producer.ticks(job_id, limit=100_000)
+    fired = [t.fire_at for t in ticks]
+    assert fired == sorted(set(fired)), "a tick appears twice or out of order"
+    expected = [fired[0], *CronSchedule.parse(cron, timezone).ticks_between(fired[0], fired[-1], 100_000)]
+    assert fired == expected, f"holes: {sorted(set(expected) - set(fired))[:5]}"
+    return ticks
+
+
+async def test_every_tick_runs_once_with_two_timers(settings, producer: Producer, db, tmp_path) -> None:
+    worker, runs = recorder()
+    jobs = [await producer.schedule("ticks", {"n": n}, cron=EVERY_SECOND, misfire_grace=2) for n in range(3)]
+    timers = [Process(["timer"], child_env(settings), tmp_path / f"timer-{n}.log") for n in range(2)]
+    try:
+        for t in timers:
+            await t.wait_for_log("timer_started")
+        async with running(WorkerService(worker, settings)):
+            start = await db_now(db)
+            await until_db_time(db, start + timedelta(seconds=4))
+
+            async def ran_four() -> bool:
+                return all(sum(1 for j, _ in runs if j == job) >= 4 for job in jobs)
+
+            await eventually(ran_four, what="four ticks of every job")
+        assert [t.terminate() for t in timers] == [0, 0]
+    finally:
+        for t in timers:
+            t.close()
+    counts = Counter(runs)
+    assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]
+    for job in jobs:
+        ticks = await assert_ledger_has_no_holes(producer, job, EVERY_SECOND)
+        ended = [t for t in ticks if t.state not in ("scheduled", "due", "dispatched")]
+        assert {t.state for t in ended} == {"succeeded"}, ended
+
+
+@pytest.mark.timeout(180)
+async def test_missed_run_policies_after_all_timers_were_down(settings, producer: Producer, db, tmp_path) -> None:
+    worker, runs = recorder()
+    grace = timedelta(milliseconds=500)
+    jobs = {
+        policy: await producer.schedule("ticks", {}, cron=EVERY_SECOND, misfire=policy, misfire_grace=grace, max_backfill=3)
+        for policy in ("skip", "run_once", "backfill")
+    }
+    env = child_env(settings)
+    async with running(WorkerService(worker, settings)):
+        first = Process(["timer"], env, tmp_path / "timer-1.log")
+        try:
+            await first.wait_for_log("timer_started")
+            await until_db_time(db, await db_now(db) + timedelta(seconds=2))
+            assert first.kill() == -9  # every timer gone
+        finally:
+            first.close()
+        stopped = await db_now(db)
+        await until_db_time(db, stopped + timedelta(seconds=6))  # the outage: six ticks or more
+        restarted = await db_now(db)
+        second = Process(["timer"], env, tmp_path / "timer-2.log")
+        try:
+            await second.wait_for_log("timer_started")
+            await until_db_time(db, restarted + timedelta(seconds=3))
+
+            async def caught_up() -> bool:
+                return all(any(f > restarted + timedelta(seconds=1) for j2, f in runs if j2 == j) for j in jobs.values())
+
+            await eventually(caught_up, what="every job to run on time again")
+            assert second.terminate() == 0
+        finally:
+            second.close()
+
+    outage = [t for t in CronSchedule.parse(EVERY_SECOND).ticks_between(stopped, restarted - timedelta(seconds=1), 100)]
+    assert len(outage) >= 5
+    for policy, job_id in jobs.items():
+        ticks = await assert_ledger_has_no_holes(producer, job_id, EVERY_SECOND)
+        in_outage = [t for t in ticks if t.fire_at in outage]
+        assert len(in_outage) == len(outage)
+        missed = [t for t in ticks if t.reason in ("misfire", "backfill_cap") or (t.detail or "").startswith(policy)]
+        ran_late = [t for t in ticks if t.state == "succeeded" and t.fire_at <= restarted - grace and t.fire_at > stopped]
+        skipped = [t for t in ticks if t.state == "skipped"]
+        if policy == "skip":
+            assert ran_late == [] and all(t.state == "skipped" and t.reason == "misfire" for t in in_outage)
+        elif policy == "run_once":
+            assert len(ran_late) == 1, ran_late
+            assert {t.reason for t in skipped} == {"misfire"}
+            # the one that ran is the latest missed tick, the others coalesced into it
+            assert all(ran_late[0].fire_at.isoformat() in (t.detail or "") for t in skipped)
+        else:
+            assert len(ran_late) == 3, ran_late  # max_backfill
+            assert ran_late == sorted(ran_late, key=lambda t: t.fire_at)[:3]
+            assert {t.reason for t in skipped} == {"backfill_cap"} and len(skipped) >= len(outage) - 3
+        assert missed, policy
+
+
+async def test_overlap_skip_with_a_handler_slower_than_the_interval(settings, producer: Producer, db) -> None:
+    worker = Worker()
+    running_now: list[int] = []
+    overlaps: list[int] = []
+    finished: list[datetime] = []
+
+    @worker.handler("slow-ticks")
+    async def slow(ctx: JobContext, payload: dict) -> None:
+        if running_now:
+            overlaps.append(ctx.job_id)
+        running_now.append(ctx.job_id)
+        await asyncio.sleep(2.2)
+        running_now.remove(ctx.job_id)
+        finished.append(ctx.fire_at)
+
+    job_id = await producer.schedule("slow-ticks", {}, cron=EVERY_SECOND, overlap="skip", misfire_grace=2)
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+
+        async def two_done() -> bool:
+            return len(finished) >= 2
+
+        await eventually(two_done, what="two slow occurrences to finish")
+    assert overlaps == []
+    ticks = await assert_ledger_has_no_holes(producer, job_id, EVERY_SECOND)
+    reasons = Counter(t.reason for t in ticks if t.state == "skipped")
+    assert reasons["overlap"] >= 2 and set(reasons) == {"overlap"}
+
+
+async def test_pause_records_skipped_ticks_and_resume_continues(settings, producer: Producer, db) -> None:
+    job_id = await producer.schedule("ticks", {}, cron="*/10 * * * *")  # every ten minutes
+    assert await producer.pause(job_id) is True
+    assert await producer.pause(job_id) is False
+    (head,) = await producer.ticks(job_id)
+    assert head.state == "paused"
+    # Pretend the pause lasted an hour: the head's tick is an hour old when the job resumes.
+    await db.execute(
+        "UPDATE chronoq.wheel SET fire_at = fire_at - interval '1 hour',"
+        " occurrence_key = chronoq.occurrence_key(job_id, fire_at - interval '1 hour') WHERE job_id = $1", job_id)
+    assert await producer.resume(job_id) is True
+    ticks = await assert_ledger_has_no_holes(producer, job_id, "*/10 * * * *")
+    paused = [t for t in ticks if t.state == "skipped"]
+    assert len(paused) >= 6 and {t.reason for t in paused} == {"paused"}
+    assert ticks[-1].state == "scheduled" and ticks[-1].fire_at > await db_now(db)
+    assert (await producer.get(job_id)).state == "active"
+
+
+async def test_a_tick_claimed_while_paused_is_recorded_paused(settings, producer: Producer, db) -> None:
+    job_id = await producer.schedule("ticks", {}, cron=EVERY_SECOND)
+    await db.execute("UPDATE chronoq.jobs SET state = 'paused' WHERE id = $1", job_id)  # a pause racing the claim
+    await db.execute("UPDATE chronoq.wheel SET due_at = now() WHERE job_id = $1", job_id)
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        assert await timer.run_once() == 1
+    finally:
+        await timer.close()
+    first, nxt = await producer.ticks(job_id)
+    assert (first.state, first.reason) == ("skipped", "paused")
+    assert nxt.state == "paused"
+
+
+async def test_schedule_is_idempotent_by_key_and_a_redeclared_cron_applies_from_the_next_tick(producer: Producer, db) -> None:
+    first = await producer.schedule("reports", {"v": 1}, cron="0 9 * * *", timezone="Europe/Berlin", key="daily-report")
+    again = await producer.schedule("reports", {"v": 1}, cron="0 9 * * *", timezone="Europe/Berlin", key="daily-report")
+    assert first == again
+    assert await db.fetchval("SELECT count(*) FROM chronoq.jobs") == 1
+    (head,) = await producer.ticks(first)
+    assert head.fire_at.astimezone(CronSchedule.parse("0 9 * * *", "Europe/Berlin").next_after(head.fire_at).tzinfo)
+
+    changed = await producer.schedule("reports", {"v": 2}, cron="30 7 * * *", timezone="Europe/Berlin", key="daily-report")
+    assert changed == first
+    job = await producer.get(first)
+    assert job.payload == {"v": 2}
+    (head,) = await producer.ticks(first)
+    local = head.fire_at.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin"))
+    assert (local.hour, local.minute) == (7, 30)
+    assert await db.fetchval("SELECT count(*) FROM chronoq.wheel WHERE head") == 1
+
+
+async def test_reschedule_and_cancel(producer: Producer, db) -> None:
+    cron_job = await producer.schedule("reports", {}, cron="0 * * * *")
+    await producer.reschedule(cron_job, cron="15 * * * *")
+    (head,) = await producer.ticks(cron_job)
+    assert head.fire_at.minute == 15
+    once = await producer.enqueue("emails", {}, delay=3600)
+    new_time = (await db_now(db)) + timedelta(hours=5)
+    await producer.reschedule(once, run_at=new_time)
+    (occurrence,) = (await producer.get(once)).occurrences
+    assert occurrence.fire_at == new_time
+    assert await producer.cancel(cron_job) is True
+    ticks = await producer.ticks(cron_job)
+    assert [t.state for t in ticks] == ["cancelled"]
+    with pytest.raises(Exception, match="cancelled"):
+        await producer.pause(cron_job)
+
+
+BAD_SCHEDULES = [
+    pytest.param({"cron": "* * * *"}, "cron", id="four-fields"),
+    pytest.param({"cron": "* * * * * * *"}, "cron", id="seven-fields"),
+    pytest.param({"cron": "60 * * * *"}, "cron", id="minute-60"),
+    pytest.param({"cron": "*/0 * * * *"}, "cron", id="step-zero"),
+    pytest.param({"cron": "5-1 * * * *"}, "cron", id="reversed-range"),
+    pytest.param({"cron": "every day at noon"}, "cron", id="garbage"),
+    pytest.param({"cron": "1," * 5000 + "1 * * * *"}, "cron", id="10kb"),
+    pytest.param({"cron": "0 0 30 2 *"}, "cron", id="never-fires"),
+    pytest.param({"cron": "@reboot"}, "cron", id="reboot"),
+    pytest.param({"cron": ""}, "cron", id="empty"),
+    pytest.param({"timezone": "Mars/Olympus"}, "timezone", id="unknown-zone"),
+    pytest.param({"timezone": "../../etc/passwd"}, "timezone", id="path-zone"),
+    pytest.param({"timezone": ""}, "timezone", id="empty-zone"),
+    pytest.param({"max_backfill": -1}, "max_backfill", id="negative-backfill"),
+    pytest.param({"misfire_grace": -5}, "misfire_grace", id="negative-grace"),
+    pytest.param({"misfire": "sometimes"}, "misfire", id="unknown-policy"),
+    pytest.param({"overlap": "queue"}, "overlap", id="unknown-overlap"),
+]
+
+
+@pytest.mark.parametrize(("options", "field"), BAD_SCHEDULES)
+async def test_bad_schedules_are_refused_and_nothing_is_stored(producer: Producer, db, options, field) -> None:
+    options = {"cron": "0 9 * * *", **options}
+    with pytest.raises(InvalidJobError) as caught:
+        await producer.schedule("reports", {}, **options)
+    assert caught.value.field == field, str(caught.value)
+    assert len(str(caught.value)) < 400
+    assert await db.fetchval("SELECT count(*) FROM chronoq.jobs") == 0
