@@ -262,3 +262,15 @@ async def test_bad_schedules_are_refused_and_nothing_is_stored(producer: Produce
     assert caught.value.field == field, str(caught.value)
     assert len(str(caught.value)) < 400
     assert await db.fetchval("SELECT count(*) FROM chronoq.jobs") == 0
+
+
+async def test_a_one_shot_job_claimed_too_late_follows_its_misfire_policy(settings, producer: Producer, db) -> None:
+    worker, runs = recorder()
+    an_hour_ago = (await db_now(db)) - timedelta(hours=1)
+    skipped = await producer.enqueue("ticks", {}, run_at=an_hour_ago, misfire="skip", misfire_grace=60)
+    ran = await producer.enqueue("ticks", {}, run_at=an_hour_ago)  # run_once: late is better than never
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        await __import__("tests.harness", fromlist=["all_finished"]).all_finished(producer, [skipped, ran])
+    assert [j for j, _ in runs] == [ran]
+    job = await producer.get(skipped)
+    assert (job.state, job.occurrences[0].reason) == ("skipped", "misfire")

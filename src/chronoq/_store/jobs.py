@@ -36,6 +36,8 @@ def _row(spec: JobSpec, payload: bytes) -> tuple:
         spec.run_at,
         # No time given means now, by the database's clock.
         (spec.delay or timedelta(0)) if spec.run_at is None else None,
+        spec.misfire,
+        _ms(spec.misfire_grace),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -75,6 +75,8 @@ class Producer:
         max_attempts: int | None = None,
         retry: RetryPolicy | None = None,
         timeout: Delay | None = None,
+        misfire: Literal["skip", "run_once"] | None = None,
+        misfire_grace: Delay | None = None,
         connection: asyncpg.Connection | None = None,
     ) -> int:
         """Store a one-shot job; returns its id. With ``key``, a second enqueue of the same key on
@@ -83,6 +85,7 @@ class Producer:
         spec = build_spec(
             queue=queue, payload=payload, delay=_seconds(delay), run_at=run_at, key=key,
             max_attempts=max_attempts, retry=retry, timeout=_seconds(timeout, "timeout"),
+            misfire=misfire, misfire_grace=_seconds(misfire_grace, "misfire_grace"),
         )
         return (await self._enqueue(spec, connection)).job_id
 

@@ -6,7 +6,7 @@ import math
 import random
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -76,6 +76,11 @@ class JobSpec(BaseModel):
     key: str | None = Field(None, min_length=1, max_length=KEY_MAX_LENGTH)
     retry: RetryPolicy = RetryPolicy()
     timeout: timedelta = Field(DEFAULT_TIMEOUT, gt=timedelta(0), le=MAX_TIMEOUT)
+    #: A one-shot job claimed more than ``misfire_grace`` late (the system was down) runs anyway
+    #: (``run_once``, the default) or is recorded skipped (``skip``: e.g. a reminder that is
+    #: pointless an hour late).
+    misfire: Literal["skip", "run_once"] = "run_once"
+    misfire_grace: timedelta = Field(timedelta(minutes=5), ge=timedelta(0))
 
     @field_validator("queue", mode="before")
     @classmethod

@@ -6,8 +6,9 @@
 -- second branch returns the existing job (in the statement's snapshot it may still be
 -- invisible; the caller retries once in that case).
 WITH new_job AS (
-    INSERT INTO chronoq.jobs (queue, kind, key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms)
-    VALUES ($1, 'once', $2, $3::text::jsonb, $4, $5, $6, $7, $8)
+    INSERT INTO chronoq.jobs (queue, kind, key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms,
+                              misfire, misfire_grace_ms)
+    VALUES ($1, 'once', $2, $3::text::jsonb, $4, $5, $6, $7, $8, $11, $12)
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id
 ), first_occurrence AS (
@@ -30,11 +31,15 @@ SELECT nextval('chronoq.jobs_id_seq') AS id FROM generate_series(1, $1);
 -- the caller looks their ids up with existing_ids.
 WITH input AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[],
-                         $7::bigint[], $8::real[], $9::bigint[], $10::timestamptz[], $11::interval[])
-        AS i(id, queue, key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms, run_at, delay)
+                         $7::bigint[], $8::real[], $9::bigint[], $10::timestamptz[], $11::interval[], $12::text[],
+                         $13::bigint[])
+        AS i(id, queue, key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms, run_at, delay,
+             misfire, misfire_grace_ms)
 ), new_jobs AS (
-    INSERT INTO chronoq.jobs (id, queue, kind, key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms)
-    SELECT id, queue, 'once', key, payload::jsonb, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms
+    INSERT INTO chronoq.jobs (id, queue, kind, key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms,
+                              misfire, misfire_grace_ms)
+    SELECT id, queue, 'once', key, payload::jsonb, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms,
+           misfire, misfire_grace_ms
     FROM input ORDER BY id
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id
