@@ -241,20 +241,45 @@ async def test_a_delivery_that_went_missing_is_dispatched_again(settings, produc
     assert job.occurrences[0].attempt == 1
 
 
-async def test_an_occurrence_past_the_delivery_limit_is_recorded_dead_and_dead_lettered(settings, producer: Producer, db) -> None:
+async def test_an_occurrence_started_past_the_delivery_limit_is_dead_without_running(settings, producer: Producer, db) -> None:
+    worker = Worker()
+    runs = []
+
+    @worker.handler("poison")
+    async def poison(ctx: JobContext, payload: dict) -> None:
+        runs.append(ctx.attempt)
+
     job_id = await producer.enqueue("poison", {})
-    # As if it had been dispatched that many times already (a dispatched row is no longer a head).
-    await db.execute("UPDATE chronoq.wheel SET dispatches = $1, head = false", settings.delivery_limit)
-    timer = Timer(settings)
-    await timer.start()
-    try:
-        assert await timer.run_once() == 1
-    finally:
-        await timer.close()
+    # As if workers had started it `delivery_limit` times and died each time (SIGKILL mid-handler).
+    await db.execute("UPDATE chronoq.wheel SET starts = $1", settings.delivery_limit)
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        await all_finished(producer, [job_id])
+    assert runs == []
     job = await producer.get(job_id)
     assert (job.state, job.occurrences[0].reason) == ("dead", "delivery_limit")
+    assert "started 10 times without an outcome" in job.occurrences[0].error
     message = await take_dead_letter(settings, "poison")
     assert message.headers["x-chronoq-reason"] == "delivery_limit"
+
+
+async def test_a_slow_handler_is_not_published_again_while_it_runs(settings, producer: Producer, db) -> None:
+    settings = settings.model_copy(update={"redispatch_after": timedelta(seconds=1)})
+    worker = Worker()
+    runs = []
+
+    @worker.handler("slow")
+    async def slow(ctx: JobContext, payload: dict) -> None:
+        runs.append(ctx.attempt)
+        started = await ctx.db.fetchval("SELECT due_at - now() FROM chronoq.wheel WHERE job_id = $1", ctx.job_id)
+        assert started > timedelta(seconds=3)  # the start moved the redelivery deadline past this run
+        await asyncio.sleep(2.5)  # longer than redispatch_after + the 1 s timeout the timer leased
+
+    job_id = await producer.enqueue("slow", {}, timeout=timedelta(seconds=3))
+    service = WorkerService(worker, settings)
+    async with running(Timer(settings)), running(service):
+        summary = await all_finished(producer, [job_id])
+    assert summary["succeeded"] == 1 and runs == [1]
+    assert dict(service.outcomes) == {"succeeded": 1}  # no second copy was ever delivered
 
 
 async def test_an_unroutable_message_is_not_marked_dispatched(settings, producer: Producer, db) -> None:

@@ -15,6 +15,7 @@ from chronoq._store.sql import query
 class OccurrenceStatus:
     terminal_state: str | None  # set: the occurrence has ended, the delivery is a duplicate
     live_attempt: int | None  # the wheel's current attempt, None if the row is gone
+    starts: int | None  # deliveries of this attempt started so far, this one included
 
 
 @dataclass(frozen=True)
@@ -30,17 +31,14 @@ class Attempt:
     worker: str
 
 
-async def status(conn: asyncpg.Connection, occurrence_key: str) -> OccurrenceStatus:
-    row = await conn.fetchrow(query("occurrence_status"), occurrence_key)
-    return OccurrenceStatus(row["terminal_state"], row["live_attempt"])
+async def start(conn: asyncpg.Connection, occurrence_key: str, attempt: int, lease: timedelta) -> OccurrenceStatus:
+    row = await conn.fetchrow(query("start_delivery"), occurrence_key, attempt, lease)
+    return OccurrenceStatus(row["terminal_state"], row["live_attempt"], row["starts"])
 
 
 async def record_success(conn: asyncpg.Connection, a: Attempt, result: Any) -> bool:
     """Inside the handler's transaction. False: another delivery won; roll back."""
-    recorded = await conn.fetchval(
-        query("record_success"), a.occurrence_key, a.job_id, a.queue, a.fire_at, a.attempt,
-        result, a.run_at, a.worker,
-    )
+    recorded = await conn.fetchval(query("record_success"), a.occurrence_key, a.attempt, result, a.worker)
     return recorded == 1
 
 

@@ -1,4 +1,4 @@
-"""Timer-side statements: claim due occurrences, mark them dispatched, postpone, poison."""
+"""Timer-side statements: claim due occurrences, mark them dispatched or postponed, judge heads."""
 
 from __future__ import annotations
 
@@ -25,12 +25,6 @@ async def mark_dispatched(
 async def postpone(conn: asyncpg.Connection, keys: Sequence[str], pause: timedelta, error: str) -> None:
     if keys:
         await conn.execute(query("postpone_unpublished"), list(keys), pause, error)
-
-
-async def mark_poison(conn: asyncpg.Connection, keys: Sequence[str]) -> int:
-    if not keys:
-        return 0
-    return await conn.fetchval(query("mark_poison"), list(keys))
 
 
 async def next_due(conn: asyncpg.Connection) -> tuple[float, float | None]:

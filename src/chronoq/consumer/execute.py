@@ -57,11 +57,16 @@ def describe(exc: BaseException) -> str:
 
 
 class Executor:
-    def __init__(self, worker: Worker, pool: asyncpg.Pool, publisher: ConfirmedPublisher, name: str) -> None:
+    def __init__(
+        self, worker: Worker, pool: asyncpg.Pool, publisher: ConfirmedPublisher, name: str, *,
+        redispatch_after: timedelta, delivery_limit: int,
+    ) -> None:
         self.worker = worker
         self.pool = pool
         self.publisher = publisher
         self.name = name
+        self.redispatch_after = redispatch_after
+        self.delivery_limit = delivery_limit
 
     async def execute(self, delivery: Delivery) -> Outcome:
         """Process one delivery to the point where it may be acked. Raises only if the
@@ -69,7 +74,9 @@ class Executor:
         try:
             message = JobMessage.model_validate_json(delivery.body)
         except ValidationError as exc:
-            log.warning("malformed message rejected", extra={"action": "message_rejected", "error": describe(exc)[:300]})
+            # Field locations and error types only: the message text would quote the payload.
+            problems = [(".".join(map(str, e["loc"])), e["type"]) for e in exc.errors()][:5]
+            log.warning("malformed message rejected", extra={"action": "message_rejected", "problems": problems})
             return Outcome("rejected", "malformed message")
         handler = self.worker.get(message.queue)
         if handler is None:
@@ -84,20 +91,24 @@ class Executor:
             attempt=message.attempt,
             worker=self.name,
         )
+        timeout = handler.timeout or timedelta(seconds=message.timeout_s)
         async with self.pool.acquire() as conn:
-            status = await outcomes.status(conn, attempt.occurrence_key)
+            status = await outcomes.start(conn, attempt.occurrence_key, attempt.attempt, self.redispatch_after + timeout)
             if status.terminal_state is not None:
                 return Outcome("duplicate", status.terminal_state)
             if status.live_attempt != attempt.attempt:
                 # The occurrence moved on to a later attempt, or the message names no live
                 # occurrence at all (forged, or its job was deleted): nothing to run.
                 return Outcome("stale", f"live attempt {status.live_attempt}")
+            if status.starts is not None and status.starts > self.delivery_limit:
+                # Started this often without an outcome: the message kills or hangs its workers.
+                error = f"started {status.starts - 1} times without an outcome (delivery limit {self.delivery_limit})"
+                return await self._bury(conn, message, attempt, "delivery_limit", error, "poison", None)
             try:
                 payload = handler.parse(message.payload)
             except ValidationError as exc:
                 return await self._bury(conn, message, attempt, "invalid_payload", describe(exc), "invalid", None)
-            timeout = (handler.timeout or timedelta(seconds=message.timeout_s)).total_seconds()
-            return await self._run(conn, handler, message, attempt, payload, timeout)
+            return await self._run(conn, handler, message, attempt, payload, timeout.total_seconds())
 
     async def _run(self, conn, handler, message: JobMessage, attempt, payload: Any, timeout: float) -> Outcome:
         started_at = datetime.now(UTC)
@@ -117,19 +128,27 @@ class Executor:
         try:
             result = await asyncio.wait_for(handler.fn(ctx, payload), timeout)
             encoded = encode_payload(result, field="result") if result is not None else None
-        except asyncio.CancelledError:
+        except BaseException as exc:  # every handler failure is an outcome...
             await _rollback(transaction)
-            raise
-        except Exception as exc:  # every handler failure is an outcome
-            await _rollback(transaction)
-            return await asyncio.shield(self._failed(conn, message, attempt, exc, started_at))
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+                raise  # ...except this delivery being cancelled (shutdown's second stage)
+            return await self._failed(conn, message, attempt, exc, started_at)
         failpoint("consumer.before_commit")
-        # The write of the outcome must not be torn by a shutdown's cancellation.
-        return await asyncio.shield(self._commit(conn, transaction, attempt, encoded, clock))
-
-    async def _commit(self, conn, transaction, attempt, encoded: bytes | None, clock: float) -> Outcome:
         try:
             won = await outcomes.record_success(conn, attempt, RawJson(encoded) if encoded is not None else None)
+        except asyncpg.InFailedSQLTransactionError as exc:
+            # The handler swallowed a database error and left its transaction aborted: that is a
+            # failed attempt like any other, retried with backoff.
+            await _rollback(transaction)
+            return await self._failed(conn, message, attempt, exc, started_at)
+        except BaseException:
+            await _rollback(transaction)
+            raise
+        return await self._commit(transaction, attempt, won, clock)
+
+    async def _commit(self, transaction, attempt, won: bool, clock: float) -> Outcome:
+        try:
             if not won:
                 await transaction.rollback()
                 return Outcome("duplicate", "another delivery committed first")
@@ -153,6 +172,8 @@ class Executor:
 
     async def _failed(self, conn, message: JobMessage, attempt, exc: BaseException, started_at: datetime) -> Outcome:
         if isinstance(exc, Cancel):
+            if len(exc.reason) > ERROR_TEXT_LIMIT:
+                exc = Cancel(exc.reason[:ERROR_TEXT_LIMIT])
             async with conn.transaction():
                 await outcomes.record_cancelled(conn, attempt, exc.reason[:ERROR_TEXT_LIMIT], started_at)
             return Outcome("cancelled", exc.reason)

@@ -13,7 +13,7 @@ from pydantic import TypeAdapter
 
 from chronoq.consumer.context import JobContext
 from chronoq.errors import UnknownQueueError
-from chronoq.schemas.job import check_queue_name
+from chronoq.schemas.job import MAX_TIMEOUT, check_queue_name
 
 HandlerFn = Callable[[JobContext, Any], Awaitable[Any]]
 
@@ -50,6 +50,8 @@ class Worker:
 
     def handler(self, queue: str, *, timeout: timedelta | None = None) -> Callable[[HandlerFn], HandlerFn]:
         check_queue_name(queue)
+        if timeout is not None and not timedelta(0) < timeout <= MAX_TIMEOUT:
+            raise ValueError(f"handler timeout must be positive and at most {MAX_TIMEOUT} (RabbitMQ's consumer_timeout)")
 
         def register(fn: HandlerFn) -> HandlerFn:
             if not inspect.iscoroutinefunction(fn):

@@ -28,6 +28,14 @@ log = logging.getLogger("chronoq.worker")
 #: Pause before a delivery that hit an unavailable database is handed back to the broker, so
 #: an outage does not turn into a hot redelivery loop.
 UNAVAILABLE_PAUSE = 1.0
+#: Errors that mean "this message can never be processed", not "try again later".
+DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    ValueError,
+    OverflowError,
+    TypeError,
+)
 
 
 class WorkerService:
@@ -62,7 +70,10 @@ class WorkerService:
         )
         self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
         self._publisher = ConfirmedPublisher(self._broker, self.topology)
-        self._executor = Executor(self.worker, self._pool, self._publisher, self.name)
+        self._executor = Executor(
+            self.worker, self._pool, self._publisher, self.name,
+            redispatch_after=self.settings.redispatch_after, delivery_limit=self.settings.delivery_limit,
+        )
         self._subscription = Subscription(self._broker, self.topology)
         # Prefetch bounds the unacked deliveries to what can run at once: nothing waits in
         # this process's memory that another worker could be running.
@@ -74,42 +85,53 @@ class WorkerService:
         )
 
     async def _on_message(self, message: Incoming) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        # Each delivery runs in a task of its own that only drain() may cancel: if the broker
+        # closes the channel (and aio-pika cancels this callback), an outcome being committed
+        # is still committed; its ack then fails harmlessly and the redelivery is deduplicated.
+        task = asyncio.create_task(self._process(message))
         self._in_flight.add(task)
-        try:
-            await self._process(message)
-        finally:
-            self._in_flight.discard(task)
+        task.add_done_callback(self._in_flight.discard)
+        await asyncio.shield(task)
 
     async def _process(self, message: Incoming) -> None:
         assert self._executor is not None
         delivery = Delivery(message.body, message.headers, message.redelivered)
+        settled = False
         try:
             outcome = await self._executor.execute(delivery)
+            failpoint("consumer.after_commit")
+            if outcome.action == "rejected":
+                # Unparseable, or for a queue without handler: the broker moves it to the
+                # dead-letter queue (x-dead-letter-exchange), where an operator can read it.
+                await message.dead_letter()
+            else:
+                await message.ack()
+            settled = True
+            self.outcomes[outcome.action] += 1
+            log.debug("delivery settled", extra={"action": "delivery_settled", "outcome": outcome.action})
+        except DETERMINISTIC_ERRORS as exc:
+            # The same message would fail the same way again: requeueing it would loop.
+            log.error("delivery rejected: it cannot be processed",
+                      extra={"action": "delivery_rejected", "error": type(exc).__name__}, exc_info=True)
+            await message.dead_letter()
+            settled = True
+            self.outcomes["rejected"] += 1
         except Exception as exc:  # a worker must outlive anything one delivery can throw
-            # The outcome was not recorded: give the delivery back for another try. A message
-            # that keeps failing like this reaches the queue's delivery limit and is
-            # dead-lettered by the broker; its occurrence then ends dead via the timer.
+            # The outcome was not recorded (the database or broker is unavailable): give the
+            # delivery back for another try, after a pause so an outage is not a hot loop.
             expected = isinstance(exc, (*CONNECTION_ERRORS, *BROKER_ERRORS, asyncpg.PostgresError))
             log.log(
                 logging.WARNING if expected else logging.ERROR,
                 "delivery not processed; returned to the queue",
-                extra={"action": "delivery_requeued", "error": f"{type(exc).__name__}"},
+                extra={"action": "delivery_requeued", "error": type(exc).__name__},
                 exc_info=not expected,
             )
             await asyncio.sleep(UNAVAILABLE_PAUSE)
             await message.requeue()
-            return
-        failpoint("consumer.after_commit")
-        if outcome.action == "rejected":
-            # Unparseable or unroutable to a handler: the broker moves it to the dead-letter
-            # queue (x-dead-letter-exchange), where an operator can read it.
-            await message.dead_letter()
-        else:
-            await message.ack()
-        self.outcomes[outcome.action] += 1
-        log.debug("delivery settled", extra={"action": "delivery_settled", "outcome": outcome.action, "detail": outcome.detail[:200]})
+            settled = True
+        finally:
+            if not settled:  # cancelled by drain(): hand the delivery back now
+                await asyncio.shield(message.requeue())
 
     def stop(self) -> None:
         self._stopping.set()
@@ -145,7 +167,8 @@ class WorkerService:
             await self.drain()
         finally:
             await self.close()
-            log.info("worker stopped", extra={"action": "worker_stopped", "worker": self.name, "processed": sum(self.outcomes.values())})
+            log.info("worker stopped", extra={"action": "worker_stopped", "worker": self.name,
+                                              "processed": sum(self.outcomes.values())})
 
 
 __all__ = ["Outcome", "WorkerService"]

@@ -27,7 +27,10 @@ LATEST_RUN_AT = datetime(3000, 1, 1, tzinfo=UTC)
 
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_TIMEOUT = timedelta(minutes=1)
-MAX_TIMEOUT = timedelta(hours=24)
+#: RabbitMQ closes the channel of a consumer that holds a delivery longer than its
+#: consumer_timeout (30 minutes by default), cancelling every handler on that channel; a handler
+#: timeout must stay below it. Longer work belongs in several jobs.
+MAX_TIMEOUT = timedelta(minutes=25)
 
 
 def check_queue_name(queue: object) -> str:

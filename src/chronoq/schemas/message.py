@@ -21,15 +21,17 @@ APP_ID = "chronoq"
 class JobMessage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
+    # Bounds are those of the database columns, so that a forged or corrupted message fails here,
+    # as a rejected message, and never as a database error that would look like an outage.
     v: int = MESSAGE_VERSION
-    job_id: int
-    queue: str
-    occurrence_key: str = Field(min_length=1, max_length=400)
+    job_id: int = Field(ge=1, le=2**63 - 1)
+    queue: str = Field(min_length=1, max_length=200)
+    occurrence_key: str = Field(min_length=1, max_length=400, pattern=r"^[^\x00]+$")
     fire_at: datetime  # the occurrence's nominal time
     run_at: datetime  # when this attempt was due
-    attempt: int = Field(ge=1)
-    max_attempts: int = Field(ge=1)
-    timeout_s: float = Field(gt=0)
+    attempt: int = Field(ge=1, le=1_000_000)
+    max_attempts: int = Field(ge=1, le=1000)
+    timeout_s: float = Field(gt=0, le=24 * 3600, allow_inf_nan=False)
     payload: Any = None
 
     def headers(self) -> dict[str, Any]:

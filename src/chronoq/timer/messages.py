@@ -40,17 +40,6 @@ def job_message(row: asyncpg.Record) -> Outgoing:
     return Outgoing(routing_key=row["queue"], body=body, message_id=f"{key}#{attempt}", headers=headers)
 
 
-def poison_message(row: asyncpg.Record, delivery_limit: int) -> Outgoing:
-    message = job_message(row)
-    message.headers.update(
-        {
-            "x-chronoq-reason": "delivery_limit",
-            "x-chronoq-error": f"dispatched {row['dispatches']} times without an outcome (limit {delivery_limit})",
-        }
-    )
-    return message
-
-
 def lease(row: asyncpg.Record, redispatch_after: timedelta) -> timedelta:
     """How long a dispatched occurrence may stay without an outcome before it is re-published:
     the redelivery deadline plus the job's own timeout, so a slow but healthy run is not

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import time
@@ -28,7 +29,7 @@ from chronoq._runtime.failpoints import failpoint
 from chronoq._store import wheel
 from chronoq._store.connection import CONNECTION_ERRORS, connect, create_pool
 from chronoq.schemas.cron import CronError
-from chronoq.timer.messages import job_message, lease, poison_message
+from chronoq.timer.messages import job_message, lease
 from chronoq.timer.ticks import Plan, plan_head
 
 log = logging.getLogger("chronoq.timer")
@@ -41,6 +42,8 @@ FAILURE_PAUSE = 1.0
 #: Longest wait for the broker's confirms of one batch; past it the batch rolls back and stays
 #: due (a broker that is down or blocked on a memory alarm must not hold the rows forever).
 PUBLISH_TIMEOUT = 30.0
+#: Pause when due rows exist but are all locked by other timers' batches.
+LOCKED_ROWS_PAUSE = 0.05
 #: Due time of a parked row (a paused job's next tick): never, until resumed.
 INFINITY = datetime.max.replace(tzinfo=UTC)
 
@@ -109,9 +112,7 @@ class Timer:
                 return 0
             failpoint("timer.after_claim")
             started = time.perf_counter()
-            limit = self.settings.delivery_limit
-            poison = [r for r in rows if not r["head"] and r["dispatches"] >= limit]
-            to_publish = [r for r in rows if not r["head"] and r["dispatches"] < limit]
+            to_publish = [r for r in rows if not r["head"]]
             plans: list[tuple[asyncpg.Record, Plan]] = []
             unusable: list[tuple[asyncpg.Record, BaseException]] = []
             for row in (r for r in rows if r["head"]):
@@ -134,10 +135,10 @@ class Timer:
                 [r["occurrence_key"] for r in sent],
                 [lease(r, self.settings.redispatch_after) for r in sent],
             )
-            if refused or unusable:
-                await self._postpone(conn, refused + unusable)
-            if poison:
-                await self._bury(conn, poison)
+            if refused:
+                await self._postpone(conn, refused)
+            if unusable:
+                await self._give_up(conn, unusable)
             await self._apply(conn, plans)
             failpoint("timer.before_commit")
         log.debug(
@@ -148,7 +149,6 @@ class Timer:
                 "claimed": len(rows),
                 "published": len(sent),
                 "refused": len(refused),
-                "poison": len(poison),
                 "publish_ms": round((time.perf_counter() - started) * 1000, 2),
             },
         )
@@ -186,6 +186,17 @@ class Timer:
         await wheel.record_unrun(conn, unrun)
         await wheel.add(conn, add)
 
+    async def _give_up(self, conn: asyncpg.Connection, unusable: list) -> None:
+        """A stored schedule that can no longer be computed (it was valid when stored): its tick
+        ends dead with the reason, instead of being retried forever."""
+        for row, exc in unusable:
+            log.error("unusable schedule", extra={"action": "schedule_unusable", "job_id": row["job_id"],
+                                                  "queue": row["queue"], "error": str(exc)[:300]})
+        await wheel.drop(conn, [r["occurrence_key"] for r, _ in unusable])
+        await wheel.record_unrun(
+            conn, [(r["job_id"], r["queue"], r["fire_at"], "dead", "invalid_schedule", str(e)[:500]) for r, e in unusable]
+        )
+
     async def _postpone(self, conn: asyncpg.Connection, refused: list) -> None:
         first_error = f"{type(refused[0][1]).__name__}: {refused[0][1]}"[:500]
         for row, failure in refused[:10]:
@@ -200,30 +211,24 @@ class Timer:
             )
         await wheel.postpone(conn, [r["occurrence_key"] for r, _ in refused], UNPUBLISHED_PAUSE, first_error)
 
-    async def _bury(self, conn: asyncpg.Connection, poison: list) -> None:
-        """Dead-letter occurrences past the delivery limit: a copy to the dead-letter queue for
-        operators, and the terminal `dead` row in Postgres."""
-        assert self._publisher is not None
-        failures = await self._publisher.publish(
-            [poison_message(r, self.settings.delivery_limit) for r in poison], dead=True
-        )
-        buried = [r["occurrence_key"] for r, f in zip(poison, failures, strict=True) if f is None]
-        await wheel.mark_poison(conn, buried)
-        for key in buried:
-            log.warning("occurrence dead: delivery limit", extra={"action": "occurrence_poison", "occurrence": key})
-
-    async def _sleep_until_due(self) -> None:
+    async def _sleep_until_due(self, claimed_nothing: bool) -> None:
         assert self._pool is not None
-        max_idle = self.settings.timer_max_idle.total_seconds()
+        # Until the new wake time is known, any NOTIFY must wake us: clear first, never after.
+        self._planned_wake = math.inf
+        self._wake.clear()
         async with self._pool.acquire() as conn:
             db_now, due_in = await wheel.next_due(conn)
         host_now = time.monotonic()
         self._clock_offset = db_now - host_now
-        wait = max_idle if due_in is None else min(max(due_in, 0.0), max_idle)
+        wait = self.settings.timer_max_idle.total_seconds()
+        if due_in is not None:
+            wait = min(max(due_in, 0.0), wait)
+            if claimed_nothing and due_in <= 0:
+                # Rows are due but another timer holds them (mid-batch): do not spin on them.
+                wait = LOCKED_ROWS_PAUSE
         self._planned_wake = host_now + wait
-        if wait <= 0:
+        if wait <= 0 or self._wake.is_set() or self._stopping.is_set():
             return
-        self._wake.clear()
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=wait)
         except TimeoutError:
@@ -238,7 +243,7 @@ class Timer:
                 try:
                     handled = await self.run_once()
                     if handled < self.settings.claim_batch and not self._stopping.is_set():
-                        await self._sleep_until_due()
+                        await self._sleep_until_due(claimed_nothing=handled == 0)
                 except (*CONNECTION_ERRORS, *BROKER_ERRORS, asyncpg.PostgresError) as exc:
                     await self._recover(exc, expected=True)
                 except Exception as exc:  # a timer must outlive anything one batch can throw

@@ -19,7 +19,11 @@ ALTER TABLE chronoq.wheel
     -- The job's next nominal tick, not yet judged. False once a timer has decided to run it.
     ADD COLUMN head       boolean NOT NULL DEFAULT false,
     -- Missed ticks already run by `backfill` in the current outage, carried from head to head.
-    ADD COLUMN backfilled integer NOT NULL DEFAULT 0;
+    ADD COLUMN backfilled integer NOT NULL DEFAULT 0,
+    -- Deliveries of the current attempt that a worker actually started. Past the delivery
+    -- limit the occurrence is poison (it kills or hangs its workers) and ends dead. Publishes
+    -- are not counted: a message waiting in a long backlog is not poison.
+    ADD COLUMN starts     integer NOT NULL DEFAULT 0;
 -- One head per job: a second timer can never start a second chain of ticks.
 CREATE UNIQUE INDEX wheel_one_head ON chronoq.wheel (job_id) WHERE head;
 

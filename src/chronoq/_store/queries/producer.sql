@@ -40,7 +40,9 @@ WITH input AS (
                               misfire, misfire_grace_ms)
     SELECT id, queue, 'once', key, payload::jsonb, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms,
            misfire, misfire_grace_ms
-    FROM input ORDER BY id
+    -- Keyed rows in key order: two bulk enqueues sharing keys then lock them in the same order
+    -- and cannot deadlock. (Ids were allocated beforehand, so the order changes none of them.)
+    FROM input ORDER BY queue, key, id
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id
 ), occurrences AS (

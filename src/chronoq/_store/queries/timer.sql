@@ -38,22 +38,6 @@ UPDATE chronoq.wheel
 SET due_at = now() + $2::interval, last_error = $3, head = false
 WHERE occurrence_key = ANY($1::text[]);
 
--- name: mark_poison
--- Occurrences dispatched more times than the delivery limit without an outcome: the message
--- kills or hangs its workers, or keeps vanishing. Record them dead instead of publishing again.
-WITH gone AS (
-    DELETE FROM chronoq.wheel WHERE occurrence_key = ANY($1::text[])
-    RETURNING *
-), recorded AS (
-    INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt, reason, error, run_at)
-    SELECT occurrence_key, job_id, queue, fire_at, 'dead', attempt, 'delivery_limit',
-           format('dispatched %s times without an outcome', dispatches), run_at
-    FROM gone
-    ON CONFLICT (occurrence_key) DO NOTHING
-    RETURNING 1
-)
-SELECT count(*) FROM recorded;
-
 -- name: next_due
 -- The database's clock now, and seconds until the earliest row is due (NULL: the wheel is
 -- empty). The timer sleeps that long; the clock reading maps NOTIFY payloads to its own clock.
