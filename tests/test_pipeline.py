@@ -358,3 +358,22 @@ async def test_a_handler_past_its_timeout_is_cancelled_rolled_back_and_retried(s
     assert (first.outcome, first.error) == ("timeout", "TimeoutError: handler exceeded its timeout")
     assert second.outcome == "succeeded"
     assert [r["attempt"] for r in await db.fetch("SELECT attempt FROM sleepy_effects")] == [2]
+
+
+async def test_a_queue_the_broker_refuses_does_not_hold_up_other_queues(settings, producer: Producer, db) -> None:
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        # Someone declared it by hand with other arguments: declaring it as chronoq does fails.
+        await channel.declare_queue(f"{settings.namespace}.q.clashing", durable=True, arguments={"x-queue-type": "classic"})
+    bad = await producer.enqueue("clashing", {})
+    good = await producer.enqueue("healthy", {})
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        assert await timer.run_once() == 2
+    finally:
+        await timer.close()
+    rows = {r["job_id"]: r for r in await db.fetch("SELECT job_id, dispatches, last_error FROM chronoq.wheel")}
+    assert rows[good]["dispatches"] == 1
+    assert rows[bad]["dispatches"] == 0 and "other arguments" in rows[bad]["last_error"]

@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from pamqp.commands import Basic
 
 from chronoq._broker.topology import Topology, declare_exchanges, declare_queue
+from chronoq.errors import TopologyError
 from chronoq.schemas.message import APP_ID, CONTENT_TYPE
 
 
@@ -68,16 +69,33 @@ class ConfirmedPublisher:
                 await declare_queue(channel, self._topology, queue)
                 self._declared.add(queue)
 
+    async def _declare_each(self, queues: Sequence[str]) -> dict[str, BaseException]:
+        """Declare the queues not yet declared, one by one. A queue RabbitMQ refuses (declared
+        elsewhere with other arguments, access refused) fails alone: it must not hold up the
+        messages of every other queue."""
+        refused: dict[str, BaseException] = {}
+        for queue in queues:
+            if queue in self._declared:
+                continue
+            try:
+                await self.ensure_queues([queue])
+            except TopologyError as exc:
+                refused[queue] = exc
+                self._channel = None  # the broker closed the channel over the refusal
+        return refused
+
     async def publish(self, messages: Sequence[Outgoing], *, dead: bool = False) -> list[BaseException | None]:
         """Publish all at once and wait for every confirm. One entry per message: None if the
         broker confirmed it, else the failure."""
-        await self.ensure_queues(sorted({m.routing_key for m in messages}))
+        refused = await self._declare_each(sorted({m.routing_key for m in messages}))
+        sendable = [m for m in messages if m.routing_key not in refused]
         _, jobs, dead_exchange = await self._ready()
         exchange = dead_exchange if dead else jobs
-        outcomes = await asyncio.gather(
-            *(exchange.publish(build_message(m), routing_key=m.routing_key, mandatory=True) for m in messages),
+        sent = iter(await asyncio.gather(
+            *(exchange.publish(build_message(m), routing_key=m.routing_key, mandatory=True) for m in sendable),
             return_exceptions=True,
-        )
+        ))
+        outcomes = [refused[m.routing_key] if m.routing_key in refused else next(sent) for m in messages]
         failures: list[BaseException | None] = []
         for message, outcome in zip(messages, outcomes, strict=True):
             if isinstance(outcome, BaseException):

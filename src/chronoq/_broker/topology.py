@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
-from aiormq.exceptions import ChannelPreconditionFailed
+from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
 
 from chronoq.errors import TopologyError
 
@@ -75,5 +75,7 @@ async def declare_queue(channel: AbstractChannel, topology: Topology, queue: str
             f"RabbitMQ queue for {queue!r} exists with other arguments ({exc}); "
             "delete it or use the queue type it was created with"
         ) from exc
+    except ChannelAccessRefused as exc:
+        raise TopologyError(f"RabbitMQ refused access to the queues of {queue!r}: {exc}") from exc
     await declared.bind(jobs, routing_key=queue)
     return declared

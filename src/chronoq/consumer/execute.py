@@ -34,6 +34,8 @@ from chronoq.schemas.payload import encode_payload
 log = logging.getLogger("chronoq.worker")
 
 ERROR_TEXT_LIMIT = 2000
+#: Longest wait for the broker to confirm a dead-letter copy.
+DEAD_LETTER_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -216,9 +218,12 @@ class Executor:
             recorded = await outcomes.record_dead(conn, attempt, reason, error, outcome, started_at)
         if recorded:
             headers = {**message.headers(), "x-chronoq-reason": reason, "x-chronoq-error": error[:500]}
-            failures = await self.publisher.publish(
-                [Outgoing(message.queue, message.body(), f"{attempt.occurrence_key}#dead", headers)], dead=True
-            )
+            try:
+                failures = await asyncio.wait_for(self.publisher.publish(
+                    [Outgoing(message.queue, message.body(), f"{attempt.occurrence_key}#dead", headers)], dead=True
+                ), DEAD_LETTER_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - the dead record is committed; the copy is best effort
+                failures = [exc]
             if failures[0] is not None:
                 # Postgres holds the truth; the dead-letter copy is for operators.
                 log.warning("dead-letter copy not published", extra={"action": "dead_letter_failed", "occurrence": attempt.occurrence_key})
