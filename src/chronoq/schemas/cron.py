@@ -34,6 +34,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
+from chronoq.errors import ChronoqError
+
 __all__ = ["CronError", "CronSchedule"]
 
 MAX_EXPRESSION_LENGTH = 256
@@ -61,7 +63,7 @@ _PRINTABLE = re.compile(r"[\x20-\x7e\t]*")
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*")
 
 
-class CronError(ValueError):
+class CronError(ChronoqError, ValueError):
     """A cron expression or time zone is invalid, or a schedule produced no tick in bounds."""
 
 
