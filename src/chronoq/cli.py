@@ -131,6 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     ticks.add_argument("--limit", type=int, default=1000)
     ticks.add_argument("--json", action="store_true")
 
+    bench = command("bench", "Measure this deployment: burst, steady, enqueue (tables, JSON with versions).")
+    bench.add_argument("scenario", choices=["burst", "steady", "enqueue"])
+    bench.add_argument("--jobs", type=int, default=20_000, help="burst/enqueue: jobs per run (default 20000)")
+    bench.add_argument("--rate", type=float, default=200.0, help="steady: offered jobs/s (default 200)")
+    bench.add_argument("--duration", type=float, default=10.0, help="steady: seconds (default 10)")
+    bench.add_argument("--find-max", action="store_true", help="steady: search the highest rate with p99 under 100 ms")
+    bench.add_argument("--handler", choices=["noop", "db"], default="db",
+                       help="noop, or db: one row written through ctx.db per job (default)")
+    bench.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    bench.add_argument("--timers", type=int, default=1, help="timer processes (default 1)")
+    bench.add_argument("--runs", type=int, default=3, help="repetitions; medians are reported (default 3)")
+    bench.add_argument("--out", default="bench-results", help="folder for the JSON results")
+
     demo = command("demo", "Run the whole pipeline on the local services and check nothing was lost.")
     demo.add_argument("--jobs", type=int, default=3000, help="jobs to enqueue (default 3000)")
     demo.add_argument("--spread", type=_duration, default=timedelta(seconds=5), help="spread of due times (default 5s)")
@@ -208,6 +221,13 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     return _run(commands.show_ticks(settings, args.job_id, args.since, args.limit, as_json=args.json))
                 case action:
                     return _run(commands.change_job(settings, action, args.job_id))
+        case "bench":
+            from chronoq.bench.command import run_bench
+
+            options = {k: getattr(args, k) for k in ("jobs", "rate", "duration", "find_max", "handler", "workers",
+                                                     "timers", "runs", "out")}
+            options["concurrency"] = settings.concurrency
+            return _run(run_bench(settings, args.scenario, options), fast_loop=True)
         case "demo":
             from chronoq.demo import run_demo
 

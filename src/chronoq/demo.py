@@ -10,10 +10,6 @@ into a table with no unique constraint, so a duplicate effect would be counted, 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -26,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from chronoq._runtime.config import Settings
+from chronoq._runtime.processes import spawn, stop, wait_ready
 from chronoq.commands import migrate
 from chronoq.consumer.context import JobContext
 from chronoq.consumer.registry import Worker
@@ -33,7 +30,6 @@ from chronoq.producer import Producer
 from chronoq.schemas.job import RetryPolicy
 
 QUEUE = "chronoq.demo"
-READY_TIMEOUT = 30.0
 SETUP_SQL = """
 CREATE SCHEMA IF NOT EXISTS chronoq_demo;
 CREATE TABLE IF NOT EXISTS chronoq_demo.effects (
@@ -67,61 +63,24 @@ async def demo_job(ctx: JobContext, payload: DemoPayload) -> None:
         raise RuntimeError(f"planned failure {ctx.attempt} of {payload.fail_times}")
 
 
-def _spawn(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "CHRONOQ_DATABASE_URL": settings.database_url,
-        "CHRONOQ_AMQP_URL": settings.amqp_url,
-        "CHRONOQ_NAMESPACE": settings.namespace,
-        "CHRONOQ_CONCURRENCY": str(settings.concurrency),
-        "CHRONOQ_QUEUE_TYPE": settings.queue_type,
-    }
-    handle = log.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "chronoq", *args], env=env, stdout=handle, stderr=handle)
-
-
-async def _wait_ready(log: Path, marker: bytes, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while marker not in log.read_bytes():
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before it was ready; see {log}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"process not ready after {READY_TIMEOUT:.0f}s; see {log}")
-        await asyncio.sleep(0.05)
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> list[int]:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    codes = []
-    for p in procs:
-        try:
-            codes.append(p.wait(timeout=40))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            codes.append(p.wait())
-    return codes
-
-
 async def run_demo(settings: Settings, *, jobs: int, spread: timedelta, workers: int, timers: int) -> int:
     console = Console(highlight=False)
     console.print(f"[bold]chronoq demo[/bold]: {jobs} jobs over {spread.total_seconds():g}s, {timers} timer(s), {workers} worker(s)")
     await migrate(settings)
     logs = Path(tempfile.mkdtemp(prefix="chronoq-demo-"))
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: list = []
     try:
         async with Producer(settings.database_url) as producer:
             async with producer.pool.acquire() as conn:
                 await conn.execute(SETUP_SQL)
             for n in range(workers):
                 log = logs / f"worker-{n}.log"
-                procs.append(_spawn(["worker", "chronoq.demo:worker"], settings, log))
-                await _wait_ready(log, b"worker_started", procs[-1])
+                procs.append(spawn(["worker", "chronoq.demo:worker"], settings, log))
+                await wait_ready(log, b"worker_started", procs[-1])
             for n in range(timers):
                 log = logs / f"timer-{n}.log"
-                procs.append(_spawn(["timer"], settings, log))
-                await _wait_ready(log, b"timer_started", procs[-1])
+                procs.append(spawn(["timer"], settings, log))
+                await wait_ready(log, b"timer_started", procs[-1])
             console.print(f"processes up (logs in {logs})")
             run = uuid.uuid4().hex[:8]
             ids = await _enqueue(producer, run, jobs, spread)
@@ -129,7 +88,7 @@ async def run_demo(settings: Settings, *, jobs: int, spread: timedelta, workers:
             async with producer.pool.acquire() as conn:
                 duplicates = await conn.fetchval(DUPLICATES_SQL, run)
     finally:
-        codes = _stop(procs)
+        codes = stop(procs)
     return _report(console, len(ids), summary, duplicates, codes)
 
 

@@ -31,3 +31,16 @@ async def queue_status(conn: asyncpg.Connection, window: timedelta) -> list[asyn
 
 async def outcome_summary(conn: asyncpg.Connection, job_ids: list[int]) -> asyncpg.Record:
     return await conn.fetchrow(query("outcome_summary"), job_ids)
+
+
+async def run_timing(conn: asyncpg.Connection, first_id: int, last_id: int) -> asyncpg.Record:
+    return await conn.fetchrow(query("run_timing"), first_id, last_id)
+
+
+async def pending_in_range(conn: asyncpg.Connection, first_id: int, last_id: int) -> int:
+    return await conn.fetchval(query("pending_in_range"), first_id, last_id)
+
+
+async def delete_jobs_of_queue(conn: asyncpg.Connection, queue: str) -> None:
+    """Benchmarks clean up after themselves (cascades to occurrences and results)."""
+    await conn.execute(query("delete_jobs_of_queue"), queue)

@@ -69,3 +69,22 @@ SELECT
        FROM finished WHERE state = 'succeeded' AND attempt = 1) AS lateness_p99,
     (SELECT max(extract(epoch FROM started_at - run_at))
        FROM finished WHERE state = 'succeeded' AND attempt = 1) AS lateness_max;
+
+-- name: run_timing
+-- Timing of the successes of jobs in an id range (a benchmark run): how many, from the first
+-- due time to the last commit, and start lateness (handler start minus due time) percentiles.
+SELECT count(*) AS n,
+       min(run_at) AS first_due,
+       max(finished_at) AS last_done,
+       max(started_at) AS last_start,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - run_at)) AS p50,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - run_at)) AS p99,
+       max(extract(epoch FROM started_at - run_at)) AS max
+FROM chronoq.results
+WHERE job_id BETWEEN $1 AND $2 AND state = 'succeeded';
+
+-- name: pending_in_range
+SELECT count(*) FROM chronoq.wheel WHERE job_id BETWEEN $1 AND $2;
+
+-- name: delete_jobs_of_queue
+DELETE FROM chronoq.jobs WHERE queue = $1;

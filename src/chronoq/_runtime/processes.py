@@ -1,0 +1,57 @@
+"""Starting and stopping real ``chronoq timer`` / ``chronoq worker`` processes (for the demo and
+the benchmarks): the same commands an operator runs, configured through CHRONOQ_* variables."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from chronoq._runtime.config import Settings
+
+READY_TIMEOUT = 30.0
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        text = str(value.total_seconds()) if hasattr(value, "total_seconds") else str(value)
+        env[f"CHRONOQ_{name.upper()}"] = text
+    return env
+
+
+def spawn(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "chronoq", *args], env=settings_env(settings), stdout=handle, stderr=handle
+    )
+
+
+async def wait_ready(log: Path, marker: bytes, proc: subprocess.Popen[bytes]) -> None:
+    """Wait for the process to log ``marker`` (e.g. b"worker_started")."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while marker not in log.read_bytes():
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before it was ready; see {log}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process not ready after {READY_TIMEOUT:.0f}s; see {log}")
+        await asyncio.sleep(0.05)
+
+
+def stop(procs: list[subprocess.Popen[bytes]], timeout: float = 40) -> list[int]:
+    """SIGTERM all, wait for each; SIGKILL what does not exit in time. Returns exit codes."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=timeout))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            codes.append(p.wait())
+    return codes

@@ -1,0 +1,1 @@
+"""``chronoq bench``: measurements of a chronoq deployment (this machine's or your own)."""

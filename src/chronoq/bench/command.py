@@ -1,0 +1,58 @@
+"""``chronoq bench SCENARIO``: run a scenario ``runs`` times against real processes, print a
+table with medians, write JSON with versions, settings and machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from chronoq._runtime.config import Settings
+from chronoq.bench import scenarios
+from chronoq.bench.environment import describe
+from chronoq.bench.pipeline import pipeline
+from chronoq.bench.report import show, write
+
+#: `steady --find-max`: the highest offered rate whose p99 lateness stays under this.
+FIND_MAX_P99_MS = 100.0
+
+
+async def run_bench(settings: Settings, scenario: str, options: dict[str, Any]) -> int:
+    console = Console(highlight=False)
+    runs: list[dict[str, Any]] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    async with pipeline(settings, timers=options["timers"], workers=options["workers"]) as p:
+        environment = await describe(settings, p.conn)
+        with Progress(*columns, console=console, transient=True) as progress:
+            for _ in range(options["runs"]):
+                if scenario == "burst":
+                    runs.append(await scenarios.burst(p, jobs=options["jobs"], mode=options["handler"], progress=progress))
+                elif scenario == "steady" and options.get("find_max"):
+                    runs.append(await _find_max(p, options, progress))
+                elif scenario == "steady":
+                    runs.append(await scenarios.steady(p, rate=options["rate"], duration=options["duration"],
+                                                       mode=options["handler"], progress=progress))
+                else:
+                    runs.append(await scenarios.enqueue_rates(p, jobs=options["jobs"], concurrency=options["concurrency"]))
+    title = f"chronoq bench {scenario} ({options['workers']} worker(s), {options['timers']} timer(s))"
+    show(console, title, runs)
+    path = write(Path(options["out"]), scenario, runs, environment, options)
+    console.print(f"results: {path}")
+    return 0
+
+
+async def _find_max(p, options: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Bisect the offered rate between ``rate`` (must pass) and 10x it."""
+    low, high, best = options["rate"], options["rate"] * 10, None
+    for _ in range(6):
+        rate = (low + high) / 2 if best else low
+        result = await scenarios.steady(p, rate=rate, duration=options["duration"], mode=options["handler"], progress=progress)
+        if result["lateness_p99_ms"] <= FIND_MAX_P99_MS:
+            best, low = result, rate
+        else:
+            high = rate
+        if best is None:
+            return {**result, "max_rate_under_100ms_p99": None}
+    return {**best, "max_rate_under_100ms_p99": round(low, 1)}

@@ -1,0 +1,40 @@
+"""What every benchmark run records beside its figures: versions, settings, machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from typing import Any
+
+import asyncpg
+
+from chronoq._runtime.config import Settings
+
+PACKAGES = ("chronoq", "asyncpg", "aio-pika", "aiormq", "orjson", "uvloop", "pydantic", "croniter")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+async def describe(settings: Settings, conn: asyncpg.Connection) -> dict[str, Any]:
+    meminfo = {}
+    if os.path.exists("/proc/meminfo"):
+        with open("/proc/meminfo") as f:
+            meminfo = dict(line.split(":", 1) for line in f if ":" in line)
+    return {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory": meminfo.get("MemTotal", "").strip(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "packages": {p: _version(p) for p in PACKAGES},
+        "postgres": await conn.fetchval("SHOW server_version"),
+        "synchronous_commit": await conn.fetchval("SHOW synchronous_commit"),
+        "settings": {k: str(v) for k, v in settings.model_dump().items() if k not in ("database_url", "amqp_url")},
+    }

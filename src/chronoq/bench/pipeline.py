@@ -1,0 +1,56 @@
+"""A running pipeline for a benchmark: a database, timer and worker processes, jobs to time."""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+import asyncpg
+
+from chronoq._runtime.config import Settings
+from chronoq._runtime.processes import spawn, stop, wait_ready
+from chronoq._store.migrate import migrate as apply_migrations
+from chronoq.bench.handlers import SETUP_SQL
+from chronoq.producer import Producer
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    producer: Producer
+    conn: asyncpg.Connection
+    logs: Path
+    exit_codes: list[int]
+
+
+@asynccontextmanager
+async def pipeline(settings: Settings, *, timers: int, workers: int) -> AsyncIterator[Pipeline]:
+    """Migrated database (wheel emptied of earlier benchmark jobs), processes up and ready."""
+    await apply_migrations(settings.database_url)
+    logs = Path(tempfile.mkdtemp(prefix="chronoq-bench-"))
+    procs = []
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(SETUP_SQL)
+        await conn.execute("TRUNCATE chronoq_bench.effects")
+        async with Producer(settings.database_url) as producer:
+            for n in range(workers):
+                log = logs / f"worker-{n}.log"
+                procs.append(spawn(["worker", "chronoq.bench.handlers:worker"], settings, log))
+                await wait_ready(log, b"worker_started", procs[-1])
+            for n in range(timers):
+                log = logs / f"timer-{n}.log"
+                procs.append(spawn(["timer"], settings, log))
+                await wait_ready(log, b"timer_started", procs[-1])
+            running = Pipeline(settings, producer, conn, logs, [])
+            try:
+                yield running
+            finally:
+                running.exit_codes = stop(procs)
+                procs = []
+    finally:
+        stop(procs)
+        await conn.close()
