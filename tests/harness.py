@@ -60,7 +60,15 @@ async def all_finished(producer: Producer, ids: list[int], *, timeout: float = 6
         summary = await producer.summary(ids)
         return summary["pending"] == 0
 
-    await eventually(done, timeout=timeout, what=f"{len(ids)} jobs to finish")
+    try:
+        await eventually(done, timeout=timeout, what=f"{len(ids)} jobs to finish")
+    except AssertionError as exc:
+        async with producer.pool.acquire() as conn:
+            live = await conn.fetch("SELECT occurrence_key, attempt, due_at - now() AS due_in, dispatches, starts, head"
+                                    " FROM chronoq.wheel WHERE job_id = ANY($1) LIMIT 5", ids)
+            activity = await conn.fetch("SELECT state, wait_event_type, left(query, 80) AS query FROM pg_stat_activity"
+                                        " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        raise AssertionError(f"{exc}; live: {[dict(r) for r in live]}; sessions: {[dict(r) for r in activity]}") from None
     return summary
 
 

@@ -377,3 +377,46 @@ async def test_a_queue_the_broker_refuses_does_not_hold_up_other_queues(settings
     rows = {r["job_id"]: r for r in await db.fetch("SELECT job_id, dispatches, last_error FROM chronoq.wheel")}
     assert rows[good]["dispatches"] == 1
     assert rows[bad]["dispatches"] == 0 and "other arguments" in rows[bad]["last_error"]
+
+
+async def test_one_group_with_every_kind_of_outcome_keeps_each_members_own(settings, producer: Producer, db) -> None:
+    """Deliveries that run in one group (one transaction, a savepoint each) keep exactly their
+    own writes and outcomes, whatever their neighbours do."""
+    await db.execute("CREATE TABLE group_effects (name text)")
+    worker = Worker()
+
+    @worker.handler("mixed")
+    async def mixed(ctx: JobContext, payload: Email) -> str:
+        await ctx.db.execute("INSERT INTO group_effects VALUES ($1)", f"{payload.to}#{ctx.attempt}")
+        if payload.to == "retry" and ctx.attempt == 1:
+            raise Retry("later", delay=timedelta(milliseconds=10))
+        if payload.to == "cancel":
+            raise Cancel("no")
+        if payload.to == "fail":
+            raise RuntimeError("always")
+        if payload.to == "swallow":
+            try:
+                await ctx.db.execute("SELECT 1/0")
+            except Exception:  # noqa: BLE001 - the handler hides the error; the attempt still fails
+                pass
+        return payload.to
+
+    names = ["ok1", "retry", "cancel", "fail", "swallow", "ok2"]
+    ids = {n: await producer.enqueue("mixed", {"to": n}, retry=QUICK) for n in names}
+    ids["bad"] = await producer.enqueue("mixed", {"not": "an email"})
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        assert await timer.run_once() == len(ids)  # all published before any worker runs: one group
+    finally:
+        await timer.close()
+    service = WorkerService(worker, settings.model_copy(update={"concurrency": 1, "batch_size": 50}))
+    async with running(Timer(settings)), running(service):
+        await all_finished(producer, list(ids.values()))
+    states = {n: (await producer.get(i)).state for n, i in ids.items()}
+    assert states == {"ok1": "succeeded", "retry": "succeeded", "cancel": "cancelled", "fail": "dead",
+                      "swallow": "dead", "ok2": "succeeded", "bad": "dead"}
+    effects = sorted(r["name"] for r in await db.fetch("SELECT name FROM group_effects"))
+    assert effects == ["ok1#1", "ok2#1", "retry#2"]
+    retry_job = await producer.get(ids["retry"])
+    assert [a.outcome for a in retry_job.occurrences[0].attempts] == ["failed", "succeeded"]

@@ -23,8 +23,9 @@ class Incoming:
     redelivered: bool
     _message: AbstractIncomingMessage
 
-    async def ack(self) -> None:
-        await _settle(self._message.ack())
+    async def ack(self, *, multiple: bool = False) -> None:
+        """With ``multiple``, also settles every earlier unsettled delivery on the channel."""
+        await _settle(self._message.ack(multiple=multiple))
 
     async def requeue(self) -> None:
         await _settle(self._message.nack(requeue=True))

@@ -22,7 +22,8 @@ DEFAULT_CLAIM_BATCH = 500
 DEFAULT_TIMER_MAX_IDLE = timedelta(seconds=5)
 DEFAULT_REDISPATCH_AFTER = timedelta(minutes=5)
 DEFAULT_DELIVERY_LIMIT = 10
-DEFAULT_WORKER_CONCURRENCY = 16
+DEFAULT_WORKER_CONCURRENCY = 8
+DEFAULT_BATCH_SIZE = 32
 DEFAULT_SHUTDOWN_GRACE = timedelta(seconds=30)
 
 
@@ -91,6 +92,12 @@ class Settings(BaseSettings):
     )
     concurrency: int = Field(
         DEFAULT_WORKER_CONCURRENCY, ge=1, le=1000, description="Worker: handlers run at once."
+    )
+    batch_size: int = Field(
+        DEFAULT_BATCH_SIZE,
+        ge=1,
+        le=1000,
+        description="Worker: deliveries run and committed together in one transaction per lane (1: one commit per job).",
     )
     shutdown_grace: Duration = Field(
         DEFAULT_SHUTDOWN_GRACE,

@@ -71,3 +71,23 @@ async def record_cancelled(
 
 async def retry_policy(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow(query("retry_policy"), job_id)
+
+
+async def start_many(
+    conn: asyncpg.Connection, keys: list[str], attempts: list[int], leases: list[timedelta]
+) -> dict[str, OccurrenceStatus]:
+    rows = await conn.fetch(query("start_deliveries"), keys, attempts, leases)
+    return {r["occurrence_key"]: OccurrenceStatus(r["terminal_state"], r["live_attempt"], r["starts"]) for r in rows}
+
+
+async def lock_live(conn: asyncpg.Connection, keys: list[str]) -> tuple[set[str], datetime | None]:
+    """Inside the group's transaction. Returns the keys locked and the database's clock."""
+    rows = await conn.fetch(query("lock_live"), keys)
+    return {r["occurrence_key"] for r in rows}, (rows[0]["db_now"] if rows else None)
+
+
+async def record_successes(
+    conn: asyncpg.Connection, keys: list[str], attempts: list[int], results: list[object],
+    started: list[datetime], worker: str,
+) -> int:
+    return await conn.fetchval(query("record_successes"), keys, attempts, results, started, worker)

@@ -1,5 +1,15 @@
-"""The worker service: consume job queues with prefetch, run deliveries concurrently, ack
-after the outcome is committed, stop in two stages."""
+"""The worker service: lanes that consume job queues and run their deliveries in groups.
+
+A lane is one channel, one database connection and one loop: it takes the deliveries buffered
+for it (up to ``batch_size``), runs them as one group (one transaction, one commit), and settles
+them with one ``multiple`` ack. ``concurrency`` lanes run at once. Prefetch per lane is twice the
+batch, so the next group is already buffered while one runs; nothing beyond that waits in this
+process's memory where another worker could be running it.
+
+Shutdown has two stages: stop receiving, let the groups in progress finish within the grace
+period, hand back what was buffered; then cancel what is left (its transaction rolls back and
+the broker redelivers).
+"""
 
 from __future__ import annotations
 
@@ -20,15 +30,15 @@ from chronoq._broker.topology import Topology
 from chronoq._runtime.config import Settings
 from chronoq._runtime.failpoints import failpoint
 from chronoq._store.connection import CONNECTION_ERRORS, create_pool
-from chronoq.consumer.execute import Delivery, Executor, Outcome
+from chronoq.consumer.group import GroupExecutor
 from chronoq.consumer.registry import Worker
 
 log = logging.getLogger("chronoq.worker")
 
-#: Pause before a delivery that hit an unavailable database is handed back to the broker, so
+#: Pause before deliveries that hit an unavailable database are handed back to the broker, so
 #: an outage does not turn into a hot redelivery loop.
 UNAVAILABLE_PAUSE = 1.0
-#: Errors that mean "this message can never be processed", not "try again later".
+#: Errors that mean "these messages can never be processed", not "try again later".
 DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.DataError,
     asyncpg.IntegrityConstraintViolationError,
@@ -36,6 +46,46 @@ DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
     OverflowError,
     TypeError,
 )
+
+
+class Lane:
+    def __init__(self, service: "WorkerService", number: int) -> None:
+        self.service = service
+        self.number = number
+        self.inbox: asyncio.Queue[Incoming] = asyncio.Queue()
+        self.subscription: Subscription | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.busy = False
+
+    async def start(self) -> None:
+        s = self.service
+        assert s._broker is not None
+        self.subscription = Subscription(s._broker, s.topology)
+        await self.subscription.start(s.queues, s.batch_size * 2, self._receive)
+        self.task = asyncio.create_task(self._loop(), name=f"lane-{self.number}")
+
+    async def _receive(self, message: Incoming) -> None:
+        await self.inbox.put(message)
+
+    async def _loop(self) -> None:
+        s = self.service
+        while True:
+            first = await self.inbox.get()
+            group = [first]
+            while len(group) < s.batch_size and not self.inbox.empty():
+                group.append(self.inbox.get_nowait())
+            self.busy = True
+            try:
+                # Shielded: if the broker closes the channel under it, a group being committed
+                # is still committed; its ack then fails harmlessly and redeliveries are
+                # deduplicated. Only drain() cancels a group, by cancelling this loop.
+                await asyncio.shield(s._process(group))
+            finally:
+                self.busy = False
+
+    async def hand_back_buffered(self) -> None:
+        while not self.inbox.empty():
+            await self.inbox.get_nowait().requeue()
 
 
 class WorkerService:
@@ -52,14 +102,15 @@ class WorkerService:
         self.settings = settings
         self.queues = worker.select(queues)
         self.concurrency = concurrency or settings.concurrency
+        self.batch_size = settings.batch_size
         self.name = name or f"worker@{socket.gethostname()}:{os.getpid()}"
         self.topology = Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
         self._pool: asyncpg.Pool | None = None
         self._broker = None
-        self._subscription: Subscription | None = None
         self._publisher: ConfirmedPublisher | None = None
-        self._executor: Executor | None = None
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._executor: GroupExecutor | None = None
+        self._lanes: list[Lane] = []
+        self._groups: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.outcomes: Counter[str] = Counter()  # deliveries settled, by outcome action
@@ -70,89 +121,101 @@ class WorkerService:
         )
         self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
         self._publisher = ConfirmedPublisher(self._broker, self.topology)
-        self._executor = Executor(
-            self.worker, self._pool, self._publisher, self.name,
+        self._executor = GroupExecutor(
+            self.worker, self._publisher, self.name,
             redispatch_after=self.settings.redispatch_after, delivery_limit=self.settings.delivery_limit,
         )
-        self._subscription = Subscription(self._broker, self.topology)
-        # Prefetch bounds the unacked deliveries to what can run at once: nothing waits in
-        # this process's memory that another worker could be running.
-        await self._subscription.start(self.queues, self.concurrency, self._on_message)
+        self._lanes = [Lane(self, n) for n in range(self.concurrency)]
+        for lane in self._lanes:
+            await lane.start()
         self.ready.set()
         log.info(
             "worker started",
-            extra={"action": "worker_started", "worker": self.name, "queues": self.queues, "concurrency": self.concurrency},
+            extra={"action": "worker_started", "worker": self.name, "queues": self.queues,
+                   "concurrency": self.concurrency, "batch_size": self.batch_size},
         )
 
-    async def _on_message(self, message: Incoming) -> None:
-        # Each delivery runs in a task of its own that only drain() may cancel: if the broker
-        # closes the channel (and aio-pika cancels this callback), an outcome being committed
-        # is still committed; its ack then fails harmlessly and the redelivery is deduplicated.
-        task = asyncio.create_task(self._process(message))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-        await asyncio.shield(task)
+    async def _process(self, group: list[Incoming]) -> None:
+        task = asyncio.create_task(self._settle_group(group))
+        self._groups.add(task)
+        task.add_done_callback(self._groups.discard)
+        await task
 
-    async def _process(self, message: Incoming) -> None:
-        assert self._executor is not None
-        delivery = Delivery(message.body, message.headers, message.redelivered)
+    async def _settle_group(self, group: list[Incoming]) -> None:
+        assert self._executor is not None and self._pool is not None
         settled = False
         try:
-            outcome = await self._executor.execute(delivery)
+            async with self._pool.acquire() as conn:
+                members = await self._executor.execute(conn, [m.body for m in group])
             failpoint("consumer.after_commit")
-            if outcome.action == "rejected":
-                # Unparseable, or for a queue without handler: the broker moves it to the
-                # dead-letter queue (x-dead-letter-exchange), where an operator can read it.
-                await message.dead_letter()
-            else:
-                await message.ack()
+            for message, member in zip(group, members, strict=True):
+                if member.action == "rejected":
+                    # Unparseable, or for a queue without handler: the broker moves it to the
+                    # dead-letter queue (x-dead-letter-exchange), where an operator can read it.
+                    await message.dead_letter()
+            # Every earlier delivery on this lane's channel is settled: one ack settles the group.
+            await group[-1].ack(multiple=True)
             settled = True
-            self.outcomes[outcome.action] += 1
-            log.debug("delivery settled", extra={"action": "delivery_settled", "outcome": outcome.action})
+            self.outcomes.update(m.action for m in members)
         except DETERMINISTIC_ERRORS as exc:
-            # The same message would fail the same way again: requeueing it would loop.
+            # The same group would fail the same way again: requeueing it would loop. Retry each
+            # delivery alone, so that only the one that cannot be processed is dead-lettered.
+            if len(group) > 1:
+                for message in group:
+                    await self._settle_group([message])
+                settled = True
+                return
             log.error("delivery rejected: it cannot be processed",
                       extra={"action": "delivery_rejected", "error": type(exc).__name__}, exc_info=True)
-            await message.dead_letter()
+            await group[0].dead_letter()
             settled = True
             self.outcomes["rejected"] += 1
-        except Exception as exc:  # a worker must outlive anything one delivery can throw
-            # The outcome was not recorded (the database or broker is unavailable): give the
-            # delivery back for another try, after a pause so an outage is not a hot loop.
+        except Exception as exc:  # a worker must outlive anything one group can throw
+            # Nothing was recorded (the database or broker is unavailable): hand the group back
+            # after a pause, so an outage is not a hot loop.
             expected = isinstance(exc, (*CONNECTION_ERRORS, *BROKER_ERRORS, asyncpg.PostgresError))
             log.log(
                 logging.WARNING if expected else logging.ERROR,
-                "delivery not processed; returned to the queue",
-                extra={"action": "delivery_requeued", "error": type(exc).__name__},
+                "deliveries not processed; returned to the queue",
+                extra={"action": "delivery_requeued", "error": type(exc).__name__, "count": len(group)},
                 exc_info=not expected,
             )
             await asyncio.sleep(UNAVAILABLE_PAUSE)
-            await message.requeue()
+            for message in group:
+                await message.requeue()
             settled = True
         finally:
-            if not settled:  # cancelled by drain(): hand the delivery back now
-                await asyncio.shield(message.requeue())
+            if not settled:  # cancelled by drain(): hand the deliveries back now
+                for message in group:
+                    await asyncio.shield(message.requeue())
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def drain(self) -> None:
-        """Stage one: stop taking deliveries, let in-flight ones finish within the grace period.
-        Stage two: cancel what is left; its transactions roll back and the broker redelivers."""
-        if self._subscription is not None:
-            await self._subscription.cancel()
-        pending = set(self._in_flight)
+        for lane in self._lanes:
+            if lane.subscription is not None:
+                await lane.subscription.cancel()
+        grace = self.settings.shutdown_grace.total_seconds()
+        pending = set(self._groups)
+        still: set[asyncio.Task[None]] = set()
         if pending:
-            _, still = await asyncio.wait(pending, timeout=self.settings.shutdown_grace.total_seconds())
-            for task in still:
-                task.cancel()
-            if still:
-                await asyncio.wait(still, timeout=5)
-                log.warning("cancelled unfinished jobs", extra={"action": "worker_cancelled_jobs", "count": len(still)})
+            _, still = await asyncio.wait(pending, timeout=grace)
+        for lane in self._lanes:
+            if lane.task is not None:
+                lane.task.cancel()
+        for task in still:
+            task.cancel()
+        if still:
+            await asyncio.wait(still, timeout=5)
+            log.warning("cancelled unfinished jobs", extra={"action": "worker_cancelled_jobs", "count": len(still)})
+        for lane in self._lanes:
+            await lane.hand_back_buffered()
 
     async def close(self) -> None:
-        if self._subscription is not None:
-            await self._subscription.close()
+        for lane in self._lanes:
+            if lane.subscription is not None:
+                await lane.subscription.close()
         if self._publisher is not None:
             await self._publisher.close()
         if self._broker is not None:
@@ -169,6 +232,3 @@ class WorkerService:
             await self.close()
             log.info("worker stopped", extra={"action": "worker_stopped", "worker": self.name,
                                               "processed": sum(self.outcomes.values())})
-
-
-__all__ = ["Outcome", "WorkerService"]

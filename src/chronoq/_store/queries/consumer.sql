@@ -76,3 +76,54 @@ SELECT count(*) AS recorded FROM recorded;
 
 -- name: retry_policy
 SELECT max_attempts, backoff_base_ms, backoff_cap_ms, jitter FROM chronoq.jobs WHERE id = $1;
+
+-- name: start_deliveries
+-- start_delivery for a whole group of deliveries at once (see there); autocommitted.
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::interval[]) AS i(occurrence_key, attempt, lease)
+), started AS (
+    UPDATE chronoq.wheel w
+    SET starts = w.starts + 1, due_at = greatest(w.due_at, now() + input.lease)
+    FROM input
+    WHERE w.occurrence_key = input.occurrence_key AND w.attempt = input.attempt
+    RETURNING w.occurrence_key, w.starts
+)
+SELECT input.occurrence_key,
+       r.state AS terminal_state,
+       w.attempt AS live_attempt,
+       started.starts
+FROM input
+LEFT JOIN chronoq.results r USING (occurrence_key)
+LEFT JOIN chronoq.wheel w USING (occurrence_key)
+LEFT JOIN started USING (occurrence_key);
+
+-- name: lock_live
+-- First statement of a group's transaction: lock the live occurrences about to run, in key
+-- order (so that two groups never deadlock), and read the database clock the group started at.
+-- Holding these locks is the fence: no other delivery, cancel or timer can end them meanwhile.
+SELECT occurrence_key, now() AS db_now FROM (
+    SELECT occurrence_key FROM chronoq.wheel
+    WHERE occurrence_key = ANY($1::text[])
+    ORDER BY occurrence_key
+    FOR UPDATE
+) AS locked;
+
+-- name: record_successes
+-- The group's successes, in its transaction, with the handlers' own writes: remove each
+-- occurrence from the wheel and record its result.
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::jsonb[], $4::timestamptz[])
+        AS i(occurrence_key, attempt, result, started_at)
+), gone AS (
+    DELETE FROM chronoq.wheel w USING input
+    WHERE w.occurrence_key = input.occurrence_key AND w.attempt = input.attempt
+    RETURNING w.occurrence_key, w.job_id, w.queue, w.fire_at, w.attempt, w.run_at
+), recorded AS (
+    INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt, result, run_at, started_at, worker)
+    SELECT gone.occurrence_key, gone.job_id, gone.queue, gone.fire_at, 'succeeded', gone.attempt, input.result,
+           gone.run_at, input.started_at, $5
+    FROM gone JOIN input USING (occurrence_key)
+    ON CONFLICT (occurrence_key) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM recorded;

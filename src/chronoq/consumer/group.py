@@ -1,0 +1,274 @@
+"""Running a group of deliveries: one transaction, one commit, one ack for all of them.
+
+The costly steps of a queue with exactly-once effects are a commit and an ack per job. A group
+pays them once: its deliveries run one after the other in a single transaction, each handler
+inside a savepoint, so that a failing handler's writes roll back alone; then every success is
+recorded in one statement, the transaction commits, and the broker gets one ``multiple`` ack.
+
+The order is still the guarantee. Starts are counted (and redelivery deadlines extended) in a
+short transaction of their own before any handler runs, so a delivery that kills its worker is
+counted. The group then locks its live occurrences (the fence: nothing else can end them until
+the group commits), runs the handlers, records outcomes with the handlers' writes, commits, and
+only then acks. A crash anywhere before the commit loses nothing: the deliveries come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+
+from chronoq._broker.publisher import ConfirmedPublisher, Outgoing
+from chronoq._runtime.failpoints import failpoint
+from chronoq._store import outcomes
+from chronoq._store.connection import RawJson
+from chronoq.consumer.context import Cancel, JobContext, Retry
+from chronoq.consumer.registry import Handler, Worker
+from chronoq.errors import InvalidJobError
+from chronoq.schemas.job import RetryPolicy
+from chronoq.schemas.message import JobMessage
+from chronoq.schemas.payload import encode_payload
+
+log = logging.getLogger("chronoq.worker")
+
+ERROR_TEXT_LIMIT = 2000
+#: Longest wait for the broker to confirm a dead-letter copy.
+DEAD_LETTER_TIMEOUT = 10.0
+# Savepoint statements: sent as one simple query, one round trip per job.
+_NEXT_JOB = "RELEASE SAVEPOINT chronoq_job; SAVEPOINT chronoq_job"
+
+
+@dataclass
+class Member:
+    """One delivery of the group and, once decided, what happened to it."""
+
+    body: bytes
+    message: JobMessage | None = None
+    handler: Handler | None = None
+    attempt: outcomes.Attempt | None = None
+    action: str = ""  # succeeded | duplicate | stale | retry | dead | cancelled | rejected
+    dead_letter: tuple[str, str] | None = None  # (reason, error) for the dead-letter copy
+
+
+@dataclass
+class GroupResult:
+    members: list[Member] = field(default_factory=list)
+
+
+def describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:ERROR_TEXT_LIMIT]
+
+
+class GroupExecutor:
+    def __init__(
+        self, worker: Worker, publisher: ConfirmedPublisher, name: str, *,
+        redispatch_after: timedelta, delivery_limit: int,
+    ) -> None:
+        self.worker = worker
+        self.publisher = publisher
+        self.name = name
+        self.redispatch_after = redispatch_after
+        self.delivery_limit = delivery_limit
+
+    async def execute(self, conn: asyncpg.Connection, bodies: list[bytes]) -> list[Member]:
+        """Process the group to the point where every member may be settled (acked, or
+        dead-lettered if ``rejected``). Raises if the database or broker failed: then nothing
+        was recorded and every member must go back to the queue."""
+        members = [self._parse(body) for body in bodies]
+        live = [m for m in members if not m.action]
+        if live:
+            await self._run_group(conn, live)
+            await self._copy_dead_letters([m for m in live if m.dead_letter])
+        return members
+
+    def _parse(self, body: bytes) -> Member:
+        member = Member(body)
+        try:
+            member.message = JobMessage.model_validate_json(body)
+        except ValidationError as exc:
+            # Field locations and error types only: the message text would quote the payload.
+            problems = [(".".join(map(str, e["loc"])), e["type"]) for e in exc.errors()][:5]
+            log.warning("malformed message rejected", extra={"action": "message_rejected", "problems": problems})
+            member.action = "rejected"
+            return member
+        m = member.message
+        member.handler = self.worker.get(m.queue)
+        if member.handler is None:
+            log.warning("message for a queue without handler", extra={"action": "message_rejected", "queue": m.queue})
+            member.action = "rejected"
+            return member
+        member.attempt = outcomes.Attempt(m.occurrence_key, m.job_id, m.queue, m.fire_at, m.run_at, m.attempt, self.name)
+        return member
+
+    def _timeout(self, member: Member) -> timedelta:
+        assert member.handler is not None and member.message is not None
+        return member.handler.timeout or timedelta(seconds=member.message.timeout_s)
+
+    async def _run_group(self, conn: asyncpg.Connection, members: list[Member]) -> None:
+        keys = [m.attempt.occurrence_key for m in members]  # type: ignore[union-attr]
+        statuses = await outcomes.start_many(
+            conn, keys, [m.attempt.attempt for m in members],  # type: ignore[union-attr]
+            [self.redispatch_after + self._timeout(m) for m in members],
+        )
+        runnable: list[Member] = []
+        seen: set[str] = set()
+        for m in members:
+            key = m.attempt.occurrence_key  # type: ignore[union-attr]
+            status = statuses[key]
+            if status.terminal_state is not None or key in seen:
+                m.action = "duplicate"  # ended already, or a second copy within this group
+            elif status.live_attempt != m.attempt.attempt:  # type: ignore[union-attr]
+                # A later attempt is live, or the message names no live occurrence (forged, or
+                # its job deleted): nothing to run.
+                m.action = "stale"
+            else:
+                seen.add(key)
+                runnable.append(m)
+        if not runnable:
+            return
+        async with conn.transaction():
+            locked, db_started = await outcomes.lock_live(conn, [m.attempt.occurrence_key for m in runnable])  # type: ignore[union-attr]
+            clock_started = time.perf_counter()
+            await conn.execute("SAVEPOINT chronoq_job")
+            successes: list[tuple[Member, Any, datetime]] = []
+            for m in runnable:
+                if m.attempt.occurrence_key not in locked:  # type: ignore[union-attr]
+                    m.action = "duplicate"  # ended between the start and the lock
+                    continue
+                assert db_started is not None
+                started_at = db_started + timedelta(seconds=time.perf_counter() - clock_started)
+                starts = statuses[m.attempt.occurrence_key].starts  # type: ignore[union-attr]
+                if starts is not None and starts > self.delivery_limit:
+                    # Started this often without an outcome: it kills or hangs its workers.
+                    error = f"started {starts - 1} times without an outcome (delivery limit {self.delivery_limit})"
+                    await self._bury(conn, m, "delivery_limit", error, "poison", None)
+                    result = _FAILED
+                else:
+                    result = await self._run_one(conn, m, started_at)
+                if result is _FAILED:
+                    # Keep what was recorded for this member (retry, dead, cancelled): the next
+                    # member's rollback must not undo it.
+                    await conn.execute(_NEXT_JOB)
+                else:
+                    successes.append((m, result, started_at))
+            failpoint("consumer.before_commit")
+            if successes:
+                recorded = await outcomes.record_successes(
+                    conn,
+                    [m.attempt.occurrence_key for m, _, _ in successes],  # type: ignore[union-attr]
+                    [m.attempt.attempt for m, _, _ in successes],  # type: ignore[union-attr]
+                    [RawJson(r) if r is not None else None for _, r, _ in successes],
+                    [s for _, _, s in successes],
+                    self.name,
+                )
+                if recorded != len(successes):  # impossible while the group holds the locks
+                    raise RuntimeError(f"recorded {recorded} of {len(successes)} results; rolling back the group")
+                for m, _, _ in successes:
+                    m.action = "succeeded"
+
+    async def _run_one(self, conn: asyncpg.Connection, m: Member, started_at: datetime) -> Any:
+        """Run one handler inside the group's savepoint. Returns its encoded result, or _FAILED
+        after recording the failure (its writes rolled back)."""
+        assert m.message is not None and m.handler is not None and m.attempt is not None
+        try:
+            payload = m.handler.parse(m.message.payload)
+        except ValidationError as exc:
+            await self._bury(conn, m, "invalid_payload", describe(exc), "invalid", None)
+            return _FAILED
+        ctx = JobContext(
+            job_id=m.message.job_id, queue=m.message.queue, fire_at=m.message.fire_at, run_at=m.message.run_at,
+            attempt=m.message.attempt, max_attempts=m.message.max_attempts,
+            idempotency_key=m.message.occurrence_key, db=conn,
+        )
+        try:
+            value = await asyncio.wait_for(m.handler.fn(ctx, payload), self._timeout(m).total_seconds())
+            encoded = encode_payload(value, field="result") if value is not None else None
+            # Keep this job's writes, open a fresh savepoint for the next. Fails if the handler
+            # swallowed a database error and left the transaction aborted: a failed attempt.
+            await conn.execute(_NEXT_JOB)
+            return encoded
+        except BaseException as exc:  # every handler failure is an outcome...
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+                raise  # ...except this group being cancelled (shutdown's second stage)
+            await conn.execute("ROLLBACK TO SAVEPOINT chronoq_job")
+            await self._failed(conn, m, exc, started_at)
+            return _FAILED
+
+    async def _failed(self, conn: asyncpg.Connection, m: Member, exc: BaseException, started_at: datetime) -> None:
+        attempt = m.attempt
+        assert attempt is not None
+        if isinstance(exc, Cancel):
+            await outcomes.record_cancelled(conn, attempt, exc.reason[:ERROR_TEXT_LIMIT], started_at)
+            m.action = "cancelled"
+            return
+        outcome = "timeout" if isinstance(exc, TimeoutError) else "failed"
+        error = "TimeoutError: handler exceeded its timeout" if outcome == "timeout" else describe(exc)
+        if isinstance(exc, InvalidJobError):
+            outcome = "invalid_result"
+        policy_row = await outcomes.retry_policy(conn, attempt.job_id)
+        if policy_row is None:
+            m.action = "stale"
+            return
+        policy = RetryPolicy(
+            max_attempts=policy_row["max_attempts"],
+            backoff_base=timedelta(milliseconds=policy_row["backoff_base_ms"]),
+            backoff_cap=timedelta(milliseconds=policy_row["backoff_cap_ms"]),
+            jitter=policy_row["jitter"],
+        )
+        if attempt.attempt >= policy.max_attempts:
+            await self._bury(conn, m, "max_attempts", error, outcome, started_at)
+            return
+        delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else policy.backoff(attempt.attempt)
+        next_run = await outcomes.record_retry(conn, attempt, delay, error, outcome, started_at)
+        m.action = "retry" if next_run is not None else "stale"
+        log.info(
+            "job failed; retry scheduled",
+            extra={"action": "job_retry_scheduled", "job_id": attempt.job_id, "queue": attempt.queue,
+                   "occurrence": attempt.occurrence_key, "attempt": attempt.attempt, "outcome": outcome,
+                   "delay_s": round(delay.total_seconds(), 3)},
+        )
+
+    async def _bury(self, conn: asyncpg.Connection, m: Member, reason: str, error: str, outcome: str,
+                    started_at: datetime | None) -> None:
+        """End the occurrence dead (in the group's transaction); the dead-letter copy follows
+        the commit."""
+        assert m.attempt is not None
+        recorded = await outcomes.record_dead(conn, m.attempt, reason, error, outcome, started_at)
+        m.action = "dead" if recorded else "stale"
+        if recorded:
+            m.dead_letter = (reason, error)
+        log.warning(
+            "job dead",
+            extra={"action": "job_dead", "job_id": m.attempt.job_id, "queue": m.attempt.queue,
+                   "occurrence": m.attempt.occurrence_key, "attempt": m.attempt.attempt, "reason": reason},
+        )
+
+    async def _copy_dead_letters(self, dead: list[Member]) -> None:
+        """Copies of dead occurrences' messages for operators; Postgres already holds the truth."""
+        if not dead:
+            return
+        copies = []
+        for m in dead:
+            assert m.message is not None and m.dead_letter is not None
+            reason, error = m.dead_letter
+            headers = {**m.message.headers(), "x-chronoq-reason": reason, "x-chronoq-error": error[:500]}
+            copies.append(Outgoing(m.message.queue, m.message.body(), f"{m.message.occurrence_key}#dead", headers))
+        try:
+            failures = await asyncio.wait_for(self.publisher.publish(copies, dead=True), DEAD_LETTER_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - best effort, the dead record is committed
+            failures = [exc] * len(copies)
+        for copy, failure in zip(copies, failures, strict=True):
+            if failure is not None:
+                log.warning("dead-letter copy not published",
+                            extra={"action": "dead_letter_failed", "occurrence": copy.headers["x-chronoq-idempotency-key"]})
+
+
+_FAILED = object()
