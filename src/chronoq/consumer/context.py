@@ -13,7 +13,9 @@ class JobContext:
     """The occurrence being run.
 
     ``db`` is an asyncpg connection inside the transaction that commits this occurrence's
-    result: what the handler writes through it commits exactly once, or not at all.
+    result (within a savepoint of its own: the transaction may carry a group of occurrences):
+    what the handler writes through it commits exactly once, or not at all. Do not COMMIT or
+    ROLLBACK on it; ``db.transaction()`` nests as a savepoint and is fine.
     ``idempotency_key`` is the same for every attempt and redelivery of this occurrence; pass it
     to external systems (payment APIs, mailers) so that they can deduplicate too.
     """

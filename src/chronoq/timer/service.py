@@ -63,6 +63,7 @@ class Timer:
         # due time wakes it sooner. `_clock_offset` maps database epoch to host monotonic time.
         self._planned_wake = 0.0
         self._clock_offset = 0.0
+        self._claimed_nothing_while_due = False
 
     async def start(self) -> None:
         self._pool = await create_pool(self.settings.database_url, min_size=1, max_size=2, application_name=self.name)
@@ -224,8 +225,13 @@ class Timer:
         if due_in is not None:
             wait = min(max(due_in, 0.0), wait)
             if claimed_nothing and due_in <= 0:
-                # Rows are due but another timer holds them (mid-batch): do not spin on them.
-                wait = LOCKED_ROWS_PAUSE
+                # Due rows that the claim did not get: either one just became due (claim again
+                # at once) or, if that happens twice running, another timer holds them mid-batch
+                # (pause instead of spinning on them).
+                wait = LOCKED_ROWS_PAUSE if self._claimed_nothing_while_due else 0.0
+                self._claimed_nothing_while_due = True
+            else:
+                self._claimed_nothing_while_due = False
         self._planned_wake = host_now + wait
         if wait <= 0 or self._wake.is_set() or self._stopping.is_set():
             return
