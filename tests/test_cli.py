@@ -82,3 +82,17 @@ async def test_schedule_pause_resume_ls_and_ticks(settings, producer: Producer) 
     assert bad.returncode == 2 and "never" in bad.stderr.lower()
     since = chronoq(settings, "jobs", "ticks", str(job_id), "--since", "2026-01-01T00:00:00")
     assert since.returncode == 2 and "UTC offset" in since.stderr
+
+
+@pytest.mark.timeout(180)
+async def test_bench_runs_and_records_its_environment(settings, tmp_path) -> None:
+    """The benchmark works end to end (its figures are not judged here: speed is measured, not
+    asserted in tests)."""
+    result = chronoq(settings, "bench", "burst", "--jobs", "300", "--runs", "1", "--out", str(tmp_path), timeout=170)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (written,) = tmp_path.glob("burst-*.json")
+    document = orjson.loads(written.read_bytes())
+    (run,) = document["runs"]
+    assert run["jobs"] == 300 and run["e2e_jobs_per_s"] > 0
+    assert {"machine", "packages", "postgres", "settings"} <= set(document["environment"])
+    assert "database_url" not in document["environment"]["settings"]  # no credentials in results

@@ -15,7 +15,7 @@ from chronoq.consumer.service import WorkerService
 from chronoq.schemas.cron import CronSchedule
 from chronoq.timer import Timer
 from tests.conftest import child_env
-from tests.harness import Process, eventually, running
+from tests.harness import Process, all_finished, eventually, running
 
 EVERY_SECOND = "* * * * * *"
 
@@ -271,7 +271,25 @@ async def test_a_one_shot_job_claimed_too_late_follows_its_misfire_policy(settin
     skipped = await producer.enqueue("ticks", {}, run_at=an_hour_ago, misfire="skip", misfire_grace=60)
     ran = await producer.enqueue("ticks", {}, run_at=an_hour_ago)  # run_once: late is better than never
     async with running(Timer(settings)), running(WorkerService(worker, settings)):
-        await __import__("tests.harness", fromlist=["all_finished"]).all_finished(producer, [skipped, ran])
+        await all_finished(producer, [skipped, ran])
     assert [j for j, _ in runs] == [ran]
     job = await producer.get(skipped)
     assert (job.state, job.occurrences[0].reason) == ("skipped", "misfire")
+
+
+async def test_a_paused_one_shot_job_waits_and_runs_after_resume(settings, producer: Producer, db) -> None:
+    worker, runs = recorder()
+    job_id = await producer.enqueue("ticks", {}, delay=timedelta(milliseconds=200))
+    assert await producer.pause(job_id) is True
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        await until_db_time(db, (await db_now(db)) + timedelta(milliseconds=400))
+        assert await timer.run_once() == 0  # parked: nothing due
+    finally:
+        await timer.close()
+    assert (await producer.get(job_id)).state == "paused"
+    assert await producer.resume(job_id) is True
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        await all_finished(producer, [job_id])
+    assert [j for j, _ in runs] == [job_id]

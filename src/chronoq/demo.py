@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from chronoq._runtime.config import Settings
-from chronoq._runtime.processes import spawn, stop, wait_ready
+from chronoq._runtime.processes import start_fleet, stop
 from chronoq.commands import migrate
 from chronoq.consumer.context import JobContext
 from chronoq.consumer.registry import Worker
@@ -73,14 +73,7 @@ async def run_demo(settings: Settings, *, jobs: int, spread: timedelta, workers:
         async with Producer(settings.database_url) as producer:
             async with producer.pool.acquire() as conn:
                 await conn.execute(SETUP_SQL)
-            for n in range(workers):
-                log = logs / f"worker-{n}.log"
-                procs.append(spawn(["worker", "chronoq.demo:worker"], settings, log))
-                await wait_ready(log, b"worker_started", procs[-1])
-            for n in range(timers):
-                log = logs / f"timer-{n}.log"
-                procs.append(spawn(["timer"], settings, log))
-                await wait_ready(log, b"timer_started", procs[-1])
+            await start_fleet(settings, worker_target="chronoq.demo:worker", workers=workers, timers=timers, logs=logs, procs=procs)
             console.print(f"processes up (logs in {logs})")
             run = uuid.uuid4().hex[:8]
             ids = await _enqueue(producer, run, jobs, spread)

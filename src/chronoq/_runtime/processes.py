@@ -55,3 +55,20 @@ def stop(procs: list[subprocess.Popen[bytes]], timeout: float = 40) -> list[int]
             p.kill()
             codes.append(p.wait())
     return codes
+
+
+async def start_fleet(
+    settings: Settings, *, worker_target: str, workers: int, timers: int, logs: Path,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
+    """Start workers first (their queues exist before anything is published), then timers, each
+    ready before the next starts. Appends to ``procs`` as it goes, so the caller can stop
+    whatever started even if a later one fails."""
+    for n in range(workers):
+        log = logs / f"worker-{n}.log"
+        procs.append(spawn(["worker", worker_target], settings, log))
+        await wait_ready(log, b"worker_started", procs[-1])
+    for n in range(timers):
+        log = logs / f"timer-{n}.log"
+        procs.append(spawn(["timer"], settings, log))
+        await wait_ready(log, b"timer_started", procs[-1])

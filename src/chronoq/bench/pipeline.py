@@ -11,7 +11,7 @@ from typing import AsyncIterator
 import asyncpg
 
 from chronoq._runtime.config import Settings
-from chronoq._runtime.processes import spawn, stop, wait_ready
+from chronoq._runtime.processes import start_fleet, stop
 from chronoq._store.migrate import migrate as apply_migrations
 from chronoq.bench.handlers import SETUP_SQL
 from chronoq.producer import Producer
@@ -37,14 +37,7 @@ async def pipeline(settings: Settings, *, timers: int, workers: int) -> AsyncIte
         await conn.execute(SETUP_SQL)
         await conn.execute("TRUNCATE chronoq_bench.effects")
         async with Producer(settings.database_url) as producer:
-            for n in range(workers):
-                log = logs / f"worker-{n}.log"
-                procs.append(spawn(["worker", "chronoq.bench.handlers:worker"], settings, log))
-                await wait_ready(log, b"worker_started", procs[-1])
-            for n in range(timers):
-                log = logs / f"timer-{n}.log"
-                procs.append(spawn(["timer"], settings, log))
-                await wait_ready(log, b"timer_started", procs[-1])
+            await start_fleet(settings, worker_target="chronoq.bench.handlers:worker", workers=workers, timers=timers, logs=logs, procs=procs)
             running = Pipeline(settings, producer, conn, logs, [])
             try:
                 yield running
