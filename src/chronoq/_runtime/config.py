@@ -22,6 +22,7 @@ DEFAULT_CLAIM_BATCH = 500
 DEFAULT_TIMER_MAX_IDLE = timedelta(seconds=5)
 DEFAULT_REDISPATCH_AFTER = timedelta(minutes=5)
 DEFAULT_DELIVERY_LIMIT = 10
+DEFAULT_RETENTION = timedelta(days=7)
 DEFAULT_WORKER_CONCURRENCY = 8
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_SHUTDOWN_GRACE = timedelta(seconds=30)
@@ -83,6 +84,11 @@ class Settings(BaseSettings):
         DEFAULT_REDISPATCH_AFTER,
         ge=timedelta(seconds=1),
         description="Timer: a dispatched occurrence with no outcome after this long (plus its timeout) is published again.",
+    )
+    retention: Duration = Field(
+        DEFAULT_RETENTION,
+        ge=timedelta(minutes=1),
+        description="Timer: results, failed attempts and finished one-shot jobs older than this are pruned.",
     )
     delivery_limit: int = Field(
         DEFAULT_DELIVERY_LIMIT,

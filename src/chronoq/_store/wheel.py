@@ -53,3 +53,15 @@ async def add(conn: asyncpg.Connection, rows: Sequence[tuple[int, str, datetime,
 async def park(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
     if keys:
         await conn.execute(query("park_occurrences"), list(keys))
+
+
+async def prune(conn: asyncpg.Connection, retention: timedelta, batch: int) -> dict[str, int] | None:
+    """One batch of pruning per table, in one transaction; None if another timer is pruning."""
+    async with conn.transaction():
+        if not await conn.fetchval(query("try_prune_lock")):
+            return None
+        counts = {}
+        for table in ("results", "attempts", "jobs"):
+            status = await conn.execute(query(f"prune_{table}"), retention, batch)
+            counts[table] = int(status.split()[-1])
+        return counts

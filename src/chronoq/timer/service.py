@@ -42,6 +42,9 @@ FAILURE_PAUSE = 1.0
 #: Longest wait for the broker's confirms of one batch; past it the batch rolls back and stays
 #: due (a broker that is down or blocked on a memory alarm must not hold the rows forever).
 PUBLISH_TIMEOUT = 30.0
+#: How often a timer prunes history older than the retention period, and rows per batch.
+PRUNE_INTERVAL = 60.0
+PRUNE_BATCH = 10_000
 #: Pause when due rows exist but are all locked by other timers' batches.
 LOCKED_ROWS_PAUSE = 0.05
 #: Due time of a parked row (a paused job's next tick): never, until resumed.
@@ -66,7 +69,7 @@ class Timer:
         self._claimed_nothing_while_due = False
 
     async def start(self) -> None:
-        self._pool = await create_pool(self.settings.database_url, min_size=1, max_size=2, application_name=self.name)
+        self._pool = await create_pool(self.settings.database_url, min_size=1, max_size=3, application_name=self.name)
         self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
         self._publisher = ConfirmedPublisher(self._broker, self.topology)
         await self._listen()
@@ -212,6 +215,27 @@ class Timer:
             )
         await wheel.postpone(conn, [r["occurrence_key"] for r, _ in refused], UNPUBLISHED_PAUSE, first_error)
 
+    async def prune_once(self) -> dict[str, int] | None:
+        """Delete one batch of expired history per table. None: another timer holds the turn."""
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            counts = await wheel.prune(conn, self.settings.retention, PRUNE_BATCH)
+        if counts and any(counts.values()):
+            log.info("pruned history", extra={"action": "history_pruned", **counts})
+        return counts
+
+    async def _prune_forever(self) -> None:
+        """Side task: prune in batches, with a pause between rounds, until stopped. Errors are
+        logged and retried next round; pruning never stops dispatching."""
+        while not self._stopping.is_set():
+            try:
+                counts = await self.prune_once()
+                busy = bool(counts) and any(n >= PRUNE_BATCH for n in counts.values())
+            except Exception as exc:  # noqa: BLE001 - next round tries again
+                log.warning("pruning failed", extra={"action": "prune_failed", "error": type(exc).__name__})
+                busy = False
+            await self._pause(0.1 if busy else PRUNE_INTERVAL)
+
     async def _sleep_until_due(self, claimed_nothing: bool) -> None:
         assert self._pool is not None
         # Until the new wake time is known, any NOTIFY must wake us: clear first, never after.
@@ -244,6 +268,7 @@ class Timer:
         """Start, turn the wheel until stop(), close. A batch in progress always finishes."""
         await self.start()
         log.info("timer started", extra={"action": "timer_started", "timer": self.name})
+        pruner = asyncio.create_task(self._prune_forever(), name="pruner")
         try:
             while not self._stopping.is_set():
                 try:
@@ -255,6 +280,8 @@ class Timer:
                 except Exception as exc:  # a timer must outlive anything one batch can throw
                     await self._recover(exc, expected=False)
         finally:
+            pruner.cancel()
+            await asyncio.gather(pruner, return_exceptions=True)
             await self.close()
             log.info("timer stopped", extra={"action": "timer_stopped", "timer": self.name})
 

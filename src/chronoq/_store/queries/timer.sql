@@ -69,3 +69,40 @@ ON CONFLICT DO NOTHING;
 -- name: park_occurrences
 -- A paused job's one-shot occurrence waits, undecided, until the job is resumed.
 UPDATE chronoq.wheel SET due_at = 'infinity' WHERE occurrence_key = ANY($1::text[]);
+
+-- name: try_prune_lock
+-- One pruner at a time across all timers; the others skip this round.
+SELECT pg_try_advisory_xact_lock(7236784365301);
+
+-- name: prune_results
+-- Terminal rows (and skipped ticks) older than the retention period, oldest first, a batch at
+-- a time through the finished_at index.
+WITH doomed AS (
+    SELECT occurrence_key FROM chronoq.results
+    WHERE finished_at < now() - $1::interval
+    ORDER BY finished_at
+    LIMIT $2
+)
+DELETE FROM chronoq.results r USING doomed WHERE r.occurrence_key = doomed.occurrence_key;
+
+-- name: prune_attempts
+WITH doomed AS (
+    SELECT id FROM chronoq.attempts
+    WHERE finished_at < now() - $1::interval
+    ORDER BY finished_at
+    LIMIT $2
+)
+DELETE FROM chronoq.attempts a USING doomed WHERE a.id = doomed.id;
+
+-- name: prune_jobs
+-- One-shot jobs older than the retention period with nothing left: no live occurrence, no
+-- result kept. Recurring jobs stay until cancelled and deleted by their owner.
+WITH doomed AS (
+    SELECT j.id FROM chronoq.jobs j
+    WHERE j.kind = 'once' AND j.created_at < now() - $1::interval
+      AND NOT EXISTS (SELECT FROM chronoq.wheel w WHERE w.job_id = j.id)
+      AND NOT EXISTS (SELECT FROM chronoq.results r WHERE r.job_id = j.id)
+    ORDER BY j.created_at
+    LIMIT $2
+)
+DELETE FROM chronoq.jobs j USING doomed WHERE j.id = doomed.id;

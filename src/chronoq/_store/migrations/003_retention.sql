@@ -1,0 +1,4 @@
+-- chronoq 003: pruning history older than the retention period, in batches, by index.
+
+-- Finished one-shot jobs are found by age without scanning the table.
+CREATE INDEX jobs_once_created ON chronoq.jobs (created_at) WHERE kind = 'once';

@@ -1,0 +1,69 @@
+"""Retention: the timer prunes history older than the retention period, in batches."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from chronoq import JobContext, Producer, Worker
+from chronoq.consumer.service import WorkerService
+from chronoq.timer import Timer
+from tests.harness import all_finished, eventually, running
+
+
+async def test_old_results_attempts_and_finished_jobs_are_pruned_recent_and_live_ones_kept(settings, producer: Producer, db) -> None:
+    worker = Worker()
+
+    @worker.handler("history")
+    async def history(ctx: JobContext, payload: dict) -> None:
+        if payload["fail_once"] and ctx.attempt == 1:
+            raise RuntimeError("once")
+
+    old = [await producer.enqueue("history", {"fail_once": n == 0}, retry=None) for n in range(3)]
+    recent = await producer.enqueue("history", {"fail_once": False})
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        await all_finished(producer, [*old, recent], timeout=30)
+    live = await producer.enqueue("history", {"fail_once": False}, delay=3600)
+    cron = await producer.schedule("history", {"fail_once": False}, cron="0 0 1 1 *")
+    # Age the first three jobs' history past the retention period (8 days > 7 by default).
+    await db.execute("UPDATE chronoq.results SET finished_at = finished_at - interval '8 days' WHERE job_id = ANY($1)", old)
+    await db.execute("UPDATE chronoq.attempts SET finished_at = finished_at - interval '8 days' WHERE job_id = ANY($1)", old)
+    await db.execute("UPDATE chronoq.jobs SET created_at = created_at - interval '8 days' WHERE id = ANY($1)", old + [live, cron])
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        counts = await timer.prune_once()
+    finally:
+        await timer.close()
+    assert counts == {"results": 3, "attempts": 1, "jobs": 3}
+    remaining = {r["id"] for r in await db.fetch("SELECT id FROM chronoq.jobs")}
+    assert remaining == {recent, live, cron}  # finished old one-shots gone; live and recurring kept
+    assert await db.fetchval("SELECT count(*) FROM chronoq.results WHERE job_id = $1", recent) == 1
+    assert await db.fetchval("SELECT count(*) FROM chronoq.wheel WHERE job_id = ANY($1)", [live, cron]) == 2
+
+
+async def test_a_running_timer_prunes_by_itself(settings, producer: Producer, db) -> None:
+    job_id = await producer.enqueue("history", {}, delay=3600)
+    await producer.cancel(job_id)
+    await db.execute("UPDATE chronoq.results SET finished_at = now() - interval '8 days'")
+    await db.execute("UPDATE chronoq.jobs SET created_at = now() - interval '8 days'")
+    async with running(Timer(settings)):
+
+        async def pruned() -> bool:
+            return await db.fetchval("SELECT count(*) FROM chronoq.jobs") == 0
+
+        await eventually(pruned, what="the timer's pruner to remove the expired job")
+
+
+async def test_only_one_timer_prunes_at_a_time(settings, db) -> None:
+    settings = settings.model_copy(update={"retention": timedelta(minutes=1)})
+    first, second = Timer(settings), Timer(settings)
+    await first.start()
+    await second.start()
+    try:
+        async with db.transaction():
+            await db.execute("SELECT pg_advisory_xact_lock(7236784365301)")  # someone is pruning
+            assert await first.prune_once() is None
+        assert await second.prune_once() == {"results": 0, "attempts": 0, "jobs": 0}
+    finally:
+        await first.close()
+        await second.close()
