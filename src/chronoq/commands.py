@@ -13,6 +13,7 @@ from rich.table import Table
 from chronoq._broker.connection import connect as connect_broker
 from chronoq._broker.topology import Topology, declare_exchanges
 from chronoq._runtime.config import Settings
+from chronoq._runtime.hooks import Hooks, PrometheusHooks
 from chronoq._runtime.service import run_until_signalled
 from chronoq._store import migrate as migrations
 from chronoq.consumer.registry import Worker
@@ -41,13 +42,21 @@ async def migrate(settings: Settings, *, print_sql: bool = False) -> int:
     return 0
 
 
+def _hooks(settings: Settings) -> Hooks | None:
+    if settings.metrics_port is None:
+        return None
+    hooks = PrometheusHooks()
+    hooks.serve(settings.metrics_port)
+    return hooks
+
+
 async def timer(settings: Settings) -> int:
-    await run_until_signalled(Timer(settings))
+    await run_until_signalled(Timer(settings, hooks=_hooks(settings)))
     return 0
 
 
 async def worker(settings: Settings, registry: Worker, queues: list[str] | None) -> int:
-    await run_until_signalled(WorkerService(registry, settings, queues=queues))
+    await run_until_signalled(WorkerService(registry, settings, queues=queues, hooks=_hooks(settings)))
     return 0
 
 

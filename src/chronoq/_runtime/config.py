@@ -110,6 +110,9 @@ class Settings(BaseSettings):
         ge=timedelta(0),
         description="Worker/timer: time in-flight work gets to finish after SIGTERM.",
     )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Timer/worker: serve Prometheus metrics on this port (off when unset)."
+    )
     queue_type: str = Field(
         "quorum", pattern="^(quorum|classic)$", description="RabbitMQ queue type for job queues."
     )

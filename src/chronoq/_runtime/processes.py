@@ -19,6 +19,8 @@ READY_TIMEOUT = 30.0
 def settings_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
+        if value is None:
+            continue
         text = str(value.total_seconds()) if hasattr(value, "total_seconds") else str(value)
         env[f"CHRONOQ_{name.upper()}"] = text
     return env

@@ -27,10 +27,10 @@ async def postpone(conn: asyncpg.Connection, keys: Sequence[str], pause: timedel
         await conn.execute(query("postpone_unpublished"), list(keys), pause, error)
 
 
-async def next_due(conn: asyncpg.Connection) -> tuple[float, float | None]:
-    """(database epoch now, seconds until the earliest due row or None)."""
+async def next_due(conn: asyncpg.Connection) -> tuple[float, float | None, int]:
+    """(database epoch now, seconds until the earliest due row or None, rows due now)."""
     row = await conn.fetchrow(query("next_due"))
-    return row["db_now"], row["due_in"]
+    return row["db_now"], row["due_in"], row["backlog"]
 
 
 async def record_unrun(conn: asyncpg.Connection, ticks: Sequence[tuple[int, str, datetime, str, str, str]]) -> None:

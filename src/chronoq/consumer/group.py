@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from chronoq._broker.publisher import ConfirmedPublisher, Outgoing
 from chronoq._runtime.failpoints import failpoint
+from chronoq._runtime.hooks import Hooks
 from chronoq._store import outcomes
 from chronoq._store.connection import RawJson
 from chronoq.consumer.context import Cancel, JobContext, Retry
@@ -54,6 +55,8 @@ class Member:
     attempt: outcomes.Attempt | None = None
     action: str = ""  # succeeded | duplicate | stale | retry | dead | cancelled | rejected
     dead_letter: tuple[str, str] | None = None  # (reason, error) for the dead-letter copy
+    lateness_s: float | None = None  # handler start minus due time, by the database's clock
+    seconds: float = 0.0  # handler run time
 
 
 @dataclass
@@ -69,8 +72,9 @@ def describe(exc: BaseException) -> str:
 class GroupExecutor:
     def __init__(
         self, worker: Worker, publisher: ConfirmedPublisher, name: str, *,
-        redispatch_after: timedelta, delivery_limit: int,
+        redispatch_after: timedelta, delivery_limit: int, hooks: Hooks | None = None,
     ) -> None:
+        self.hooks = hooks or Hooks()
         self.worker = worker
         self.publisher = publisher
         self.name = name
@@ -86,6 +90,11 @@ class GroupExecutor:
         if live:
             await self._run_group(conn, live)
             await self._copy_dead_letters([m for m in live if m.dead_letter])
+        for m in members:
+            queue = m.message.queue if m.message is not None else "-"
+            if m.lateness_s is not None:
+                self.hooks.job_started(queue, m.lateness_s)
+            self.hooks.job_finished(queue, m.action, m.seconds)
         return members
 
     def _parse(self, body: bytes) -> Member:
@@ -151,7 +160,10 @@ class GroupExecutor:
                     await self._bury(conn, m, "delivery_limit", error, "poison", None)
                     result = _FAILED
                 else:
+                    m.lateness_s = (started_at - m.attempt.run_at).total_seconds()  # type: ignore[union-attr]
+                    handler_clock = time.perf_counter()
                     result = await self._run_one(conn, m, started_at)
+                    m.seconds = time.perf_counter() - handler_clock
                 if result is _FAILED:
                     # Keep what was recorded for this member (retry, dead, cancelled): the next
                     # member's rollback must not undo it.

@@ -29,6 +29,7 @@ from chronoq._broker.publisher import ConfirmedPublisher
 from chronoq._broker.topology import Topology
 from chronoq._runtime.config import Settings
 from chronoq._runtime.failpoints import failpoint
+from chronoq._runtime.hooks import Hooks
 from chronoq._store.connection import CONNECTION_ERRORS, create_pool
 from chronoq.consumer.group import GroupExecutor
 from chronoq.consumer.registry import Worker
@@ -97,7 +98,9 @@ class WorkerService:
         queues: Sequence[str] | None = None,
         concurrency: int | None = None,
         name: str | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
+        self.hooks = hooks or Hooks()
         self.worker = worker
         self.settings = settings
         self.queues = worker.select(queues)
@@ -124,6 +127,7 @@ class WorkerService:
         self._executor = GroupExecutor(
             self.worker, self._publisher, self.name,
             redispatch_after=self.settings.redispatch_after, delivery_limit=self.settings.delivery_limit,
+            hooks=self.hooks,
         )
         self._lanes = [Lane(self, n) for n in range(self.concurrency)]
         for lane in self._lanes:

@@ -26,6 +26,7 @@ from chronoq._broker.publisher import ConfirmedPublisher
 from chronoq._broker.topology import Topology
 from chronoq._runtime.config import Settings
 from chronoq._runtime.failpoints import failpoint
+from chronoq._runtime.hooks import Hooks
 from chronoq._store import wheel
 from chronoq._store.connection import CONNECTION_ERRORS, connect, create_pool
 from chronoq.schemas.cron import CronError
@@ -52,8 +53,9 @@ INFINITY = datetime.max.replace(tzinfo=UTC)
 
 
 class Timer:
-    def __init__(self, settings: Settings, *, name: str | None = None) -> None:
+    def __init__(self, settings: Settings, *, name: str | None = None, hooks: Hooks | None = None) -> None:
         self.settings = settings
+        self.hooks = hooks or Hooks()
         self.name = name or f"timer@{socket.gethostname()}:{os.getpid()}"
         self.topology = Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
         self._pool: asyncpg.Pool | None = None
@@ -128,9 +130,11 @@ class Timer:
                 plans.append((row, plan))
                 if plan.publish:
                     to_publish.append(row)
+            publish_started = time.perf_counter()
             failures = await asyncio.wait_for(
                 self._publisher.publish([job_message(r) for r in to_publish]), PUBLISH_TIMEOUT
             )
+            self.hooks.confirm_latency(time.perf_counter() - publish_started)
             failpoint("timer.after_confirm")
             sent = [r for r, failure in zip(to_publish, failures, strict=True) if failure is None]
             refused = [(r, f) for r, f in zip(to_publish, failures, strict=True) if f is not None]
@@ -145,6 +149,7 @@ class Timer:
                 await self._give_up(conn, unusable)
             await self._apply(conn, plans)
             failpoint("timer.before_commit")
+        self._report(rows, sent, refused, plans, time.perf_counter() - started)
         log.debug(
             "dispatched batch",
             extra={
@@ -157,6 +162,17 @@ class Timer:
             },
         )
         return len(rows)
+
+    def _report(self, rows: list, sent: list, refused: list, plans: list, seconds: float) -> None:
+        hooks = self.hooks
+        hooks.batch_claimed(len(rows), seconds)
+        for r in sent:
+            hooks.dispatched(r["queue"], (r["db_now"] - r["run_at"]).total_seconds())
+        for r, _ in refused:
+            hooks.publish_refused(r["queue"])
+        for row, plan in plans:
+            for skip in plan.skipped:
+                hooks.tick_skipped(row["queue"], skip.reason)
 
     async def _apply(self, conn: asyncpg.Connection, plans: list[tuple[asyncpg.Record, Plan]]) -> None:
         """Write down what judging the head rows decided: skipped ticks, extra runs, next heads.
@@ -242,7 +258,8 @@ class Timer:
         self._planned_wake = math.inf
         self._wake.clear()
         async with self._pool.acquire() as conn:
-            db_now, due_in = await wheel.next_due(conn)
+            db_now, due_in, backlog = await wheel.next_due(conn)
+        self.hooks.due_backlog(backlog)
         host_now = time.monotonic()
         self._clock_offset = db_now - host_now
         wait = self.settings.timer_max_idle.total_seconds()
