@@ -131,6 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
     ticks.add_argument("--limit", type=int, default=1000)
     ticks.add_argument("--json", action="store_true")
 
+    dlq = command("dlq", "Dead occurrences and their dead-letter queues.")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_ls = dlq_commands.add_parser("ls", help="dead occurrences per queue, and dead-letter queue sizes", parents=[settings])
+    dlq_ls.add_argument("--queue")
+    dlq_ls.add_argument("--json", action="store_true")
+    dlq_show = dlq_commands.add_parser("show", help="the first dead-letter messages of a queue (headers only)", parents=[settings])
+    dlq_show.add_argument("--queue", required=True)
+    dlq_show.add_argument("--limit", type=int, default=20)
+    dlq_show.add_argument("--json", action="store_true")
+    dlq_replay = dlq_commands.add_parser("replay", help="put dead occurrences back as a fresh attempt", parents=[settings])
+    dlq_replay.add_argument("--queue", required=True)
+    dlq_replay.add_argument("--occurrence", help="only this occurrence (idempotency key)")
+    dlq_replay.add_argument("--limit", type=int, default=100)
+    dlq_purge = dlq_commands.add_parser("purge", help="empty a dead-letter queue (Postgres keeps the records)", parents=[settings])
+    dlq_purge.add_argument("--queue", required=True)
+
     bench = command("bench", "Measure this deployment: burst, steady, enqueue (tables, JSON with versions).")
     bench.add_argument("scenario", choices=["burst", "steady", "enqueue"])
     bench.add_argument("--jobs", type=int, default=20_000, help="burst/enqueue: jobs per run (default 20000)")
@@ -221,6 +237,18 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     return _run(commands.show_ticks(settings, args.job_id, args.since, args.limit, as_json=args.json))
                 case action:
                     return _run(commands.change_job(settings, action, args.job_id))
+        case "dlq":
+            from chronoq import dlq
+
+            match args.dlq_command:
+                case "ls":
+                    return _run(dlq.ls(settings, args.queue, as_json=args.json))
+                case "show":
+                    return _run(dlq.show(settings, args.queue, args.limit, as_json=args.json))
+                case "replay":
+                    return _run(dlq.replay(settings, args.queue, args.occurrence, args.limit))
+                case _:
+                    return _run(dlq.purge(settings, args.queue))
         case "bench":
             from chronoq.bench.command import run_bench
 
