@@ -96,3 +96,35 @@ async def test_bench_runs_and_records_its_environment(settings, tmp_path) -> Non
     assert run["jobs"] == 300 and run["e2e_jobs_per_s"] > 0
     assert {"machine", "packages", "postgres", "settings"} <= set(document["environment"])
     assert "database_url" not in document["environment"]["settings"]  # no credentials in results
+
+
+async def test_status_watch_is_a_live_view_that_quits_on_ctrl_c(settings, producer: Producer) -> None:
+    import os
+    import pty
+    import select
+    import signal
+    import time
+
+    await producer.enqueue("watched", {}, delay=3600)
+    # A terminal: rich draws live frames only there.
+    master, slave = pty.openpty()
+    env = {**child_env(settings), "COLUMNS": "200", "LINES": "40"}
+    process = subprocess.Popen([sys.executable, "-m", "chronoq", "status", "--watch"], env=env,
+                               stdin=slave, stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 20
+        while b"jobs/s (10 s)" not in seen or b"watched" not in seen:
+            assert time.monotonic() < deadline, seen[-500:]
+            ready, _, _ = select.select([master], [], [], 1)
+            if ready:
+                seen += os.read(master, 65536)
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=20)
+        assert process.returncode == 0, errors
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        os.close(master)

@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "Per queue: scheduled, due, in flight, outcomes and lateness.")
     status.add_argument("--window", type=_duration, default=timedelta(minutes=5), help="look-back for outcomes (default 5m)")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--watch", action="store_true", help="a live view, refreshed every second, until Ctrl-C")
 
     jobs = command("jobs", "Inspect or change jobs.")
     job_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
@@ -226,7 +227,10 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                                           overlap=args.overlap, key=args.key, max_attempts=args.max_attempts,
                                           timeout=args.timeout))
         case "status":
-            return _run(commands.status(settings, args.window, as_json=args.json))
+            try:
+                return _run(commands.status(settings, args.window, as_json=args.json, watch=args.watch))
+            except KeyboardInterrupt:
+                return EXIT_OK
         case "jobs":
             match args.jobs_command:
                 case "show":
@@ -300,15 +304,19 @@ def load_worker(target: str):
     return worker
 
 
-def queue_table(rows) -> Table:
+def queue_table(rows, *, rates: dict[str, float] | None = None) -> Table:
+    """The status table; with ``rates``, a throughput column (jobs/s per queue)."""
     table = Table(title="chronoq queues")
-    for column in ("queue", "scheduled", "due", "in flight", "succeeded", "failed", "dead", "skipped", "cancelled", "p50 ms", "p99 ms"):
+    columns = ["queue", "scheduled", "due", "in flight", "succeeded", "failed", "dead", "skipped", "cancelled",
+               "p50 ms", "p99 ms"] + (["jobs/s (10 s)"] if rates is not None else [])
+    for column in columns:
         table.add_column(column, justify="left" if column == "queue" else "right")
     for r in rows:
-        table.add_row(
-            r.queue, *(str(v) for v in (r.scheduled, r.due, r.in_flight, r.succeeded, r.failed, r.dead, r.skipped, r.cancelled)),
-            _ms(r.lateness_p50_s), _ms(r.lateness_p99_s),
-        )
+        cells = [r.queue, *(str(v) for v in (r.scheduled, r.due, r.in_flight, r.succeeded, r.failed, r.dead,
+                                              r.skipped, r.cancelled)), _ms(r.lateness_p50_s), _ms(r.lateness_p99_s)]
+        if rates is not None:
+            cells.append(f"{rates.get(r.queue, 0.0):.1f}")
+        table.add_row(*cells)
     return table
 
 

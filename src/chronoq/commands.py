@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from chronoq._broker.connection import connect as connect_broker
@@ -67,16 +69,34 @@ async def enqueue(settings: Settings, queue: str, payload: Any, **options: Any) 
     return 0
 
 
-async def status(settings: Settings, window: timedelta, *, as_json: bool) -> int:
+async def status(settings: Settings, window: timedelta, *, as_json: bool, watch: bool = False) -> int:
     from chronoq.cli import queue_table
 
     async with Producer(settings.database_url) as producer:
+        if watch:
+            await _watch_status(producer, window)
+            return 0
         rows = await producer.status(window)
     if as_json:
         print(orjson.dumps([r.model_dump() for r in rows], option=orjson.OPT_INDENT_2).decode())
     else:
         out.print(queue_table(rows))
     return 0
+
+
+async def _watch_status(producer: Producer, window: timedelta, every: float = 1.0) -> None:
+    """A live view until Ctrl-C: the status table plus throughput over the last 10 seconds."""
+    from chronoq.cli import queue_table
+
+    recent = timedelta(seconds=10)
+    with Live(console=out, refresh_per_second=4, screen=False) as live:
+        while True:
+            rows = await producer.status(window)
+            rates = {r.queue: r.succeeded / recent.total_seconds() for r in await producer.status(recent)}
+            table = queue_table(rows, rates=rates)
+            table.caption = f"outcomes and lateness over the last {window}; refreshed every {every:g}s (Ctrl-C to quit)"
+            live.update(table)
+            await asyncio.sleep(every)
 
 
 async def show_job(settings: Settings, job_id: int, *, as_json: bool) -> int:
