@@ -28,13 +28,12 @@ CREATE TABLE IF NOT EXISTS test_effects (
 async def running(service: Timer | WorkerService) -> AsyncIterator[Timer | WorkerService]:
     """Run a service in the background for the duration of the block, then stop it gracefully."""
     task = asyncio.create_task(service.run())
-    if isinstance(service, WorkerService):
-        ready = asyncio.create_task(service.ready.wait())
-        await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
-        if task.done():
-            task.result()  # raise the start-up failure
-        assert service.ready.is_set(), "worker did not start within 30 s"
+    ready = asyncio.create_task(service.ready.wait())
+    await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    if task.done():
+        task.result()  # raise the start-up failure
+    assert service.ready.is_set(), f"{type(service).__name__} did not start within 30 s"
     try:
         yield service
     finally:

@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--print", action="store_true", dest="print_sql", help="print the SQL instead of applying it")
 
     command("timer", "Run one timer. Any number may run at once.")
+    command("schema", "Print the JSON Schema of job submissions over AMQP (for services in other languages).")
 
     worker = command("worker", "Run the Worker found at MODULE:ATTR.")
     worker.add_argument("target", metavar="MODULE:ATTR")
@@ -212,6 +213,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     match args.command:
         case "migrate":
             return _run(commands.migrate(settings, print_sql=args.print_sql))
+        case "schema":
+            return commands.schema()
         case "timer":
             return _run(commands.timer(settings), fast_loop=True)
         case "worker":

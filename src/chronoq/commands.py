@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from chronoq._broker.connection import connect as connect_broker
-from chronoq._broker.topology import Topology, declare_exchanges
+from chronoq._broker.topology import Topology, declare_exchanges, declare_submissions
 from chronoq._runtime.config import Settings
 from chronoq._runtime.hooks import Hooks, PrometheusHooks
 from chronoq._runtime.service import run_until_signalled
@@ -36,7 +36,9 @@ async def migrate(settings: Settings, *, print_sql: bool = False) -> int:
     broker = await connect_broker(settings.amqp_url, name="chronoq-migrate")
     try:
         channel = await broker.channel()
-        await declare_exchanges(channel, Topology(settings.namespace, settings.queue_type, settings.delivery_limit))
+        topology = Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
+        await declare_exchanges(channel, topology)
+        await declare_submissions(channel, topology)
     finally:
         await broker.close()
     names = ", ".join(f"{m.version:03d}_{m.name}" for m in applied) or "none (up to date)"
@@ -50,6 +52,13 @@ def _hooks(settings: Settings) -> Hooks | None:
     hooks = PrometheusHooks()
     hooks.serve(settings.metrics_port)
     return hooks
+
+
+def schema() -> int:
+    from chronoq.schemas.submission import json_schema
+
+    print(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    return 0
 
 
 async def timer(settings: Settings) -> int:

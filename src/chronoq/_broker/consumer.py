@@ -10,7 +10,7 @@ from typing import Any
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from chronoq._broker.connection import BROKER_ERRORS
-from chronoq._broker.topology import Topology, declare_queue
+from chronoq._broker.topology import Topology, declare_queue, declare_submissions
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,39 @@ class Subscription:
         self._consumers.clear()
 
     async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            try:
+                await self._channel.close()
+            except (*BROKER_ERRORS, RuntimeError):
+                pass
+
+
+class SubmissionIntake:
+    """The timers' consumer of JSON job submissions (``<ns>.submissions``)."""
+
+    def __init__(self, connection: AbstractRobustConnection, topology: Topology) -> None:
+        self._connection = connection
+        self._topology = topology
+        self._channel: AbstractChannel | None = None
+        self._consumer: tuple[AbstractQueue, str] | None = None
+
+    async def start(self, prefetch: int, callback: Callable[[Incoming], Awaitable[None]]) -> None:
+        self._channel = await self._connection.channel()
+        await self._channel.set_qos(prefetch_count=prefetch)
+        queue = await declare_submissions(self._channel, self._topology)
+
+        async def deliver(message: AbstractIncomingMessage) -> None:
+            await callback(Incoming(message.body, dict(message.headers or {}), bool(message.redelivered), message))
+
+        self._consumer = (queue, await queue.consume(deliver))
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            queue, tag = self._consumer
+            try:
+                await queue.cancel(tag)
+            except (*BROKER_ERRORS, RuntimeError):
+                pass
         if self._channel is not None and not self._channel.is_closed:
             try:
                 await self._channel.close()

@@ -53,12 +53,17 @@ class ConfirmedPublisher:
         self._jobs: AbstractExchange | None = None
         self._dead: AbstractExchange | None = None
         self._declared: set[str] = set()
+        # Publishes may run concurrently (a timer batch, dead-letter copies, rejections): only
+        # one of them may open and set up the channel.
+        self._opening = asyncio.Lock()
 
     async def _ready(self) -> tuple[AbstractChannel, AbstractExchange, AbstractExchange]:
-        if self._channel is None or self._channel.is_closed:
-            self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-            self._jobs, self._dead = await declare_exchanges(self._channel, self._topology)
-            self._declared.clear()
+        async with self._opening:
+            if self._channel is None or self._channel.is_closed or self._jobs is None:
+                self._jobs = self._dead = None
+                self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+                self._jobs, self._dead = await declare_exchanges(self._channel, self._topology)
+                self._declared.clear()
         assert self._jobs is not None and self._dead is not None
         return self._channel, self._jobs, self._dead
 
@@ -120,6 +125,19 @@ class ConfirmedPublisher:
             else:
                 failures.append(RuntimeError(f"broker did not confirm: {type(outcome).__name__}"))
         return failures
+
+    async def publish_to_queue(self, queue_name: str, message: Outgoing) -> BaseException | None:
+        """Publish one message straight to a named queue (default exchange), with a confirm."""
+        channel, _, _ = await self._ready()
+        underlay = await channel.get_underlay_channel()
+        try:
+            await underlay.basic_publish(
+                message.body, exchange="", routing_key=queue_name,
+                properties=_properties(message, datetime.now(UTC)), mandatory=True,
+            )
+        except Exception as exc:  # noqa: BLE001 - reported to the caller like publish() does
+            return exc
+        return None
 
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:

@@ -32,6 +32,19 @@ class Topology:
     def dead_exchange(self) -> str:
         return f"{self.namespace}.dead"
 
+    @property
+    def submit_exchange(self) -> str:
+        """Where services in any language publish JSON job submissions (fanout)."""
+        return f"{self.namespace}.submit"
+
+    @property
+    def submissions_queue(self) -> str:
+        return f"{self.namespace}.submissions"
+
+    @property
+    def rejected_submissions_queue(self) -> str:
+        return f"{self.namespace}.submissions.rejected"
+
     def queue_name(self, queue: str) -> str:
         return f"{self.namespace}.q.{queue}"
 
@@ -79,3 +92,13 @@ async def declare_queue(channel: AbstractChannel, topology: Topology, queue: str
         raise TopologyError(f"RabbitMQ refused access to the queues of {queue!r}: {exc}") from exc
     await declared.bind(jobs, routing_key=queue)
     return declared
+
+
+async def declare_submissions(channel: AbstractChannel, topology: Topology) -> AbstractQueue:
+    """The submission exchange, the queue timers ingest from, and the queue for rejected ones."""
+    exchange = await channel.declare_exchange(topology.submit_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+    arguments = {"x-queue-type": topology.queue_type}
+    await channel.declare_queue(topology.rejected_submissions_queue, durable=True, arguments=arguments)
+    queue = await channel.declare_queue(topology.submissions_queue, durable=True, arguments=arguments)
+    await queue.bind(exchange)
+    return queue

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from chronoq._store.sql import query
+from chronoq.errors import InvalidJobError, JobStateError
+from chronoq.schemas.cron import CronSchedule
+from chronoq.schemas.schedule import ScheduleSpec
+
+INFINITY = datetime.max.replace(tzinfo=UTC)
+
+
+def _ms(delta: timedelta) -> int:
+    return int(delta.total_seconds() * 1000)
 
 
 async def db_now(conn: asyncpg.Connection) -> datetime:
@@ -68,3 +77,47 @@ async def ticks(conn: asyncpg.Connection, job_id: int, since: datetime, limit: i
 
 async def list_jobs(conn: asyncpg.Connection, queue: str | None, state: str | None, limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(query("list_jobs"), queue, state, limit)
+
+
+def _definition(spec: ScheduleSpec, payload: bytes) -> list[object]:
+    retry = spec.retry
+    return [
+        payload.decode(), retry.max_attempts, _ms(retry.backoff_base), _ms(retry.backoff_cap), retry.jitter,
+        _ms(spec.timeout), spec.cron, spec.timezone, spec.misfire, _ms(spec.misfire_grace), spec.max_backfill,
+        spec.overlap,
+    ]
+
+
+async def store_schedule(conn: asyncpg.Connection, spec: ScheduleSpec) -> int:
+    """Create the recurring job, or update the one with the same (queue, key); returns its id."""
+    payload = spec.encoded_payload()
+    cron = spec.schedule()
+    definition = _definition(spec, payload)
+    async with conn.transaction():
+        for _ in range(3):
+            if spec.key is not None:
+                existing = await lock_keyed_job(conn, spec.queue, spec.key)
+                if existing is not None:
+                    return await _redeclare(conn, existing, spec, cron, definition)
+            new_id = await insert_cron_job(conn, [spec.queue, spec.key, *definition])
+            if new_id is not None:
+                first = cron.next_after(await db_now(conn))
+                await replace_head(conn, new_id, spec.queue, first, first)
+                return new_id
+            # A concurrent schedule() inserted the same key first; lock and update it.
+    raise RuntimeError(f"schedule of key {spec.key!r} found neither a new nor an existing job")
+
+
+async def _redeclare(conn: asyncpg.Connection, existing: asyncpg.Record, spec: ScheduleSpec,
+                     cron: CronSchedule, definition: list[object]) -> int:
+    job_id = existing["id"]
+    if existing["kind"] != "cron":
+        raise InvalidJobError("key", f"key {spec.key!r} on queue {spec.queue!r} belongs to a one-shot job {job_id}")
+    if existing["state"] == "cancelled":
+        raise JobStateError(f"job {job_id} (key {spec.key!r}) is cancelled; use another key")
+    await update_cron_job(conn, job_id, definition)
+    if (existing["cron"], existing["timezone"]) != (spec.cron, spec.timezone):
+        # The new schedule applies from the next tick: the undecided one is replaced.
+        first = cron.next_after(await db_now(conn))
+        await replace_head(conn, job_id, spec.queue, first, INFINITY if existing["state"] == "paused" else first)
+    return job_id

@@ -22,6 +22,7 @@ import asyncpg
 
 from chronoq._broker.connection import BROKER_ERRORS
 from chronoq._broker.connection import connect as connect_broker
+from chronoq._broker.consumer import SubmissionIntake
 from chronoq._broker.publisher import ConfirmedPublisher
 from chronoq._broker.topology import Topology
 from chronoq._runtime.config import Settings
@@ -30,6 +31,7 @@ from chronoq._runtime.hooks import Hooks
 from chronoq._store import wheel
 from chronoq._store.connection import CONNECTION_ERRORS, connect, create_pool
 from chronoq.schemas.cron import CronError
+from chronoq.timer.ingest import Ingest
 from chronoq.timer.messages import job_message, lease
 from chronoq.timer.ticks import Plan, plan_head
 
@@ -46,6 +48,8 @@ PUBLISH_TIMEOUT = 30.0
 #: How often a timer prunes history older than the retention period, and rows per batch.
 PRUNE_INTERVAL = 60.0
 PRUNE_BATCH = 10_000
+#: Submissions from other languages being stored at once, per timer.
+SUBMISSION_PREFETCH = 20
 #: Pause when due rows exist but are all locked by other timers' batches.
 LOCKED_ROWS_PAUSE = 0.05
 #: Due time of a parked row (a paused job's next tick): never, until resumed.
@@ -62,8 +66,10 @@ class Timer:
         self._listener: asyncpg.Connection | None = None
         self._broker = None
         self._publisher: ConfirmedPublisher | None = None
+        self._intake: SubmissionIntake | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self.ready = asyncio.Event()  # set once connected and listening
         # Host monotonic time at which the timer plans to look again; a NOTIFY for an earlier
         # due time wakes it sooner. `_clock_offset` maps database epoch to host monotonic time.
         self._planned_wake = 0.0
@@ -74,6 +80,8 @@ class Timer:
         self._pool = await create_pool(self.settings.database_url, min_size=1, max_size=3, application_name=self.name)
         self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
         self._publisher = ConfirmedPublisher(self._broker, self.topology)
+        self._intake = SubmissionIntake(self._broker, self.topology)
+        await self._intake.start(SUBMISSION_PREFETCH, Ingest(self._pool, self._publisher, self.topology).handle)
         await self._listen()
 
     async def _listen(self) -> None:
@@ -93,6 +101,9 @@ class Timer:
             self._wake.set()
 
     async def close(self) -> None:
+        if self._intake is not None:
+            await self._intake.close()
+            self._intake = None
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
@@ -284,6 +295,7 @@ class Timer:
     async def run(self) -> None:
         """Start, turn the wheel until stop(), close. A batch in progress always finishes."""
         await self.start()
+        self.ready.set()
         log.info("timer started", extra={"action": "timer_started", "timer": self.name})
         pruner = asyncio.create_task(self._prune_forever(), name="pruner")
         try:

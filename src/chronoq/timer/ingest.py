@@ -1,0 +1,71 @@
+"""Ingesting jobs that services in other languages submit over AMQP.
+
+A submission is stored exactly like the Python producer stores a job (the same statements,
+the idempotency key honoured) and acked only after the commit: the sender's publisher confirm
+means "durably accepted by RabbitMQ", and from there chronoq cannot lose it. A submission that
+does not validate goes to ``<ns>.submissions.rejected`` with the error in the
+``x-chronoq-error`` header (never the payload in a log), then is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from chronoq._broker.consumer import Incoming
+from chronoq._broker.publisher import ConfirmedPublisher, Outgoing
+from chronoq._broker.topology import Topology
+from chronoq._store import jobs as job_store
+from chronoq._store.schedules import store_schedule
+from chronoq.errors import InvalidJobError, JobStateError
+from chronoq.schemas.job import JobSpec
+from chronoq.schemas.submission import parse_submission
+
+log = logging.getLogger("chronoq.timer")
+
+#: Pause before handing a submission back when the database is unavailable.
+UNAVAILABLE_PAUSE = 1.0
+
+
+class Ingest:
+    def __init__(self, pool: asyncpg.Pool, publisher: ConfirmedPublisher, topology: Topology) -> None:
+        self.pool = pool
+        self.publisher = publisher
+        self.topology = topology
+
+    async def handle(self, message: Incoming) -> None:
+        try:
+            spec = parse_submission(message.body)
+            async with self.pool.acquire() as conn:
+                if isinstance(spec, JobSpec):
+                    job_id = (await job_store.enqueue(conn, spec, spec.encoded_payload())).job_id
+                else:
+                    job_id = await store_schedule(conn, spec)
+        except (InvalidJobError, JobStateError) as exc:
+            await self._reject(message, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - the database is unavailable: hand it back
+            log.warning("submission not stored; returned to the queue",
+                        extra={"action": "submission_requeued", "error": type(exc).__name__})
+            await asyncio.sleep(UNAVAILABLE_PAUSE)
+            await message.requeue()
+            return
+        log.info("submission stored", extra={"action": "submission_stored", "job_id": job_id, "queue": spec.queue})
+        await message.ack()
+
+    async def _reject(self, message: Incoming, error: str) -> None:
+        headers = {**message.headers, "x-chronoq-error": error[:1000], "x-chronoq-reason": "invalid_submission"}
+        try:
+            failure = await self.publisher.publish_to_queue(
+                self.topology.rejected_submissions_queue,
+                Outgoing(routing_key="", body=message.body, message_id="", headers=headers),
+            )
+        except Exception as exc:  # noqa: BLE001 - the broker is unavailable: keep the submission
+            failure = exc
+        if failure is not None:
+            await message.requeue()  # keep it until it can be recorded as rejected
+            return
+        log.warning("submission rejected", extra={"action": "submission_rejected", "error": error[:300]})
+        await message.ack()

@@ -1,0 +1,100 @@
+"""Jobs from other languages over AMQP: a Node.js producer (amqplib from npm), rejected
+submissions, and the JSON Schema kept in sync with the models."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+
+import aio_pika
+import orjson
+import pytest
+
+from chronoq import JobContext, Producer, Worker
+from chronoq.consumer.service import WorkerService
+from chronoq.schemas.submission import json_schema
+from chronoq.timer import Timer
+from tests.harness import eventually, running
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_published_json_schema_matches_the_models() -> None:
+    published = orjson.loads((REPO / "schemas" / "submission.schema.json").read_bytes())
+    assert published == json_schema(), "run `chronoq schema > schemas/submission.schema.json`"
+
+
+@pytest.fixture(scope="session")
+def node_example(tmp_path_factory) -> Path:
+    """The Node.js example with its dependency (amqplib) installed from npm."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    assert node and npm, "Node.js and npm are needed for the polyglot test (apt-get install nodejs npm)"
+    folder = tmp_path_factory.mktemp("node-example")
+    shutil.copytree(REPO / "examples" / "node", folder, dirs_exist_ok=True)
+    subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=folder, check=True, capture_output=True, timeout=300)
+    return folder
+
+
+@pytest.mark.timeout(120)
+async def test_a_node_producer_submits_a_delayed_and_a_cron_job_that_a_python_worker_runs(
+    settings, producer: Producer, node_example: Path
+) -> None:
+    worker = Worker()
+    seen: list[tuple[str, int]] = []
+
+    @worker.handler("node.greetings")
+    async def greet(ctx: JobContext, payload: dict) -> None:
+        seen.append((payload["greeting"], ctx.job_id))
+
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        env = {"PATH": "/usr/bin:/bin", "AMQP_URL": settings.amqp_url, "CHRONOQ_NAMESPACE": settings.namespace}
+        result = subprocess.run(["node", "submit.js", "node.greetings"], cwd=node_example, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+
+        async def both_ran() -> bool:
+            greetings = [g for g, _ in seen]
+            return "hello from node" in greetings and greetings.count("tick from node") >= 2
+
+        await eventually(both_ran, what="the node-submitted jobs to run")
+        # Submitting again is idempotent by key: no second job of either kind.
+        again = subprocess.run(["node", "submit.js", "node.greetings"], cwd=node_example, env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0, again.stderr
+    jobs = await producer.list_jobs(queue="node.greetings")
+    assert sorted((j.kind, j.key) for j in jobs) == [("cron", "node-cron"), ("once", "node-once")]
+    cron_job = next(j for j in jobs if j.kind == "cron")
+    assert (cron_job.cron, cron_job.timezone) == ("* * * * * *", "Europe/Berlin")
+
+
+async def test_an_invalid_submission_is_rejected_with_its_error_and_nothing_is_stored(settings, producer: Producer, db) -> None:
+    bad = [
+        b"{not json",
+        orjson.dumps({"kind": "once", "queue": "amq.nope", "payload": {}}),
+        orjson.dumps({"kind": "cron", "queue": "reports", "cron": "61 * * * *"}),
+        orjson.dumps({"kind": "sometimes", "queue": "reports"}),
+        orjson.dumps({"kind": "once", "queue": "reports", "delay_s": -5}),
+    ]
+    async with running(Timer(settings)):
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(f"{settings.namespace}.submit")
+            for body in bad:
+                await exchange.publish(aio_pika.Message(body, content_type="application/json"), routing_key="")
+            rejected = await channel.get_queue(f"{settings.namespace}.submissions.rejected")
+            errors: list[str] = []
+
+            async def all_rejected() -> bool:
+                message = await rejected.get(fail=False)
+                if message is not None:
+                    errors.append(message.headers["x-chronoq-error"])
+                    await message.ack()
+                return len(errors) == len(bad)
+
+            await eventually(all_rejected, what="every bad submission in the rejected queue")
+    assert any("JSON" in e or "json" in e for e in errors)
+    assert any("reserved" in e for e in errors) and any("minute value 61" in e for e in errors)
+    assert await db.fetchval("SELECT count(*) FROM chronoq.jobs") == 0
