@@ -420,3 +420,44 @@ async def test_one_group_with_every_kind_of_outcome_keeps_each_members_own(setti
     assert effects == ["ok1#1", "ok2#1", "retry#2"]
     retry_job = await producer.get(ids["retry"])
     assert [a.outcome for a in retry_job.occurrences[0].attempts] == ["failed", "succeeded"]
+
+
+async def test_a_group_out_of_time_hands_the_rest_back_and_they_still_run(settings, producer: Producer, monkeypatch) -> None:
+    import chronoq.consumer.group as group
+
+    monkeypatch.setattr(group, "GROUP_TIME_BUDGET", 0.2)
+    worker = Worker()
+    ran: list[int] = []
+
+    @worker.handler("slowish")
+    async def slowish(ctx: JobContext, payload: dict) -> None:
+        await asyncio.sleep(0.3)
+        ran.append(ctx.job_id)
+
+    ids = [await producer.enqueue("slowish", {"n": n}) for n in range(4)]
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        assert await timer.run_once() == 4  # all buffered for one lane before it starts
+    finally:
+        await timer.close()
+    service = WorkerService(worker, settings.model_copy(update={"concurrency": 1, "batch_size": 10}))
+    async with running(Timer(settings)), running(service):
+        await all_finished(producer, ids)
+    assert sorted(ran) == sorted(ids)
+    assert service.outcomes["deferred"] >= 1 and service.outcomes["succeeded"] == 4
+
+
+async def test_attempts_beyond_the_delivery_limit_are_not_mistaken_for_poison(settings, producer: Producer) -> None:
+    worker = Worker()
+
+    @worker.handler("stubborn")
+    async def stubborn(ctx: JobContext, payload: dict) -> None:
+        raise RuntimeError(f"attempt {ctx.attempt}")
+
+    job_id = await producer.enqueue("stubborn", {}, retry=RetryPolicy(max_attempts=settings.delivery_limit + 2,
+                                                                      backoff_base=timedelta(0)))
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        await all_finished(producer, [job_id])
+    occurrence = (await producer.get(job_id)).occurrences[0]
+    assert (occurrence.reason, occurrence.attempt) == ("max_attempts", settings.delivery_limit + 2)

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         DEFAULT_DELIVERY_LIMIT,
         ge=1,
         le=1000,
-        description="Dispatches of one attempt (and broker redeliveries) before it is dead-lettered as poison.",
+        description="Starts of one attempt by workers (and broker redeliveries) before it ends dead as poison.",
     )
     concurrency: int = Field(
         DEFAULT_WORKER_CONCURRENCY, ge=1, le=1000, description="Worker: handlers run at once."

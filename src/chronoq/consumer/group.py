@@ -41,6 +41,10 @@ log = logging.getLogger("chronoq.worker")
 ERROR_TEXT_LIMIT = 2000
 #: Longest wait for the broker to confirm a dead-letter copy.
 DEAD_LETTER_TIMEOUT = 10.0
+#: A group stops starting further handlers after this long; the rest go back to the queue. Its
+#: deliveries stay unacked until it commits, and RabbitMQ closes a channel that holds one past
+#: its consumer_timeout (30 minutes by default).
+GROUP_TIME_BUDGET = 120.0
 # Savepoint statements: sent as one simple query, one round trip per job.
 _NEXT_JOB = "RELEASE SAVEPOINT chronoq_job; SAVEPOINT chronoq_job"
 
@@ -53,7 +57,7 @@ class Member:
     message: JobMessage | None = None
     handler: Handler | None = None
     attempt: outcomes.Attempt | None = None
-    action: str = ""  # succeeded | duplicate | stale | retry | dead | cancelled | rejected
+    action: str = ""  # succeeded | duplicate | stale | retry | dead | cancelled | rejected | deferred
     dead_letter: tuple[str, str] | None = None  # (reason, error) for the dead-letter copy
     lateness_s: float | None = None  # handler start minus due time, by the database's clock
     seconds: float = 0.0  # handler run time
@@ -148,6 +152,9 @@ class GroupExecutor:
             await conn.execute("SAVEPOINT chronoq_job")
             successes: list[tuple[Member, Any, datetime]] = []
             for m in runnable:
+                if time.perf_counter() - clock_started > GROUP_TIME_BUDGET:
+                    m.action = "deferred"  # not started: handed back to the queue
+                    continue
                 if m.attempt.occurrence_key not in locked:  # type: ignore[union-attr]
                     m.action = "duplicate"  # ended between the start and the lock
                     continue

@@ -152,13 +152,20 @@ class WorkerService:
             async with self._pool.acquire() as conn:
                 members = await self._executor.execute(conn, [m.body for m in group])
             failpoint("consumer.after_commit")
+            last_done = None
             for message, member in zip(group, members, strict=True):
                 if member.action == "rejected":
                     # Unparseable, or for a queue without handler: the broker moves it to the
                     # dead-letter queue (x-dead-letter-exchange), where an operator can read it.
                     await message.dead_letter()
-            # Every earlier delivery on this lane's channel is settled: one ack settles the group.
-            await group[-1].ack(multiple=True)
+                elif member.action == "deferred":
+                    await message.requeue()  # the group ran out of time before starting it
+                else:
+                    last_done = message
+            # Every earlier delivery on this lane's channel is now settled or done: one ack
+            # settles the group.
+            if last_done is not None:
+                await last_done.ack(multiple=True)
             settled = True
             self.outcomes.update(m.action for m in members)
         except DETERMINISTIC_ERRORS as exc:

@@ -36,7 +36,7 @@ SELECT count(*) AS recorded FROM result;
 WITH moved AS (
     UPDATE chronoq.wheel
     SET attempt = attempt + 1, run_at = now() + $3::interval, due_at = now() + $3::interval,
-        dispatches = 0, dispatched_at = NULL, last_error = $4
+        dispatches = 0, starts = 0, dispatched_at = NULL, last_error = $4
     WHERE occurrence_key = $1 AND attempt = $2
     RETURNING occurrence_key, job_id, queue, run_at
 ), logged AS (
