@@ -325,7 +325,7 @@ async def test_a_duplicate_delivery_is_acked_without_running_again(settings, pro
             async with timer._pool.acquire() as conn:  # noqa: SLF001
                 row = await conn.fetchrow(
                     "SELECT r.occurrence_key, r.job_id, r.queue, r.fire_at, r.run_at, r.attempt, 0 AS dispatches,"
-                    " j.payload::text AS payload, j.max_attempts, j.timeout_ms"
+                    " j.payload::text AS payload, j.max_attempts, j.timeout_ms, j.trace::text AS trace"
                     " FROM chronoq.results r JOIN chronoq.jobs j ON j.id = r.job_id WHERE r.job_id = $1", job_id)
             assert await timer._publisher.publish([job_message(row)]) == [None]  # noqa: SLF001
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
+import orjson
 
 from chronoq._store.sql import query
 from chronoq.schemas.job import JobSpec
@@ -20,6 +21,10 @@ class Enqueued:
 
 def _ms(delta: timedelta) -> int:
     return int(delta.total_seconds() * 1000)
+
+
+def _trace_text(trace: dict[str, str] | None) -> str | None:
+    return orjson.dumps(trace).decode() if trace else None
 
 
 def _row(spec: JobSpec, payload: bytes) -> tuple:
@@ -41,8 +46,8 @@ def _row(spec: JobSpec, payload: bytes) -> tuple:
     )
 
 
-async def enqueue(conn: asyncpg.Connection, spec: JobSpec, payload: bytes) -> Enqueued:
-    args = _row(spec, payload)
+async def enqueue(conn: asyncpg.Connection, spec: JobSpec, payload: bytes, trace: dict[str, str] | None = None) -> Enqueued:
+    args = (*_row(spec, payload), _trace_text(trace))
     # A concurrent enqueue of the same key can commit between our conflict check and our
     # read of the existing row; one more round always sees it.
     for _ in range(3):
@@ -53,11 +58,11 @@ async def enqueue(conn: asyncpg.Connection, spec: JobSpec, payload: bytes) -> En
 
 
 async def enqueue_many(
-    conn: asyncpg.Connection, specs: Sequence[JobSpec], payloads: Sequence[bytes]
+    conn: asyncpg.Connection, specs: Sequence[JobSpec], payloads: Sequence[bytes], trace: dict[str, str] | None = None
 ) -> list[Enqueued]:
     ids = [r["id"] for r in await conn.fetch(query("allocate_job_ids"), len(specs))]
     columns = list(zip(*(_row(s, p) for s, p in zip(specs, payloads, strict=True)), strict=True))
-    inserted = {r["id"] for r in await conn.fetch(query("enqueue_many"), ids, *columns)}
+    inserted = {r["id"] for r in await conn.fetch(query("enqueue_many"), ids, *columns, _trace_text(trace))}
     result = [Enqueued(job_id, True) for job_id in ids]
     missing = [i for i, job_id in enumerate(ids) if job_id not in inserted]
     if missing:

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from chronoq._broker.publisher import ConfirmedPublisher, Outgoing
 from chronoq._runtime.failpoints import failpoint
+from chronoq._runtime import tracing
 from chronoq._runtime.hooks import Hooks
 from chronoq._store import outcomes
 from chronoq._store.connection import RawJson
@@ -54,6 +55,7 @@ class Member:
     """One delivery of the group and, once decided, what happened to it."""
 
     body: bytes
+    headers: dict[str, Any] = field(default_factory=dict)
     message: JobMessage | None = None
     handler: Handler | None = None
     attempt: outcomes.Attempt | None = None
@@ -85,11 +87,11 @@ class GroupExecutor:
         self.redispatch_after = redispatch_after
         self.delivery_limit = delivery_limit
 
-    async def execute(self, conn: asyncpg.Connection, bodies: list[bytes]) -> list[Member]:
+    async def execute(self, conn: asyncpg.Connection, deliveries: list[tuple[bytes, dict[str, Any]]]) -> list[Member]:
         """Process the group to the point where every member may be settled (acked, or
         dead-lettered if ``rejected``). Raises if the database or broker failed: then nothing
         was recorded and every member must go back to the queue."""
-        members = [self._parse(body) for body in bodies]
+        members = [self._parse(body, headers) for body, headers in deliveries]
         live = [m for m in members if not m.action]
         if live:
             await self._run_group(conn, live)
@@ -101,8 +103,8 @@ class GroupExecutor:
             self.hooks.job_finished(queue, m.action, m.seconds)
         return members
 
-    def _parse(self, body: bytes) -> Member:
-        member = Member(body)
+    def _parse(self, body: bytes, headers: dict[str, Any]) -> Member:
+        member = Member(body, headers)
         try:
             member.message = JobMessage.model_validate_json(body)
         except ValidationError as exc:
@@ -206,8 +208,15 @@ class GroupExecutor:
             attempt=m.message.attempt, max_attempts=m.message.max_attempts,
             idempotency_key=m.message.occurrence_key, db=conn,
         )
+        span_attributes = {"chronoq.job_id": m.message.job_id, "chronoq.attempt": m.message.attempt,
+                           "chronoq.occurrence": m.message.occurrence_key}
         try:
-            value = await asyncio.wait_for(m.handler.fn(ctx, payload), self._timeout(m).total_seconds())
+            with tracing.handler_span(m.message.queue, m.headers, span_attributes) as span:
+                try:
+                    value = await asyncio.wait_for(m.handler.fn(ctx, payload), self._timeout(m).total_seconds())
+                except BaseException as exc:
+                    tracing.mark_failed(span, exc)
+                    raise
             encoded = encode_payload(value, field="result") if value is not None else None
             # Keep this job's writes, open a fresh savepoint for the next. Fails if the handler
             # swallowed a database error and left the transaction aborted: a failed attempt.

@@ -150,7 +150,7 @@ class WorkerService:
         settled = False
         try:
             async with self._pool.acquire() as conn:
-                members = await self._executor.execute(conn, [m.body for m in group])
+                members = await self._executor.execute(conn, [(m.body, m.headers) for m in group])
             failpoint("consumer.after_commit")
             last_done = None
             for message, member in zip(group, members, strict=True):

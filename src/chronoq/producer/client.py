@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import asyncpg
 
+from chronoq._runtime import tracing
 from chronoq._store import jobs as job_store
 from chronoq._store.connection import create_pool
 from chronoq.errors import InvalidJobError, JobNotFoundError
@@ -94,10 +95,11 @@ class Producer:
 
     async def _enqueue(self, spec: JobSpec, connection: asyncpg.Connection | None) -> job_store.Enqueued:
         payload = spec.encoded_payload()
-        if connection is not None:
-            return await job_store.enqueue(connection, spec, payload)
-        async with self.pool.acquire() as conn:
-            return await job_store.enqueue(conn, spec, payload)
+        with tracing.enqueue_span(spec.queue) as trace:
+            if connection is not None:
+                return await job_store.enqueue(connection, spec, payload, trace)
+            async with self.pool.acquire() as conn:
+                return await job_store.enqueue(conn, spec, payload, trace)
 
     async def enqueue_many(
         self,
@@ -112,11 +114,12 @@ class Producer:
         if not specs:
             return []
         payloads = [s.encoded_payload() for s in specs]
-        if connection is not None:
-            stored = await job_store.enqueue_many(connection, specs, payloads)
-        else:
-            async with self.pool.acquire() as conn, conn.transaction():
-                stored = await job_store.enqueue_many(conn, specs, payloads)
+        with tracing.enqueue_span(specs[0].queue) as trace:
+            if connection is not None:
+                stored = await job_store.enqueue_many(connection, specs, payloads, trace)
+            else:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    stored = await job_store.enqueue_many(conn, specs, payloads, trace)
         return [e.job_id for e in stored]
 
     async def schedule(

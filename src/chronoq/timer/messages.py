@@ -37,6 +37,9 @@ def job_message(row: asyncpg.Record) -> Outgoing:
         "x-chronoq-attempt": attempt,
         "x-chronoq-idempotency-key": key,
     }
+    if row["trace"]:
+        # W3C trace context of the span that enqueued the job: the handler's span continues it.
+        headers.update({k: v for k, v in orjson.loads(row["trace"]).items() if k in ("traceparent", "tracestate")})
     return Outgoing(routing_key=row["queue"], body=body, message_id=f"{key}#{attempt}", headers=headers)
 
 

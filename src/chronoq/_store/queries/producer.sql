@@ -7,8 +7,8 @@
 -- invisible; the caller retries once in that case).
 WITH new_job AS (
     INSERT INTO chronoq.jobs (queue, kind, key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms,
-                              misfire, misfire_grace_ms)
-    VALUES ($1, 'once', $2, $3::text::jsonb, $4, $5, $6, $7, $8, $11, $12)
+                              misfire, misfire_grace_ms, trace)
+    VALUES ($1, 'once', $2, $3::text::jsonb, $4, $5, $6, $7, $8, $11, $12, $13::text::jsonb)
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id
 ), first_occurrence AS (
@@ -37,9 +37,9 @@ WITH input AS (
              misfire, misfire_grace_ms)
 ), new_jobs AS (
     INSERT INTO chronoq.jobs (id, queue, kind, key, payload, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms,
-                              misfire, misfire_grace_ms)
+                              misfire, misfire_grace_ms, trace)
     SELECT id, queue, 'once', key, payload::jsonb, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms,
-           misfire, misfire_grace_ms
+           misfire, misfire_grace_ms, $14::text::jsonb
     -- Keyed rows in key order: two bulk enqueues sharing keys then lock them in the same order
     -- and cannot deadlock. (Ids were allocated beforehand, so the order changes none of them.)
     FROM input ORDER BY queue, key, id

@@ -13,7 +13,7 @@ WITH due AS (
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 )
-SELECT due.*, j.payload::text AS payload, j.max_attempts, j.timeout_ms,
+SELECT due.*, j.payload::text AS payload, j.max_attempts, j.timeout_ms, j.trace::text AS trace,
        j.kind, j.state AS job_state, j.cron, j.timezone, j.misfire, j.misfire_grace_ms,
        j.max_backfill, j.overlap, now() AS db_now,
        CASE WHEN due.head AND j.overlap = 'skip' THEN
