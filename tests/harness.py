@@ -113,3 +113,13 @@ class Process:
             self.popen.kill()
             self.popen.wait(timeout=30)
         self._handle.close()
+
+
+async def dispatch_once(settings) -> int:
+    """One timer batch, driven by hand: claim, publish, mark. Returns the rows handled."""
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        return await timer.run_once()
+    finally:
+        await timer.close()

@@ -15,7 +15,7 @@ import orjson
 from chronoq import JobContext, Producer, RetryPolicy, Worker
 from chronoq.consumer.service import WorkerService
 from chronoq.timer import Timer
-from tests.harness import all_finished, running
+from tests.harness import all_finished, dispatch_once, running
 
 
 def peek(services, queue_name: str) -> dict:
@@ -35,12 +35,7 @@ def peek(services, queue_name: str) -> dict:
 
 async def test_a_queued_and_a_dead_lettered_message_read_well_in_the_management_api(settings, services, producer: Producer) -> None:
     queued = await producer.enqueue("reports.monthly", {"month": "2026-11"})
-    timer = Timer(settings)
-    await timer.start()
-    try:
-        assert await timer.run_once() == 1
-    finally:
-        await timer.close()
+    assert await dispatch_once(settings) == 1
     message = peek(services, f"{settings.namespace}.q.reports.monthly")
     props = message["properties"]
     assert props["content_type"] == "application/json" and props["app_id"] == "chronoq"

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from chronoq import Cancel, JobContext, Producer, Retry, RetryPolicy, Worker
 from chronoq.consumer.service import WorkerService
 from chronoq.timer import Timer
-from tests.harness import all_finished, eventually, running
+from tests.harness import all_finished, dispatch_once, eventually, running
 
 class Email(BaseModel):
     to: str
@@ -368,12 +368,7 @@ async def test_a_queue_the_broker_refuses_does_not_hold_up_other_queues(settings
         await channel.declare_queue(f"{settings.namespace}.q.clashing", durable=True, arguments={"x-queue-type": "classic"})
     bad = await producer.enqueue("clashing", {})
     good = await producer.enqueue("healthy", {})
-    timer = Timer(settings)
-    await timer.start()
-    try:
-        assert await timer.run_once() == 2
-    finally:
-        await timer.close()
+    assert await dispatch_once(settings) == 2
     rows = {r["job_id"]: r for r in await db.fetch("SELECT job_id, dispatches, last_error FROM chronoq.wheel")}
     assert rows[good]["dispatches"] == 1
     assert rows[bad]["dispatches"] == 0 and "other arguments" in rows[bad]["last_error"]
@@ -404,12 +399,7 @@ async def test_one_group_with_every_kind_of_outcome_keeps_each_members_own(setti
     names = ["ok1", "retry", "cancel", "fail", "swallow", "ok2"]
     ids = {n: await producer.enqueue("mixed", {"to": n}, retry=QUICK) for n in names}
     ids["bad"] = await producer.enqueue("mixed", {"not": "an email"})
-    timer = Timer(settings)
-    await timer.start()
-    try:
-        assert await timer.run_once() == len(ids)  # all published before any worker runs: one group
-    finally:
-        await timer.close()
+    assert await dispatch_once(settings) == len(ids)  # all published before any worker runs: one group
     service = WorkerService(worker, settings.model_copy(update={"concurrency": 1, "batch_size": 50}))
     async with running(Timer(settings)), running(service):
         await all_finished(producer, list(ids.values()))
@@ -435,12 +425,7 @@ async def test_a_group_out_of_time_hands_the_rest_back_and_they_still_run(settin
         ran.append(ctx.job_id)
 
     ids = [await producer.enqueue("slowish", {"n": n}) for n in range(4)]
-    timer = Timer(settings)
-    await timer.start()
-    try:
-        assert await timer.run_once() == 4  # all buffered for one lane before it starts
-    finally:
-        await timer.close()
+    assert await dispatch_once(settings) == 4  # all buffered for one lane before it starts
     service = WorkerService(worker, settings.model_copy(update={"concurrency": 1, "batch_size": 10}))
     async with running(Timer(settings)), running(service):
         await all_finished(producer, ids)

@@ -15,7 +15,7 @@ from chronoq.consumer.service import WorkerService
 from chronoq.schemas.cron import CronSchedule
 from chronoq.timer import Timer
 from tests.conftest import child_env
-from tests.harness import Process, all_finished, eventually, running
+from tests.harness import Process, all_finished, dispatch_once, eventually, running
 
 EVERY_SECOND = "* * * * * *"
 
@@ -188,12 +188,7 @@ async def test_a_tick_claimed_while_paused_is_recorded_paused(settings, producer
     job_id = await producer.schedule("ticks", {}, cron=EVERY_SECOND)
     await db.execute("UPDATE chronoq.jobs SET state = 'paused' WHERE id = $1", job_id)  # a pause racing the claim
     await db.execute("UPDATE chronoq.wheel SET due_at = now() WHERE job_id = $1", job_id)
-    timer = Timer(settings)
-    await timer.start()
-    try:
-        assert await timer.run_once() == 1
-    finally:
-        await timer.close()
+    assert await dispatch_once(settings) == 1
     first, nxt = await producer.ticks(job_id)
     assert (first.state, first.reason) == ("skipped", "paused")
     assert nxt.state == "paused"
