@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = command("migrate", "Create the database if missing, apply the schema migrations, declare RabbitMQ exchanges.")
     migrate.add_argument("--print", action="store_true", dest="print_sql", help="print the SQL instead of applying it")
+    migrate.add_argument("--roles", action="store_true",
+                         help="also create least-privilege roles chronoq_producer, chronoq_timer, chronoq_worker")
 
     command("timer", "Run one timer. Any number may run at once.")
     command("schema", "Print the JSON Schema of job submissions over AMQP (for services in other languages).")
@@ -212,7 +214,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
     match args.command:
         case "migrate":
-            return _run(commands.migrate(settings, print_sql=args.print_sql))
+            return _run(commands.migrate(settings, print_sql=args.print_sql, roles=args.roles))
         case "schema":
             return commands.schema()
         case "timer":

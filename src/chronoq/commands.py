@@ -28,11 +28,15 @@ from chronoq.timer import Timer
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
-async def migrate(settings: Settings, *, print_sql: bool = False) -> int:
+async def migrate(settings: Settings, *, print_sql: bool = False, roles: bool = False) -> int:
     if print_sql:
         sys.stdout.write(migrations.script())
+        if roles:
+            sys.stdout.write("\n" + migrations.roles_script())
         return 0
     applied = await migrations.migrate(settings.database_url)
+    if roles:
+        await migrations.create_roles(settings.database_url)
     broker = await connect_broker(settings.amqp_url, name="chronoq-migrate")
     try:
         channel = await broker.channel()
@@ -42,7 +46,8 @@ async def migrate(settings: Settings, *, print_sql: bool = False) -> int:
     finally:
         await broker.close()
     names = ", ".join(f"{m.version:03d}_{m.name}" for m in applied) or "none (up to date)"
-    out.print(f"migrations applied: {names}; RabbitMQ exchanges declared under '{settings.namespace}'")
+    out.print(f"migrations applied: {names}; RabbitMQ exchanges declared under '{settings.namespace}'"
+              + ("; roles chronoq_producer, chronoq_timer, chronoq_worker granted" if roles else ""))
     return 0
 
 

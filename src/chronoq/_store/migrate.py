@@ -107,3 +107,16 @@ async def migrate(url: str) -> list[Migration]:
         return await apply(conn)
     finally:
         await conn.close()
+
+
+def roles_script() -> str:
+    return resources.files("chronoq._store").joinpath("roles").joinpath("roles.sql").read_text(encoding="utf-8")
+
+
+async def create_roles(url: str) -> None:
+    """Create (or update the grants of) the producer, timer and worker roles."""
+    conn = await connect(url, application_name="chronoq-migrate")
+    try:
+        await conn.execute(roles_script())
+    finally:
+        await conn.close()
