@@ -27,8 +27,8 @@ class JobMessage(BaseModel):
     job_id: int = Field(ge=1, le=2**63 - 1)
     queue: str = Field(min_length=1, max_length=200)
     occurrence_key: str = Field(min_length=1, max_length=400, pattern=r"^[^\x00]+$")
-    fire_at: datetime  # the occurrence's nominal time
-    run_at: datetime  # when this attempt was due
+    fire_at: datetime = Field(strict=True)  # the occurrence's nominal time (RFC 3339, not a number)
+    run_at: datetime = Field(strict=True)  # when this attempt was due
     attempt: int = Field(ge=1, le=1_000_000)
     max_attempts: int = Field(ge=1, le=1000)
     timeout_s: float = Field(gt=0, le=24 * 3600, allow_inf_nan=False)
