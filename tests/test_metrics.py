@@ -54,3 +54,16 @@ async def test_timer_and_worker_expose_metrics(settings, producer: Producer, db,
     assert worker_metrics["chronoq_jobs_total{outcome=succeeded,queue=effects}"] == 50
     assert worker_metrics["chronoq_start_lateness_seconds_count{queue=effects}"] == 50
     assert worker_metrics["chronoq_handler_duration_seconds_count{queue=effects}"] == 50
+
+
+async def test_the_producer_counts_what_it_enqueued(producer: Producer) -> None:
+    from prometheus_client import REGISTRY
+
+    def enqueued() -> float:
+        return REGISTRY.get_sample_value("chronoq_jobs_enqueued_total", {"queue": "counted"}) or 0.0
+
+    before = enqueued()
+    await producer.enqueue("counted", {}, key="once-only", delay=60)
+    await producer.enqueue("counted", {}, key="once-only", delay=60)  # the same job: not counted again
+    await producer.enqueue_many([{"queue": "counted", "payload": {}, "delay": 60}] * 3)
+    assert enqueued() - before == 4

@@ -14,6 +14,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
 
 
+#: Counted in the producer's own process, on prometheus-client's default registry: a service that
+#: already exposes /metrics shows how many jobs it enqueued, per queue.
+ENQUEUED = Counter("chronoq_jobs_enqueued", "Jobs stored by this process's Producer", ["queue"])
+
+
+def count_enqueued(queue: str, n: int = 1) -> None:
+    ENQUEUED.labels(queue).inc(n)
+
+
 class Hooks:
     """No-op base: override what you need."""
 

@@ -6,6 +6,7 @@ transaction (``connection=``) and commit or vanish with the caller's writes.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -13,6 +14,7 @@ from typing import Any, Literal
 import asyncpg
 
 from chronoq._runtime import tracing
+from chronoq._runtime.hooks import count_enqueued
 from chronoq._store import jobs as job_store
 from chronoq._store.connection import create_pool
 from chronoq.errors import InvalidJobError, JobNotFoundError
@@ -97,9 +99,13 @@ class Producer:
         payload = spec.encoded_payload()
         with tracing.enqueue_span(spec.queue) as trace:
             if connection is not None:
-                return await job_store.enqueue(connection, spec, payload, trace)
-            async with self.pool.acquire() as conn:
-                return await job_store.enqueue(conn, spec, payload, trace)
+                stored = await job_store.enqueue(connection, spec, payload, trace)
+            else:
+                async with self.pool.acquire() as conn:
+                    stored = await job_store.enqueue(conn, spec, payload, trace)
+        if stored.created:
+            count_enqueued(spec.queue)
+        return stored
 
     async def enqueue_many(
         self,
@@ -120,6 +126,8 @@ class Producer:
             else:
                 async with self.pool.acquire() as conn, conn.transaction():
                     stored = await job_store.enqueue_many(conn, specs, payloads, trace)
+        for queue, n in Counter(s.queue for s, e in zip(specs, stored, strict=True) if e.created).items():
+            count_enqueued(queue, n)
         return [e.job_id for e in stored]
 
     async def schedule(
