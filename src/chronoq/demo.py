@@ -23,6 +23,7 @@ from rich.table import Table
 
 from chronoq._runtime.config import Settings
 from chronoq._runtime.processes import start_fleet, stop
+from chronoq._store import maintenance
 from chronoq.commands import migrate
 from chronoq.consumer.context import JobContext
 from chronoq.consumer.registry import Worker
@@ -73,6 +74,8 @@ async def run_demo(settings: Settings, *, jobs: int, spread: timedelta, workers:
         async with Producer(settings.database_url) as producer:
             async with producer.pool.acquire() as conn:
                 await conn.execute(SETUP_SQL)
+                # Earlier runs' dead rows would slow this one where autovacuum is off.
+                await maintenance.vacuum_hot_tables(conn)
             await start_fleet(settings, worker_target="chronoq.demo:worker", workers=workers, timers=timers, logs=logs, procs=procs)
             console.print(f"processes up (logs in {logs})")
             run = uuid.uuid4().hex[:8]

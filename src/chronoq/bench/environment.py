@@ -36,5 +36,6 @@ async def describe(settings: Settings, conn: asyncpg.Connection) -> dict[str, An
         "packages": {p: _version(p) for p in PACKAGES},
         "postgres": await conn.fetchval("SHOW server_version"),
         "synchronous_commit": await conn.fetchval("SHOW synchronous_commit"),
+        "autovacuum": await conn.fetchval("SHOW autovacuum"),
         "settings": {k: str(v) for k, v in settings.model_dump().items() if k not in ("database_url", "amqp_url")},
     }

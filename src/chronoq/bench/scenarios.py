@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.progress import Progress
 
-from chronoq._store import reads
+from chronoq._store import maintenance, reads
 from chronoq.bench.handlers import QUEUE
 from chronoq.bench.pipeline import Pipeline
 
@@ -23,7 +23,10 @@ ENQUEUE_CHUNK = 5000
 
 
 async def _enqueue_at(p: Pipeline, due_offsets: list[float], mode: str) -> tuple[int, int]:
-    """Enqueue jobs due at db-now + offset (seconds); returns the id range."""
+    """Enqueue jobs due at db-now + offset (seconds); returns the id range. Every run starts from
+    vacuumed tables, so that runs do not inherit each other's dead rows (this matters most
+    where autovacuum is off, which the run's environment records)."""
+    await maintenance.vacuum_hot_tables(p.conn)
     now = await p.conn.fetchval("SELECT now()")
     ids: list[int] = []
     for start in range(0, len(due_offsets), ENQUEUE_CHUNK):

@@ -28,7 +28,7 @@ from chronoq._broker.topology import Topology
 from chronoq._runtime.config import Settings
 from chronoq._runtime.failpoints import failpoint
 from chronoq._runtime.hooks import Hooks
-from chronoq._store import wheel
+from chronoq._store import maintenance, wheel
 from chronoq._store.connection import CONNECTION_ERRORS, connect, create_pool
 from chronoq.schemas.cron import CronError
 from chronoq.timer.ingest import Ingest
@@ -78,6 +78,12 @@ class Timer:
 
     async def start(self) -> None:
         self._pool = await create_pool(self.settings.database_url, min_size=1, max_size=3, application_name=self.name)
+        async with self._pool.acquire() as conn:
+            if not await maintenance.autovacuum_enabled(conn):
+                # Every dispatch and outcome leaves a dead row in the wheel; without vacuum they
+                # pile up in front of the due_at index and every claim slows down.
+                log.warning("autovacuum is off on this server: vacuum chronoq.wheel regularly",
+                            extra={"action": "autovacuum_off"})
         self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
         self._publisher = ConfirmedPublisher(self._broker, self.topology)
         self._intake = SubmissionIntake(self._broker, self.topology)

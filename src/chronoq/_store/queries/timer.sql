@@ -41,12 +41,12 @@ WHERE occurrence_key = ANY($1::text[]);
 -- name: next_due
 -- The database's clock now, and seconds until the earliest row is due (NULL: the wheel is
 -- empty). The timer sleeps that long; the clock reading maps NOTIFY payloads to its own clock.
--- Also the due backlog (rows due and not claimed), for the metrics; it is read only when the
--- timer is about to sleep, when the backlog is small.
+-- min(due_at) is the first entry of the due_at index. The backlog (rows due, not yet claimed)
+-- is for the metrics; it only counts due rows, and is read only when the timer is about to
+-- sleep, that is when the backlog is small.
 SELECT extract(epoch FROM now())::float8 AS db_now,
-       extract(epoch FROM min(due_at) - now())::float8 AS due_in,
-       count(*) FILTER (WHERE due_at <= now()) AS backlog
-FROM chronoq.wheel WHERE due_at <= now() + interval '1 day';
+       (SELECT extract(epoch FROM min(due_at) - now())::float8 FROM chronoq.wheel) AS due_in,
+       (SELECT count(*) FROM chronoq.wheel WHERE due_at <= now()) AS backlog;
 
 -- name: record_unrun_ticks
 -- The tick ledger: a nominal tick that will not run gets its terminal row — 'skipped' with the

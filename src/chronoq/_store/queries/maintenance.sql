@@ -1,0 +1,7 @@
+-- name: autovacuum_enabled
+SELECT current_setting('autovacuum')::boolean;
+
+-- name: vacuum_hot_tables
+-- Reclaim dead rows left by earlier work (a benchmark run, or a server with autovacuum off):
+-- dead index entries in front of wheel_due slow every claim and every min(due_at).
+VACUUM (ANALYZE) chronoq.wheel, chronoq.jobs, chronoq.results, chronoq.attempts;
