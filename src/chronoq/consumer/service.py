@@ -81,6 +81,10 @@ class Lane:
                 # is still committed; its ack then fails harmlessly and redeliveries are
                 # deduplicated. Only drain() cancels a group, by cancelling this loop.
                 await asyncio.shield(s._process(group))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a lane must keep consuming whatever one group did
+                log.exception("lane failed to settle a group", extra={"action": "lane_error", "lane": self.number})
             finally:
                 self.busy = False
 
