@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,6 +47,9 @@ DEAD_LETTER_TIMEOUT = 10.0
 #: deliveries stay unacked until it commits, and RabbitMQ closes a channel that holds one past
 #: its consumer_timeout (30 minutes by default).
 GROUP_TIME_BUDGET = 120.0
+#: Test-only: a deliberately broken build without the dedup and the fence, so that a
+#: fault-injection run can show its checker catches duplicate effects. Never set in production.
+NO_FENCE = os.environ.get("CHRONOQ_CHAOS_NO_FENCE") == "1"
 # Savepoint statements: sent as one simple query, one round trip per job.
 _NEXT_JOB = "RELEASE SAVEPOINT chronoq_job; SAVEPOINT chronoq_job"
 
@@ -137,7 +141,9 @@ class GroupExecutor:
         for m in members:
             key = m.attempt.occurrence_key  # type: ignore[union-attr]
             status = statuses[key]
-            if status.terminal_state is not None or key in seen:
+            if NO_FENCE:
+                runnable.append(m)
+            elif status.terminal_state is not None or key in seen:
                 m.action = "duplicate"  # ended already, or a second copy within this group
             elif status.live_attempt != m.attempt.attempt:  # type: ignore[union-attr]
                 # A later attempt is live, or the message names no live occurrence (forged, or
@@ -157,7 +163,7 @@ class GroupExecutor:
                 if time.perf_counter() - clock_started > GROUP_TIME_BUDGET:
                     m.action = "deferred"  # not started: handed back to the queue
                     continue
-                if m.attempt.occurrence_key not in locked:  # type: ignore[union-attr]
+                if m.attempt.occurrence_key not in locked and not NO_FENCE:  # type: ignore[union-attr]
                     m.action = "duplicate"  # ended between the start and the lock
                     continue
                 assert db_started is not None
@@ -189,7 +195,7 @@ class GroupExecutor:
                     [s for _, _, s in successes],
                     self.name,
                 )
-                if recorded != len(successes):  # impossible while the group holds the locks
+                if recorded != len(successes) and not NO_FENCE:  # impossible while the group holds the locks
                     raise RuntimeError(f"recorded {recorded} of {len(successes)} results; rolling back the group")
                 for m, _, _ in successes:
                     m.action = "succeeded"

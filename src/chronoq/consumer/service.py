@@ -39,6 +39,9 @@ log = logging.getLogger("chronoq.worker")
 #: Pause before deliveries that hit an unavailable database are handed back to the broker, so
 #: an outage does not turn into a hot redelivery loop.
 UNAVAILABLE_PAUSE = 1.0
+#: Test-only: ack before the outcome is committed, so a fault-injection run can show that its
+#: checker catches a broken build. Never set this in production.
+ACK_BEFORE_COMMIT = os.environ.get("CHRONOQ_CHAOS_ACK_BEFORE_COMMIT") == "1"
 #: Errors that mean "these messages can never be processed", not "try again later".
 DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.DataError,
@@ -152,6 +155,8 @@ class WorkerService:
     async def _settle_group(self, group: list[Incoming]) -> None:
         assert self._executor is not None and self._pool is not None
         settled = False
+        if ACK_BEFORE_COMMIT:  # a deliberately broken build, for the chaos checker to catch
+            await group[-1].ack(multiple=True)
         try:
             async with self._pool.acquire() as conn:
                 members = await self._executor.execute(conn, [(m.body, m.headers) for m in group])

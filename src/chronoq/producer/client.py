@@ -27,6 +27,8 @@ from chronoq.schemas.schedule import build_schedule
 from chronoq.schemas.views import JobSummary, JobView, QueueStatus, TickView
 
 Delay = timedelta | int | float
+#: Tries of an operation that Postgres aborted to break a deadlock (it changed nothing).
+DEADLOCK_RETRIES = 3
 
 
 class Producer:
@@ -225,11 +227,18 @@ class Producer:
     async def cancel(self, job_id: int) -> bool:
         """Cancel the job and every occurrence that has not ended. True if this call cancelled
         it; False if it was already cancelled. Raises JobNotFoundError."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            cancelled, _ = await job_store.cancel(conn, job_id)
-            if not cancelled and not await job_store.job_exists(conn, job_id):
-                raise JobNotFoundError(job_id)
-        return cancelled
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    cancelled, _ = await job_store.cancel(conn, job_id)
+                    if not cancelled and not await job_store.job_exists(conn, job_id):
+                        raise JobNotFoundError(job_id)
+                return cancelled
+            except asyncpg.DeadlockDetectedError:
+                # Postgres chose this transaction to break a lock cycle; nothing was changed.
+                if attempt == DEADLOCK_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
 
 def _seconds(value: Delay | None, field: str = "delay") -> timedelta | float | None:

@@ -81,11 +81,17 @@ SELECT max_attempts, backoff_base_ms, backoff_cap_ms, jitter FROM chronoq.jobs W
 -- start_delivery for a whole group of deliveries at once (see there); autocommitted.
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::interval[]) AS i(occurrence_key, attempt, lease)
+), locked AS (
+    -- Rows locked in key order, as every writer of many wheel rows does: no deadlocks.
+    SELECT w.occurrence_key, input.lease FROM chronoq.wheel w JOIN input USING (occurrence_key)
+    WHERE w.attempt = input.attempt
+    ORDER BY w.occurrence_key
+    FOR UPDATE OF w
 ), started AS (
     UPDATE chronoq.wheel w
-    SET starts = w.starts + 1, due_at = greatest(w.due_at, now() + input.lease)
-    FROM input
-    WHERE w.occurrence_key = input.occurrence_key AND w.attempt = input.attempt
+    SET starts = w.starts + 1, due_at = greatest(w.due_at, now() + locked.lease)
+    FROM locked
+    WHERE w.occurrence_key = locked.occurrence_key
     RETURNING w.occurrence_key, w.starts
 )
 SELECT input.occurrence_key,

@@ -66,8 +66,13 @@ WITH job AS (
     UPDATE chronoq.jobs SET state = 'cancelled', updated_at = now()
     WHERE id = $1 AND state <> 'cancelled'
     RETURNING id
+), locked AS (
+    -- In key order, like every other writer of many wheel rows: no deadlock with worker groups.
+    SELECT w.occurrence_key FROM chronoq.wheel w JOIN job ON w.job_id = job.id
+    ORDER BY w.occurrence_key
+    FOR UPDATE OF w
 ), gone AS (
-    DELETE FROM chronoq.wheel w USING job WHERE w.job_id = job.id
+    DELETE FROM chronoq.wheel w USING locked WHERE w.occurrence_key = locked.occurrence_key
     RETURNING w.*
 ), recorded AS (
     INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt, reason, run_at)
