@@ -46,3 +46,11 @@ async def slow(ctx: JobContext, payload: dict) -> None:
     (Path(payload["marker_dir"]) / f"started-{ctx.job_id}").touch()
     await asyncio.sleep(payload["seconds"])
     await _effect(ctx)
+
+
+@worker.handler("crashy")
+async def crashy(ctx: JobContext, payload: dict) -> None:
+    """Kills its own worker process (a segfault, an OOM kill) when asked to."""
+    if payload["crash"]:
+        os.kill(os.getpid(), 9)
+    await _effect(ctx)

@@ -22,6 +22,38 @@ class Email(BaseModel):
 QUICK = RetryPolicy(max_attempts=3, backoff_base=timedelta(milliseconds=100), backoff_cap=timedelta(milliseconds=300))
 
 
+@pytest.fixture
+def spawn_worker(settings, tmp_path, db):
+    """Run real worker processes (restarted whenever one dies) until the given jobs finish."""
+    from tests.conftest import child_env
+    from tests.harness import EFFECTS_TABLE, Process
+
+    async def run(ids: list[int], settings) -> dict:
+        await db.execute(EFFECTS_TABLE)
+        env = child_env(settings, CHRONOQ_DELIVERY_LIMIT=str(settings.delivery_limit), CHRONOQ_CONCURRENCY="1",
+                        CHRONOQ_BATCH_SIZE="10")
+        processes: list[Process] = []
+        async with running(Timer(settings)), Producer(settings.database_url) as producer:
+            for n in range(10):
+                process = Process(["worker", "tests.handlers:worker", "--queue", "crashy"], env, tmp_path / f"w{n}.log")
+                processes.append(process)
+                await process.wait_for_log("worker_started")
+
+                async def finished_or_dead() -> bool:
+                    return process.popen.poll() is not None or (await producer.summary(ids))["pending"] == 0
+
+                await eventually(finished_or_dead, timeout=60, what="the worker to die or the jobs to finish")
+                if process.popen.poll() is None:
+                    break
+            summary = await producer.summary(ids)
+        for process in processes:
+            process.terminate()
+            process.close()
+        return summary
+
+    return run
+
+
 async def take_dead_letter(settings, queue: str) -> aio_pika.abc.AbstractIncomingMessage:
     """Read (and ack) the first message in a job queue's dead-letter queue."""
     connection = await aio_pika.connect(settings.amqp_url)
@@ -446,3 +478,15 @@ async def test_attempts_beyond_the_delivery_limit_are_not_mistaken_for_poison(se
         await all_finished(producer, [job_id])
     occurrence = (await producer.get(job_id)).occurrences[0]
     assert (occurrence.reason, occurrence.attempt) == ("max_attempts", settings.delivery_limit + 2)
+
+
+async def test_a_worker_crash_counts_only_against_the_job_that_causes_it(settings, spawn_worker, producer: Producer, db) -> None:
+    """A group whose worker dies comes back redelivered; redeliveries run alone, so the job that
+    kills its worker reaches the delivery limit while its group-mates simply succeed."""
+    settings = settings.model_copy(update={"delivery_limit": 3})
+    ids = [await producer.enqueue("crashy", {"crash": n == 0}) for n in range(4)]
+    assert await dispatch_once(settings) == 4  # all buffered before the worker starts: one group
+    summary = await spawn_worker(ids, settings)
+    states = {i: (await producer.get(i)).state for i in ids}
+    assert states[ids[0]] == "dead" and (await producer.get(ids[0])).occurrences[0].reason == "delivery_limit"
+    assert [states[i] for i in ids[1:]] == ["succeeded"] * 3, summary

@@ -80,9 +80,10 @@ async def start_many(
     return {r["occurrence_key"]: OccurrenceStatus(r["terminal_state"], r["live_attempt"], r["starts"]) for r in rows}
 
 
-async def lock_live(conn: asyncpg.Connection, keys: list[str]) -> tuple[set[str], datetime | None]:
-    """Inside the group's transaction. Returns the keys locked and the database's clock."""
-    rows = await conn.fetch(query("lock_live"), keys)
+async def lock_live(conn: asyncpg.Connection, keys: list[str], attempts: list[int]) -> tuple[set[str], datetime | None]:
+    """Inside the group's transaction: lock the occurrences still live at these attempts.
+    Returns the keys locked and the database's clock."""
+    rows = await conn.fetch(query("lock_live"), keys, attempts)
     return {r["occurrence_key"] for r in rows}, (rows[0]["db_now"] if rows else None)
 
 

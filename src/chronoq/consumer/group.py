@@ -60,10 +60,11 @@ class Member:
 
     body: bytes
     headers: dict[str, Any] = field(default_factory=dict)
+    redelivered: bool = False
     message: JobMessage | None = None
     handler: Handler | None = None
     attempt: outcomes.Attempt | None = None
-    action: str = ""  # succeeded | duplicate | stale | retry | dead | cancelled | rejected | deferred
+    action: str = ""  # succeeded | duplicate | stale | retry | dead | cancelled | rejected | deferred | isolate
     dead_letter: tuple[str, str] | None = None  # (reason, error) for the dead-letter copy
     lateness_s: float | None = None  # handler start minus due time, by the database's clock
     seconds: float = 0.0  # handler run time
@@ -91,11 +92,11 @@ class GroupExecutor:
         self.redispatch_after = redispatch_after
         self.delivery_limit = delivery_limit
 
-    async def execute(self, conn: asyncpg.Connection, deliveries: list[tuple[bytes, dict[str, Any]]]) -> list[Member]:
+    async def execute(self, conn: asyncpg.Connection, deliveries: list[tuple[bytes, dict[str, Any], bool]]) -> list[Member]:
         """Process the group to the point where every member may be settled (acked, or
         dead-lettered if ``rejected``). Raises if the database or broker failed: then nothing
         was recorded and every member must go back to the queue."""
-        members = [self._parse(body, headers) for body, headers in deliveries]
+        members = [self._parse(body, headers, redelivered) for body, headers, redelivered in deliveries]
         live = [m for m in members if not m.action]
         if live:
             await self._run_group(conn, live)
@@ -107,8 +108,8 @@ class GroupExecutor:
             self.hooks.job_finished(queue, m.action, m.seconds)
         return members
 
-    def _parse(self, body: bytes, headers: dict[str, Any]) -> Member:
-        member = Member(body, headers)
+    def _parse(self, body: bytes, headers: dict[str, Any], redelivered: bool) -> Member:
+        member = Member(body, headers, redelivered)
         try:
             member.message = JobMessage.model_validate_json(body)
         except ValidationError as exc:
@@ -131,6 +132,16 @@ class GroupExecutor:
         return member.handler.timeout or timedelta(seconds=member.message.timeout_s)
 
     async def _run_group(self, conn: asyncpg.Connection, members: list[Member]) -> None:
+        if len(members) > 1:
+            # A redelivery (its worker died, or its group was handed back) runs alone, before
+            # its start is counted: a crash it causes then counts against it only, never against
+            # innocent neighbours of a group.
+            for m in members:
+                if m.redelivered:
+                    m.action = "isolate"
+            members = [m for m in members if not m.action]
+            if not members:
+                return
         keys = [m.attempt.occurrence_key for m in members]  # type: ignore[union-attr]
         statuses = await outcomes.start_many(
             conn, keys, [m.attempt.attempt for m in members],  # type: ignore[union-attr]
@@ -155,7 +166,9 @@ class GroupExecutor:
         if not runnable:
             return
         async with conn.transaction():
-            locked, db_started = await outcomes.lock_live(conn, [m.attempt.occurrence_key for m in runnable])  # type: ignore[union-attr]
+            locked, db_started = await outcomes.lock_live(
+                conn, [m.attempt.occurrence_key for m in runnable], [m.attempt.attempt for m in runnable]  # type: ignore[union-attr]
+            )
             clock_started = time.perf_counter()
             await conn.execute("SAVEPOINT chronoq_job")
             successes: list[tuple[Member, Any, datetime]] = []

@@ -159,11 +159,13 @@ class WorkerService:
             await group[-1].ack(multiple=True)
         try:
             async with self._pool.acquire() as conn:
-                members = await self._executor.execute(conn, [(m.body, m.headers) for m in group])
+                members = await self._executor.execute(conn, [(m.body, m.headers, m.redelivered) for m in group])
             failpoint("consumer.after_commit")
             last_done = None
             for message, member in zip(group, members, strict=True):
-                if member.action == "rejected":
+                if member.action == "isolate":
+                    await self._settle_alone(message)
+                elif member.action == "rejected":
                     # Unparseable, or for a queue without handler: the broker moves it to the
                     # dead-letter queue (x-dead-letter-exchange), where an operator can read it.
                     await message.dead_letter()
@@ -176,7 +178,7 @@ class WorkerService:
             if last_done is not None:
                 await last_done.ack(multiple=True)
             settled = True
-            self.outcomes.update(m.action for m in members)
+            self.outcomes.update(m.action for m in members if m.action != "isolate")
         except DETERMINISTIC_ERRORS as exc:
             # The same group would fail the same way again: requeueing it would loop. Retry each
             # delivery alone, so that only the one that cannot be processed is dead-lettered.
@@ -208,6 +210,19 @@ class WorkerService:
             if not settled:  # cancelled by drain(): hand the deliveries back now
                 for message in group:
                     await asyncio.shield(message.requeue())
+
+    async def _settle_alone(self, message: Incoming) -> None:
+        """Run one delivery as a group of its own and settle it on its own (no multiple ack)."""
+        assert self._executor is not None and self._pool is not None
+        async with self._pool.acquire() as conn:
+            (member,) = await self._executor.execute(conn, [(message.body, message.headers, message.redelivered)])
+        if member.action == "rejected":
+            await message.dead_letter()
+        elif member.action == "deferred":
+            await message.requeue()
+        else:
+            await message.ack()
+        self.outcomes[member.action] += 1
 
     def stop(self) -> None:
         self._stopping.set()

@@ -108,10 +108,11 @@ LEFT JOIN started USING (occurrence_key);
 -- order (so that two groups never deadlock), and read the database clock the group started at.
 -- Holding these locks is the fence: no other delivery, cancel or timer can end them meanwhile.
 SELECT occurrence_key, now() AS db_now FROM (
-    SELECT occurrence_key FROM chronoq.wheel
-    WHERE occurrence_key = ANY($1::text[])
-    ORDER BY occurrence_key
-    FOR UPDATE
+    SELECT w.occurrence_key FROM chronoq.wheel w
+    JOIN unnest($1::text[], $2::int[]) AS i(occurrence_key, attempt)
+      ON w.occurrence_key = i.occurrence_key AND w.attempt = i.attempt
+    ORDER BY w.occurrence_key
+    FOR UPDATE OF w
 ) AS locked;
 
 -- name: record_successes
