@@ -98,3 +98,11 @@ async def test_an_invalid_submission_is_rejected_with_its_error_and_nothing_is_s
     assert any("JSON" in e or "json" in e for e in errors)
     assert any("reserved" in e for e in errors) and any("minute value 61" in e for e in errors)
     assert await db.fetchval("SELECT count(*) FROM chronoq.jobs") == 0
+
+
+def test_a_submission_without_kind_is_a_one_shot_job() -> None:
+    from chronoq.schemas.job import JobSpec
+    from chronoq.schemas.submission import parse_submission
+
+    spec = parse_submission(orjson.dumps({"queue": "reports", "payload": {"n": 1}, "delay_s": 5}))
+    assert isinstance(spec, JobSpec) and spec.queue == "reports" and spec.delay.total_seconds() == 5

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from chronoq.errors import InvalidJobError
@@ -71,7 +72,13 @@ _ADAPTER: TypeAdapter[OnceSubmission | CronSubmission] = TypeAdapter(Submission)
 def parse_submission(body: bytes) -> JobSpec | ScheduleSpec:
     """The spec in a submission, or InvalidJobError naming what is wrong."""
     try:
-        submission = _ADAPTER.validate_json(body)
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJobError("submission", f"not valid JSON: {exc}") from None
+    if isinstance(data, dict) and "kind" not in data:
+        data["kind"] = "once"  # the documented default
+    try:
+        submission = _ADAPTER.validate_python(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(p) for p in error["loc"]) or "submission"
