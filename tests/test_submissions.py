@@ -106,3 +106,29 @@ def test_a_submission_without_kind_is_a_one_shot_job() -> None:
 
     spec = parse_submission(orjson.dumps({"queue": "reports", "payload": {"n": 1}, "delay_s": 5}))
     assert isinstance(spec, JobSpec) and spec.queue == "reports" and spec.delay.total_seconds() == 5
+
+
+async def test_a_keyless_submission_delivered_twice_is_stored_once_by_its_message_id(settings, services, producer: Producer) -> None:
+    from tests.conftest import _management
+    body = orjson.dumps({"kind": "once", "queue": "reports", "payload": {"n": 1}, "delay_s": 3600})
+    async with running(Timer(settings)):
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(f"{settings.namespace}.submit")
+            for _ in range(2):  # as a redelivery after a lost ack would arrive
+                await exchange.publish(aio_pika.Message(body, message_id="order-7-reminder"), routing_key="")
+            other = orjson.dumps({"kind": "once", "queue": "reports", "payload": {"n": 2}, "delay_s": 3600})
+            await exchange.publish(aio_pika.Message(other, message_id="another-message"), routing_key="")
+
+            async def all_consumed() -> bool:  # every copy acked, i.e. stored or found a duplicate
+                queue = _management(services, "GET", f"/api/queues/%2F/{settings.namespace}.submissions")
+                return queue.get("messages") == 0 and queue.get("messages_unacknowledged") == 0 and \
+                    len(await producer.list_jobs(queue="reports")) >= 2
+
+            await eventually(all_consumed, what="the submissions to be consumed")
+    import hashlib
+
+    jobs = await producer.list_jobs(queue="reports")
+    expected = "amqp-message:" + hashlib.sha256(b"order-7-reminder").hexdigest()[:32]
+    assert len(jobs) == 2 and expected in {j.key for j in jobs}

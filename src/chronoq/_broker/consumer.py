@@ -23,6 +23,10 @@ class Incoming:
     redelivered: bool
     _message: AbstractIncomingMessage
 
+    @property
+    def message_id(self) -> str | None:
+        return self._message.message_id
+
     async def ack(self, *, multiple: bool = False) -> None:
         """With ``multiple``, also settles every earlier unsettled delivery on the channel."""
         await _settle(self._message.ack(multiple=multiple))

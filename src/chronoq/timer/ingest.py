@@ -10,6 +10,7 @@ does not validate goes to ``<ns>.submissions.rejected`` with the error in the
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 
 import asyncpg
@@ -38,6 +39,11 @@ class Ingest:
     async def handle(self, message: Incoming) -> None:
         try:
             spec = parse_submission(message.body)
+            if spec.key is None and message.message_id:
+                # A redelivery after our commit (the ack was lost) must not store the job twice:
+                # without a key of its own, the submission's AMQP message id is its key.
+                digest = hashlib.sha256(message.message_id.encode()).hexdigest()[:32]
+                spec = spec.model_copy(update={"key": f"amqp-message:{digest}"})
             async with self.pool.acquire() as conn:
                 if isinstance(spec, JobSpec):
                     job_id = (await job_store.enqueue(conn, spec, spec.encoded_payload())).job_id
