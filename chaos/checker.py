@@ -29,8 +29,8 @@ async def check(conn: asyncpg.Connection, work: dict[str, list[int]], effects: P
 
     lost = [r["occurrence_key"] for r in live]
     lost += [k for k in once_keys if results[k]["state"] == "succeeded" and per_occurrence[k] == 0]
-    lost += [k for k in once_keys if results[k]["state"] == "dead" and results[k]["kind"] != "failing"
-             and results[k]["reason"] not in ("max_attempts",)]
+    # Only the always-failing jobs may end dead; anything else dead was lost to a fault.
+    lost += [k for k in once_keys if results[k]["state"] == "dead" and results[k]["kind"] != "failing"]
     lost += [f"job {j} has no terminal occurrence" for j in once if not any(r["job_id"] == j for r in results.values())]
 
     duplicates = [(k, n) for k, n in per_occurrence.items() if n > 1]

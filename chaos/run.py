@@ -146,21 +146,23 @@ async def run(args: argparse.Namespace) -> dict:
     for n in range(2):
         fleet.start(f"timer-{n}")
     history: list[dict] = []
-    async with Producer(url) as producer:
-        work = await workload(producer, rng, args.jobs, args.duration)
-        await nemesis(fleet, rng, args.duration, history)
-        # Heal: everything up, recurring jobs stopped, then drain.
-        for name_ in list(fleet.procs):
-            if fleet.procs[name_].poll() is not None:
-                fleet.start(name_)
-        for job_id in work["cron"]:
-            await producer.cancel(job_id)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if (await producer.summary(work["once"]))["pending"] == 0:
-                break
-            await asyncio.sleep(1)
-    fleet.stop_all()
+    try:
+        async with Producer(url) as producer:
+            work = await workload(producer, rng, args.jobs, args.duration)
+            await nemesis(fleet, rng, args.duration, history)
+            # Heal: everything up, recurring jobs stopped, then drain.
+            for name_ in list(fleet.procs):
+                if fleet.procs[name_].poll() is not None:
+                    fleet.start(name_)
+            for job_id in work["cron"]:
+                await producer.cancel(job_id)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if (await producer.summary(work["once"]))["pending"] == 0:
+                    break
+                await asyncio.sleep(1)
+    finally:
+        fleet.stop_all()  # never leave processes behind, whatever happened
     report = await check(conn, work, effects, settings)
     report["seed"], report["faults"], report["logs"] = args.seed, history, str(logs)
     await conn.close()
