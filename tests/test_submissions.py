@@ -3,7 +3,6 @@ submissions, and the JSON Schema kept in sync with the models."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 from pathlib import Path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 
@@ -25,12 +24,3 @@ async def run_until_signalled(service: Service, signals: tuple[int, ...] = (sign
         for sig in signals:
             loop.remove_signal_handler(sig)
 
-
-async def watch(tasks: dict[str, asyncio.Task[None]], on_crash: Callable[[str, BaseException], Awaitable[None] | None]) -> None:
-    """Wait for named side tasks; the first one that fails is reported through ``on_crash``."""
-    done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
-    for name, task in tasks.items():
-        if task in done and not task.cancelled() and task.exception() is not None:
-            outcome = on_crash(name, task.exception())
-            if outcome is not None:
-                await outcome

@@ -19,7 +19,7 @@ class Enqueued:
     created: bool  # False: a job with the same (queue, key) already existed
 
 
-def _ms(delta: timedelta) -> int:
+def milliseconds(delta: timedelta) -> int:
     return int(delta.total_seconds() * 1000)
 
 
@@ -34,15 +34,15 @@ def _row(spec: JobSpec, payload: bytes) -> tuple:
         spec.key,
         payload.decode(),  # orjson's output is UTF-8
         retry.max_attempts,
-        _ms(retry.backoff_base),
-        _ms(retry.backoff_cap),
+        milliseconds(retry.backoff_base),
+        milliseconds(retry.backoff_cap),
         retry.jitter,
-        _ms(spec.timeout),
+        milliseconds(spec.timeout),
         spec.run_at,
         # No time given means now, by the database's clock.
         (spec.delay or timedelta(0)) if spec.run_at is None else None,
         spec.misfire,
-        _ms(spec.misfire_grace),
+        milliseconds(spec.misfire_grace),
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import asyncpg
 
@@ -29,17 +28,6 @@ class Attempt:
     run_at: datetime
     attempt: int
     worker: str
-
-
-async def start(conn: asyncpg.Connection, occurrence_key: str, attempt: int, lease: timedelta) -> OccurrenceStatus:
-    row = await conn.fetchrow(query("start_delivery"), occurrence_key, attempt, lease)
-    return OccurrenceStatus(row["terminal_state"], row["live_attempt"], row["starts"])
-
-
-async def record_success(conn: asyncpg.Connection, a: Attempt, result: Any) -> bool:
-    """Inside the handler's transaction. False: another delivery won; roll back."""
-    recorded = await conn.fetchval(query("record_success"), a.occurrence_key, a.attempt, result, a.worker)
-    return recorded == 1
 
 
 async def record_retry(

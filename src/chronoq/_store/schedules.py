@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 
+from chronoq._store.jobs import milliseconds
 from chronoq._store.sql import query
 from chronoq.errors import InvalidJobError, JobStateError
 from chronoq.schemas.cron import CronSchedule
 from chronoq.schemas.schedule import ScheduleSpec
 
 INFINITY = datetime.max.replace(tzinfo=UTC)
-
-
-def _ms(delta: timedelta) -> int:
-    return int(delta.total_seconds() * 1000)
 
 
 async def db_now(conn: asyncpg.Connection) -> datetime:
@@ -82,8 +79,8 @@ async def list_jobs(conn: asyncpg.Connection, queue: str | None, state: str | No
 def _definition(spec: ScheduleSpec, payload: bytes) -> list[object]:
     retry = spec.retry
     return [
-        payload.decode(), retry.max_attempts, _ms(retry.backoff_base), _ms(retry.backoff_cap), retry.jitter,
-        _ms(spec.timeout), spec.cron, spec.timezone, spec.misfire, _ms(spec.misfire_grace), spec.max_backfill,
+        payload.decode(), retry.max_attempts, milliseconds(retry.backoff_base), milliseconds(retry.backoff_cap), retry.jitter,
+        milliseconds(spec.timeout), spec.cron, spec.timezone, spec.misfire, milliseconds(spec.misfire_grace), spec.max_backfill,
         spec.overlap,
     ]
 

@@ -70,10 +70,6 @@ class Member:
     seconds: float = 0.0  # handler run time
 
 
-@dataclass
-class GroupResult:
-    members: list[Member] = field(default_factory=list)
-
 
 def describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -101,7 +97,7 @@ class GroupExecutor:
         if live:
             await self._run_group(conn, live)
             await self._copy_dead_letters([m for m in live if m.dead_letter])
-        for m in members:
+        for m in members if type(self.hooks) is not Hooks else ():  # no per-job work when unobserved
             queue = m.message.queue if m.message is not None else "-"
             if m.lateness_s is not None:
                 self.hooks.job_started(queue, m.lateness_s)

@@ -18,6 +18,19 @@ CONTENT_TYPE = "application/json"
 APP_ID = "chronoq"
 
 
+def message_headers(job_id: int, queue: str, occurrence_key: str, fire_at: datetime, run_at: datetime,
+                    attempt: int) -> dict[str, Any]:
+    """The ``x-chronoq-*`` headers every job message carries, for the RabbitMQ management UI."""
+    return {
+        "x-chronoq-job-id": job_id,
+        "x-chronoq-queue": queue,
+        "x-chronoq-occurrence": fire_at.isoformat(),
+        "x-chronoq-run-at": run_at.isoformat(),
+        "x-chronoq-attempt": attempt,
+        "x-chronoq-idempotency-key": occurrence_key,
+    }
+
+
 class JobMessage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -35,13 +48,7 @@ class JobMessage(BaseModel):
     payload: Any = None
 
     def headers(self) -> dict[str, Any]:
-        return {
-            "x-chronoq-job-id": self.job_id,
-            "x-chronoq-queue": self.queue,
-            "x-chronoq-occurrence": self.fire_at.isoformat(),
-            "x-chronoq-attempt": self.attempt,
-            "x-chronoq-idempotency-key": self.occurrence_key,
-        }
+        return message_headers(self.job_id, self.queue, self.occurrence_key, self.fire_at, self.run_at, self.attempt)
 
     def body(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))

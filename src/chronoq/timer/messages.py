@@ -8,7 +8,8 @@ import asyncpg
 import orjson
 
 from chronoq._broker.publisher import Outgoing
-from chronoq.schemas.message import MESSAGE_VERSION
+from chronoq._runtime.tracing import TRACE_HEADERS
+from chronoq.schemas.message import MESSAGE_VERSION, message_headers
 
 
 def job_message(row: asyncpg.Record) -> Outgoing:
@@ -29,17 +30,10 @@ def job_message(row: asyncpg.Record) -> Outgoing:
             "payload": orjson.Fragment(row["payload"] or "null"),
         }
     )
-    headers = {
-        "x-chronoq-job-id": row["job_id"],
-        "x-chronoq-queue": row["queue"],
-        "x-chronoq-occurrence": row["fire_at"].isoformat(),
-        "x-chronoq-run-at": row["run_at"].isoformat(),
-        "x-chronoq-attempt": attempt,
-        "x-chronoq-idempotency-key": key,
-    }
+    headers = message_headers(row["job_id"], row["queue"], key, row["fire_at"], row["run_at"], attempt)
     if row["trace"]:
         # W3C trace context of the span that enqueued the job: the handler's span continues it.
-        headers.update({k: v for k, v in orjson.loads(row["trace"]).items() if k in ("traceparent", "tracestate")})
+        headers.update({k: v for k, v in orjson.loads(row["trace"]).items() if k in TRACE_HEADERS})
     return Outgoing(routing_key=row["queue"], body=body, message_id=f"{key}#{attempt}", headers=headers)
 
 

@@ -40,22 +40,26 @@ def plan_head(row: asyncpg.Record) -> Plan:
     now: datetime = row["db_now"]
     paused = row["job_state"] == "paused"
     fire_at: datetime = row["fire_at"]
+    grace = timedelta(milliseconds=row["misfire_grace_ms"])
+    if row["job_state"] == "cancelled":
+        return Plan(publish=False, cancelled=True)
+    if row["kind"] == "once":
+        # Every one-shot job passes here once, on the claim path: its single tick runs unless
+        # it is paused, or late under `skip` (what judge() decides for one tick, without lists).
+        if paused:
+            return Plan(publish=False, park=True)
+        if row["misfire"] == "skip" and now - fire_at > grace:
+            return Plan(publish=False, skipped=[Skip(fire_at, "misfire", "skip: 1 missed")])
+        return Plan(publish=True)
     policy = dict(
         now=now,
-        grace=timedelta(milliseconds=row["misfire_grace_ms"]),
+        grace=grace,
         misfire=row["misfire"],
         max_backfill=row["max_backfill"],
         backfilled=row["backfilled"],
         overlap=row["overlap"],
         previous_running=bool(row["previous_running"]),
     )
-    if row["job_state"] == "cancelled":
-        return Plan(publish=False, cancelled=True)
-    if row["kind"] == "once":
-        if paused:
-            return Plan(publish=False, park=True)
-        verdict = judge([fire_at], **policy)
-        return Plan(publish=bool(verdict.run), skipped=verdict.skip)
 
     cron = schedule(row["cron"], row["timezone"])
     later = cron.ticks_between(fire_at, now, MAX_TICKS_PER_CLAIM)

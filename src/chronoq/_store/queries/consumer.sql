@@ -1,35 +1,3 @@
--- name: start_delivery
--- First step of every delivery, committed on its own before the handler runs: has the
--- occurrence already ended, is this its live attempt, and how many times has a worker started
--- it? Starting also moves the redelivery deadline to cover this run, so a slow but healthy
--- handler, or a message that waited in a backlog, is not published again meanwhile.
-WITH started AS (
-    UPDATE chronoq.wheel
-    SET starts = starts + 1, due_at = greatest(due_at, now() + $3::interval)
-    WHERE occurrence_key = $1 AND attempt = $2
-    RETURNING starts
-)
-SELECT (SELECT state FROM chronoq.results WHERE occurrence_key = $1) AS terminal_state,
-       (SELECT attempt FROM chronoq.wheel WHERE occurrence_key = $1) AS live_attempt,
-       (SELECT starts FROM started) AS starts;
-
--- name: record_success
--- Runs inside the handler's transaction, and is the fence: it removes the live occurrence
--- (locking it first, in the same order as every other writer: wheel, then results) and records
--- its result. If another delivery, a cancel or a timer already ended it, nothing matches and the
--- caller rolls back the whole transaction, handler writes included. The row's facts come from
--- the wheel, not from the message. started_at is now(): the transaction began with the handler.
-WITH gone AS (
-    DELETE FROM chronoq.wheel WHERE occurrence_key = $1 AND attempt = $2
-    RETURNING occurrence_key, job_id, queue, fire_at, attempt, run_at
-), result AS (
-    INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt, result, run_at, started_at, worker)
-    SELECT occurrence_key, job_id, queue, fire_at, 'succeeded', attempt, $3, run_at, now(), $4 FROM gone
-    ON CONFLICT (occurrence_key) DO NOTHING
-    RETURNING 1
-)
-SELECT count(*) AS recorded FROM result;
-
 -- name: record_retry
 -- A failed attempt with attempts left: move the occurrence to its next attempt. Fenced on the
 -- attempt number so a stale or duplicate delivery of an older attempt changes nothing.
@@ -78,7 +46,10 @@ SELECT count(*) AS recorded FROM recorded;
 SELECT max_attempts, backoff_base_ms, backoff_cap_ms, jitter FROM chronoq.jobs WHERE id = $1;
 
 -- name: start_deliveries
--- start_delivery for a whole group of deliveries at once (see there); autocommitted.
+-- First step of every group, committed on its own before any handler runs: has each
+-- occurrence already ended, is this its live attempt, and how many times has a worker started
+-- it? Starting also moves the redelivery deadline to cover this run, so a slow but healthy
+-- handler, or a message that waited in a backlog, is not published again meanwhile.
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::interval[]) AS i(occurrence_key, attempt, lease)
 ), locked AS (
