@@ -1,12 +1,13 @@
-"""A first fault-injection run: real timer and worker processes, a seeded nemesis, a recorded
-history, and a checker that judges it. Usage (from the repository root):
+"""Fault injection: real timer and worker processes, a seeded nemesis, a recorded history, and a
+checker that judges it. Usage (from the repository root):
 
-    python -m chaos.run --seed 7 --duration 60 --jobs 2000 [--broken]
+    python -m chaos.run --seed 7 --duration 60 --jobs 2000 [--roles] [--broken | --ack-before-commit]
 
-``--broken`` starts workers without the dedup and fence (CHRONOQ_CHAOS_NO_FENCE=1): the checker
-must judge that run invalid. (Acking before the commit, CHRONOQ_CHAOS_ACK_BEFORE_COMMIT=1, is not
-caught: the redelivery deadline re-publishes what such a worker loses, so nothing is lost —
-only late.) Prints the checker's JSON; exits 0 only if it is valid.
+``--broken`` starts workers without the dedup and fence (CHRONOQ_CHAOS_NO_FENCE=1) and
+``--ack-before-commit`` workers that ack before committing (CHRONOQ_CHAOS_ACK_BEFORE_COMMIT=1):
+the checker must judge such runs invalid. ``--roles`` connects timers and workers with the
+least-privilege roles of ``chronoq migrate --roles``. Prints the checker's JSON (history
+included); exits 0 only if it is valid.
 """
 
 from __future__ import annotations
@@ -21,161 +22,264 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from chaos import services
 from chaos.checker import check
-from chronoq import Producer, RetryPolicy
+from chaos.fleet import Fleet, failpoint_spec
+from chaos.nemesis import KINDS, Nemesis
+from chaos.proxy import Proxy
+from chaos.workload import Work, enqueue
+from chronoq import Producer
 from chronoq._runtime.config import Settings
 from chronoq._runtime.processes import settings_env
+from chronoq._store.connection import CONNECTION_ERRORS
 from chronoq._store.migrate import migrate
 
 ADMIN_URL = os.environ.get("CHAOS_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("CHAOS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-LEDGER = """
-CREATE TABLE IF NOT EXISTS chaos_ledger (job_id bigint, occurrence_key text, attempt int, pid int, at timestamptz);
+#: A worker's transaction left idle this long (its process stopped, its network gone) is ended
+#: by Postgres, which rolls it back and releases its locks: the zombie's lease. A healthy group
+#: is never idle that long between statements (handlers time out after 2 s).
+WORKER_IDLE_IN_TRANSACTION_MS = 5000
+SETUP = """
+CREATE TABLE chaos_ledger (job_id bigint, occurrence_key text, attempt int, pid int, at timestamptz);
+-- Every start and every dispatch of a wheel row, with the session that made it: the redelivery
+-- counts survive the row (which leaves the wheel when its occurrence ends).
+CREATE TABLE chaos_wheel_log (occurrence_key text, attempt int, starts int, dispatches int, at timestamptz, app text);
+CREATE FUNCTION chaos_log_wheel() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+    INSERT INTO public.chaos_wheel_log
+    VALUES (NEW.occurrence_key, NEW.attempt, NEW.starts, NEW.dispatches, clock_timestamp(), current_setting('application_name'));
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER chaos_log_wheel AFTER UPDATE ON chronoq.wheel FOR EACH ROW
+    WHEN (NEW.starts > OLD.starts OR NEW.dispatches > OLD.dispatches) EXECUTE FUNCTION chaos_log_wheel();
 """
+ROLE_GRANTS = "GRANT INSERT ON chaos_ledger TO chronoq_worker"
+DRAIN_TIMEOUT = 180.0
 
 
-class Fleet:
-    def __init__(self, settings: Settings, logs: Path, env: dict[str, str]) -> None:
-        self.settings, self.logs, self.env = settings, logs, env
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str) -> None:
-        args = ["timer"] if name.startswith("timer") else ["worker", "chaos.handlers:worker"]
-        log = (self.logs / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "chronoq", *args], env=self.env, stdout=log, stderr=log)
-
-    def signal(self, name: str, sig: int) -> None:
-        proc = self.procs.get(name)
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
-
-    def restart(self, name: str) -> None:
-        self.signal(name, signal.SIGKILL)
-        if name in self.procs:
-            self.procs[name].wait()
-        self.start(name)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+def with_url(url: str, *, port: int | None = None, user: str | None = None, query: str | None = None) -> str:
+    parts = urlsplit(url)
+    userinfo = user or parts.netloc.rpartition("@")[0]
+    host = f"{parts.hostname}:{port or parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}" if userinfo else host,
+                                     query=query if query is not None else parts.query))
 
 
-async def workload(producer: Producer, rng: random.Random, jobs: int, duration: float) -> dict[str, list[int]]:
-    quick = RetryPolicy(max_attempts=4, backoff_base=timedelta(milliseconds=200), backoff_cap=timedelta(seconds=1))
-    once = []
-    for i in range(jobs):
-        kind = rng.choices(["plain", "failing", "flaky", "slow"], weights=[85, 3, 10, 2])[0]
-        spec = {"queue": "chaos", "payload": {"kind": kind, "fail_times": 2, "seconds": 3}, "retry": quick,
-                "timeout": 2, "delay": rng.uniform(-5, duration * 0.8)}  # some overdue when enqueued
-        if spec["delay"] < 0:
-            spec["run_at"] = None
-            spec["delay"] = 0
-        once.append(spec)
-    ids = await producer.enqueue_many(once)
-    crons = [await producer.schedule("chaos", {"kind": "plain"}, cron="* * * * * *", misfire=policy,
-                                     misfire_grace=1, max_backfill=3, key=f"chaos-{policy}")
-             for policy in ("skip", "run_once", "backfill")]
-    return {"once": ids, "cron": crons}
+async def retrying(what, deadline: float = 60.0):
+    """Call ``what()`` until it gets through a database outage (the nemesis may have just
+    restarted Postgres under the producer's pool)."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            return await what()
+        except (*CONNECTION_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError):
+            if time.monotonic() > end:
+                raise
+            await asyncio.sleep(0.2)
 
 
-async def nemesis(fleet: Fleet, rng: random.Random, duration: float, history: list[dict]) -> None:
-    deadline = time.monotonic() + duration
-    while time.monotonic() < deadline:
-        await asyncio.sleep(rng.uniform(1.5, 4))
-        fault = rng.choice(["kill_worker", "kill_timer", "pause_worker", "timers_down", "restart_broker"])
-        target = None
-        if fault == "kill_worker":
-            target = rng.choice([n for n in fleet.procs if n.startswith("worker")])
-            fleet.restart(target)
-        elif fault == "kill_timer":
-            target = rng.choice([n for n in fleet.procs if n.startswith("timer")])
-            fleet.restart(target)
-        elif fault == "pause_worker":  # a zombie past its timeout that wakes up and tries to commit
-            target = rng.choice([n for n in fleet.procs if n.startswith("worker")])
-            fleet.signal(target, signal.SIGSTOP)
-            await asyncio.sleep(3)
-            fleet.signal(target, signal.SIGCONT)
-        elif fault == "timers_down":
-            for name in [n for n in fleet.procs if n.startswith("timer")]:
-                fleet.signal(name, signal.SIGKILL)
-            await asyncio.sleep(3)
-            for name in [n for n in fleet.procs if n.startswith("timer")]:
-                fleet.restart(name)
-        else:
-            subprocess.run(["rabbitmqctl", "stop_app"], capture_output=True, timeout=120)
-            await asyncio.sleep(2)
-            subprocess.run(["rabbitmqctl", "start_app"], capture_output=True, timeout=120)
-            subprocess.run(["rabbitmqctl", "await_startup"], capture_output=True, timeout=120)
-        history.append({"t": round(time.time(), 3), "fault": fault, "target": target})
+async def create_database(name: str) -> str:
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = urlunsplit(urlsplit(ADMIN_URL)._replace(path=f"/{name}"))
+    await migrate(url)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(SETUP)
+    finally:
+        await conn.close()
+    return url
+
+
+async def drop_database(name: str) -> None:
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def grant_roles(url: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "chronoq", "migrate", "--roles"],
+                            env={**os.environ, "CHRONOQ_DATABASE_URL": url}, capture_output=True, text=True, timeout=120,
+                            check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"chronoq migrate --roles failed: {result.stderr}")
+
+
+async def wait_started(fleet: Fleet, logs: Path, deadline: float = 60.0) -> None:
+    end = time.monotonic() + deadline
+    for name in fleet.members:
+        marker = b"timer_started" if name.startswith("timer") else b"worker_started"
+        log = logs / f"{name}.log"
+        while not (log.exists() and marker in log.read_bytes()):
+            if time.monotonic() > end:
+                raise RuntimeError(f"{name} did not start; see {log}")
+            await asyncio.sleep(0.05)
+
+
+async def cancel_some(producer: Producer, work: Work, at: float) -> None:
+    await asyncio.sleep(at)
+    for job_id in work.to_cancel:
+        await retrying(lambda job_id=job_id: producer.cancel(job_id))
+        work.cancelled_at[job_id] = time.time()
+
+
+async def heal(fleet: Fleet, proxies: list[Proxy]) -> None:
+    for proxy in proxies:
+        proxy.add_latency(0, 0, 0)
+    await asyncio.to_thread(services.ensure_postgres)
+    await asyncio.to_thread(services.ensure_broker)
+    for name, member in fleet.members.items():
+        fleet.signal(name, signal.SIGCONT)  # should anything still be stopped
+        if member.held or member.proc is None or member.proc.poll() is not None:
+            fleet.start(name)
+
+
+async def drain(producer: Producer, work: Work, namespace: str) -> dict:
+    """Wait until the one-shot jobs have ended, cancel the cron jobs, then wait until nothing is
+    live in the wheel and the job queue is empty (or a deadline)."""
+    end = time.monotonic() + DRAIN_TIMEOUT
+    summary: dict = {}
+    while time.monotonic() < end:
+        summary = await retrying(lambda: producer.summary(work.once))
+        if summary["pending"] == 0:
+            break
+        await asyncio.sleep(0.5)
+    for job_id in work.cron:
+        await retrying(lambda job_id=job_id: producer.cancel(job_id))
+        work.cancelled_at[job_id] = time.time()
+    everything = [*work.once, *work.cron]
+    while time.monotonic() < end:
+        summary = await retrying(lambda: producer.summary(everything))
+        try:
+            figures = [q.get("messages") for q in await asyncio.to_thread(services.queues, namespace) if ".q." in q["name"]]
+            depth = None if None in figures else sum(figures)  # None: no figures yet, after a restart
+        except OSError:  # the management API is not answering (yet): look again
+            depth = None
+        if summary["pending"] == 0 and depth == 0:
+            break
+        await asyncio.sleep(0.5)
+    return summary
 
 
 async def run(args: argparse.Namespace) -> dict:
-    rng = random.Random(args.seed)
+    await asyncio.to_thread(services.ensure_postgres)
+    await asyncio.to_thread(services.ensure_broker)
     name = f"chronoq_chaos_{args.seed}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    await migrate(url)
-    settings = Settings.load(database_url=url, amqp_url=AMQP_URL, namespace=f"chaos{args.seed}",
-                             redispatch_after="5s", timer_max_idle="1s", shutdown_grace="5s")
-    logs = Path(tempfile.mkdtemp(prefix="chronoq-chaos-"))
-    effects = logs / "external-effects.log"
-    env = {**settings_env(settings), "CHAOS_EFFECTS_FILE": str(effects),
-           "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
-    if args.broken:
-        env["CHRONOQ_CHAOS_NO_FENCE"] = "1"
-    conn = await asyncpg.connect(url)
-    await conn.execute(LEDGER)
-    fleet = Fleet(settings, logs, env)
-    for n in range(3):
-        fleet.start(f"worker-{n}")
-    for n in range(2):
-        fleet.start(f"timer-{n}")
+    namespace = f"chaos{args.seed}"
+    await asyncio.to_thread(services.delete_namespace, namespace)
+    url = await create_database(name)
+    if args.roles:
+        grant_roles(url)
+        conn = await asyncpg.connect(url)
+        await conn.execute(ROLE_GRANTS)
+        await conn.close()
+    logs = Path(tempfile.mkdtemp(prefix=f"chronoq-chaos-{args.seed}-"))
+    effects, poison = logs / "external-effects.log", logs / "poison-kills.log"
+    proxies = [Proxy("127.0.0.1", 5432, seed=args.seed), Proxy("127.0.0.1", 5672, seed=args.seed + 1)]
+    pg_port, amqp_port = (p.start() for p in proxies)
+    settings = Settings.load(database_url=url, amqp_url=with_url(AMQP_URL, port=amqp_port), namespace=namespace,
+                             redispatch_after="5s", timer_max_idle="1s", shutdown_grace="5s",
+                             delivery_limit=args.delivery_limit)
+    base = {**settings_env(settings), "CHAOS_EFFECTS_FILE": str(effects), "CHAOS_POISON_FILE": str(poison),
+            "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    base.pop("CHRONOQ_FAILPOINTS", None)
+    timer_url = with_url(url, port=pg_port, user="chronoq_timer" if args.roles else None)
+    worker_url = with_url(url, port=pg_port, user="chronoq_worker" if args.roles else None,
+                          query=f"idle_in_transaction_session_timeout={WORKER_IDLE_IN_TRANSACTION_MS}")
     history: list[dict] = []
+    fleet = Fleet(logs, poison, history)
+    for n in range(args.workers):
+        env = {**base, "CHRONOQ_DATABASE_URL": worker_url}
+        if args.broken:
+            env["CHRONOQ_CHAOS_NO_FENCE"] = "1"
+        if args.ack_before_commit:
+            env["CHRONOQ_CHAOS_ACK_BEFORE_COMMIT"] = "1"
+        if n < 2 and args.failpoint_rate > 0:
+            env["CHRONOQ_FAILPOINTS"] = failpoint_spec("worker", args.failpoint_rate)
+        fleet.add(f"worker-{n}", env)
+    for n in range(args.timers):
+        env = {**base, "CHRONOQ_DATABASE_URL": timer_url}
+        if n < 1 and args.failpoint_rate > 0:
+            env["CHRONOQ_FAILPOINTS"] = failpoint_spec("timer", args.failpoint_rate)
+        fleet.add(f"timer-{n}", env)
+    started = time.time()
+    phases: dict[str, float] = {}
+    rng_work, rng_nemesis = random.Random(args.seed), random.Random(args.seed * 7919 + 1)
     try:
+        for member in fleet.members:
+            fleet.start(member)
+        await wait_started(fleet, logs)
+        fleet.supervise()
         async with Producer(url) as producer:
-            work = await workload(producer, rng, args.jobs, args.duration)
-            await nemesis(fleet, rng, args.duration, history)
-            # Heal: everything up, recurring jobs stopped, then drain.
-            for name_ in list(fleet.procs):
-                if fleet.procs[name_].poll() is not None:
-                    fleet.start(name_)
-            for job_id in work["cron"]:
-                await producer.cancel(job_id)
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                if (await producer.summary(work["once"]))["pending"] == 0:
-                    break
-                await asyncio.sleep(1)
+            work = await enqueue(producer, rng_work, args.jobs, args.duration)
+            phases["nemesis_start"] = time.time()
+            nemesis = Nemesis(fleet, proxies, rng_nemesis, history, gap=(args.fault_gap * 0.5, args.fault_gap * 1.5))
+            await asyncio.gather(nemesis.run(args.duration, args.min_faults), cancel_some(producer, work, args.duration / 3))
+            phases["nemesis_end"] = time.time()
+            await heal(fleet, proxies)
+            phases["healed"] = time.time()
+            await drain(producer, work, namespace)
+            phases["drained"] = time.time()
     finally:
-        fleet.stop_all()  # never leave processes behind, whatever happened
-    report = await check(conn, work, effects, settings)
-    report["seed"], report["faults"], report["logs"] = args.seed, history, str(logs)
-    await conn.close()
+        await fleet.stop()  # never leave processes behind, whatever happened
+        for proxy in proxies:
+            proxy.close()
+    conn = await asyncpg.connect(url)
+    try:
+        report = await check(conn, work, settings, effects=effects, history=history, deaths=fleet.deaths,
+                             phases=phases, namespace=namespace)
+    finally:
+        await conn.close()
+    report["run"] = {
+        "seed": args.seed, "duration_s": args.duration, "jobs": args.jobs, "roles": args.roles,
+        "broken": args.broken, "ack_before_commit": args.ack_before_commit, "failpoint_rate": args.failpoint_rate,
+        "wall_s": round(time.time() - started, 1), "logs": str(logs),
+        "replay": f"python -m chaos.run --seed {args.seed} --duration {args.duration:g} --jobs {args.jobs}"
+                  + (" --roles" if args.roles else "") + (" --broken" if args.broken else "")
+                  + (" --ack-before-commit" if args.ack_before_commit else ""),
+        "proxy": {"accepted": [p.accepted for p in proxies], "cut": [p.cut_connections for p in proxies]},
+    }
+    if not args.keep:
+        await asyncio.to_thread(services.delete_namespace, namespace)
+        await drop_database(name)
     return report
 
 
-def main() -> None:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=random.randrange(1_000_000))
-    parser.add_argument("--duration", type=float, default=60)
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--broken", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--duration", type=float, default=60, help="seconds of nemesis")
+    parser.add_argument("--jobs", type=int, default=2000, help="one-shot jobs")
+    parser.add_argument("--fault-gap", type=float, default=2.0, help="mean seconds between faults")
+    parser.add_argument("--min-faults", type=int, default=len(KINDS),
+                        help="keep the nemesis going past --duration until this many faults (default: one of each kind)")
+    parser.add_argument("--failpoint-rate", type=float, default=0.005,
+                        help="probability of each armed failpoint killing its process per pass (0: off)")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--timers", type=int, default=2)
+    parser.add_argument("--delivery-limit", type=int, default=10)
+    parser.add_argument("--roles", action="store_true", help="timers and workers connect as the least-privilege roles")
+    parser.add_argument("--broken", action="store_true", help="workers without dedup and fence (must be invalid)")
+    parser.add_argument("--ack-before-commit", action="store_true", help="workers ack before they commit (broken)")
+    parser.add_argument("--keep", action="store_true", help="keep the database and broker objects for inspection")
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse()
     report = asyncio.run(run(args))
     print(json.dumps(report, indent=2, default=str))
     sys.exit(0 if report["valid"] else 1)

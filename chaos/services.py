@@ -1,0 +1,141 @@
+"""The real Postgres and RabbitMQ on this machine, for the nemesis: restart them, kill them, wait
+until they serve again; and RabbitMQ's management API (queue depths, taking dead letters).
+
+Everything here blocks; the harness calls it through ``asyncio.to_thread``. Each wait has a
+deadline and looks at the condition itself (``pg_isready``, ``rabbitmqctl await_startup``, the
+management API answering), never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+PG_CLUSTER = os.environ.get("CHAOS_PG_CLUSTER", "15 main").split()
+MANAGEMENT_URL = os.environ.get("CHAOS_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
+SERVICE_DEADLINE = 120.0
+
+
+def _run(*args: str, timeout: float = SERVICE_DEADLINE) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _until(condition, what: str, deadline: float = SERVICE_DEADLINE, every: float = 0.2) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise RuntimeError(f"{what} not back after {deadline:.0f}s")
+        time.sleep(every)
+
+
+# -- Postgres -------------------------------------------------------------------------------
+
+def postgres_ready() -> bool:
+    return _run("pg_isready", "-h", "127.0.0.1", "-p", "5432", "-t", "2", timeout=10).returncode == 0
+
+
+def restart_postgres() -> None:
+    """Crash-stop (``-m immediate``: no checkpoint, clients cut) and start again."""
+    _run("pg_ctlcluster", "--skip-systemctl-redirect", *PG_CLUSTER, "stop", "-m", "immediate")
+    ensure_postgres()
+
+
+def ensure_postgres() -> None:
+    if not postgres_ready():
+        _run("pg_ctlcluster", "--skip-systemctl-redirect", *PG_CLUSTER, "start")
+        _until(postgres_ready, "Postgres")
+
+
+# -- RabbitMQ -------------------------------------------------------------------------------
+
+def broker_pids() -> list[int]:
+    found = _run("pgrep", "-u", "rabbitmq", "-x", "beam.smp", timeout=10)
+    return [int(p) for p in found.stdout.split()]
+
+
+def restart_broker_gracefully() -> None:
+    _run("rabbitmqctl", "stop_app")
+    _run("rabbitmqctl", "start_app")
+    ensure_broker()
+
+
+def kill_broker() -> list[int]:
+    """kill -9 of the broker's Erlang VM, then a fresh ``rabbitmq-server -detached``."""
+    pids = broker_pids()
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    _until(lambda: not broker_pids(), "the killed broker's exit", deadline=30, every=0.05)
+    ensure_broker()
+    return pids
+
+
+def ensure_broker() -> None:
+    """The broker runs (started if it is not), has booted, and its management API answers
+    (enabled plugins are kept in /etc/rabbitmq/enabled_plugins, so it comes back by itself)."""
+    if not broker_pids():
+        _run("rabbitmq-server", "-detached", timeout=60)
+    _until(lambda: _run("rabbitmqctl", "await_startup", "--timeout", "60", timeout=90).returncode == 0,
+           "RabbitMQ", every=1.0)
+    _until(_management_up, "the RabbitMQ management API", every=0.5)
+
+
+def _management_up() -> bool:
+    try:
+        management("GET", "/api/overview")
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def management(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    parts = urllib.parse.urlsplit(MANAGEMENT_URL)
+    request = urllib.request.Request(f"{parts.scheme}://{parts.hostname}:{parts.port}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    token = base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        data = response.read()
+    return json.loads(data) if data else None
+
+
+def queues(namespace: str) -> list[dict[str, Any]]:
+    """The namespace's queues with their depths (the management API's figures lag ~5 s)."""
+    listing = management("GET", "/api/queues/%2F?columns=name,messages,messages_ready,messages_unacknowledged")
+    return [q for q in listing if q["name"].startswith(f"{namespace}.")]
+
+
+def take_messages(queue: str, limit: int = 10_000) -> list[dict[str, Any]]:
+    """Take (ack) up to ``limit`` messages off a queue; their properties, payloads cut short."""
+    taken: list[dict[str, Any]] = []
+    quoted = urllib.parse.quote(queue, safe="")
+    while len(taken) < limit:
+        batch = management("POST", f"/api/queues/%2F/{quoted}/get",
+                           {"count": 500, "ackmode": "ack_requeue_false", "encoding": "auto", "truncate": 200})
+        if not batch:
+            break
+        taken += batch
+    return taken
+
+
+def delete_namespace(namespace: str) -> None:
+    """Delete the run's queues and exchanges (after the check)."""
+    for kind in ("queues", "exchanges"):
+        try:
+            items = management("GET", f"/api/{kind}/%2F?columns=name")
+        except (OSError, ValueError):
+            return
+        for item in items:
+            if item["name"].startswith(f"{namespace}."):
+                try:
+                    management("DELETE", f"/api/{kind}/%2F/{urllib.parse.quote(item['name'], safe='')}")
+                except (OSError, urllib.error.HTTPError):
+                    pass
