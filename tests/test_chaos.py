@@ -1,0 +1,75 @@
+"""The fault-injection suite's short run (chaos/README.md): real timers and workers under a seeded
+nemesis, judged by the checker. A fixed seed (under the least-privilege roles), a random seed
+printed for replay, and a build without the fence that the checker must judge invalid.
+
+These runs restart Postgres and kill RabbitMQ: other tests running at the same time on this
+machine see those outages too."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaos.nemesis import KINDS
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Deaths the run must have caused beside the nemesis's own faults.
+PASSIVE_DEATHS = ("failpoint", "poison")
+#: A known src/ bug (see chaos/README.md, "Findings"): a dead occurrence's dead-letter copy is
+#: published after the commit, best effort, and is lost if the broker is down at that moment.
+DEAD_LETTER_COPY_LOST = "dead without a copy in the dead-letter queue"
+
+
+def chaos_run(*args: str, timeout: float) -> dict:
+    result = subprocess.run([sys.executable, "-m", "chaos.run", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=timeout, check=False)
+    assert result.returncode in (0, 1), f"harness failed ({result.returncode}):\n{result.stderr[-5000:]}"
+    report = json.loads(result.stdout)
+    assert report["valid"] == (result.returncode == 0)
+    return report
+
+
+def violations(report: dict) -> dict[str, list[str]]:
+    return {name: v["counterexamples"] for name, v in report["invariants"].items() if not v["ok"]}
+
+
+def assert_valid_and_eventful(report: dict) -> None:
+    figures = report["figures"]
+    assert set(figures["faults"]) == set(KINDS), f"faults injected: {figures['faults']}"
+    for cause in PASSIVE_DEATHS:
+        assert figures["deaths"].get(cause, 0) > 0, f"no {cause} death: {figures['deaths']}"
+    assert report["invariants"]["5_attempts_bounded"]["poison_reason"] == "delivery_limit"
+    assert set(figures["one_shot_outcomes_by_kind"]["big"]) == {"succeeded"}  # payloads at the size limit
+    bad = violations(report)
+    if bad and all(DEAD_LETTER_COPY_LOST in c for cs in bad.values() for c in cs):
+        pytest.xfail(f"known src bug, dead-letter copies lost in a broker outage: {bad}")
+    assert report["valid"], f"replay: {report['run']['replay']}\n{json.dumps(bad, indent=1)}"
+
+
+@pytest.mark.timeout(300)
+def test_a_fixed_seed_under_least_privilege_roles_is_valid() -> None:
+    report = chaos_run("--seed", "4242", "--duration", "30", "--jobs", "600", "--fault-gap", "0.8", "--roles",
+                       timeout=280)
+    assert report["run"]["roles"]
+    assert_valid_and_eventful(report)
+
+
+@pytest.mark.timeout(300)
+def test_a_random_seed_is_valid() -> None:
+    seed = random.randrange(1_000_000)
+    print(f"chaos seed {seed}: replay with python -m chaos.run --seed {seed} --duration 30 --jobs 600 --fault-gap 0.8")
+    report = chaos_run("--seed", str(seed), "--duration", "30", "--jobs", "600", "--fault-gap", "0.8", timeout=280)
+    assert_valid_and_eventful(report)
+
+
+@pytest.mark.timeout(240)
+def test_a_build_without_the_fence_is_judged_invalid() -> None:
+    report = chaos_run("--seed", "977", "--duration", "10", "--jobs", "400", "--fault-gap", "0.8",
+                       "--min-faults", "2", "--broken", timeout=220)
+    assert not report["valid"]
+    assert not report["invariants"]["2_no_duplicate_effect"]["ok"], violations(report)
