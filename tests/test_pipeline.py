@@ -8,12 +8,14 @@ from datetime import datetime, timedelta
 import aio_pika
 import orjson
 import pytest
+from asyncpg import connect as asyncpg_connect
 from pydantic import BaseModel
 
 from chronoq import Cancel, JobContext, Producer, Retry, RetryPolicy, Worker
 from chronoq.consumer.service import WorkerService
 from chronoq.timer import Timer
 from tests.harness import all_finished, dispatch_once, eventually, running
+
 
 class Email(BaseModel):
     to: str
@@ -490,3 +492,72 @@ async def test_a_worker_crash_counts_only_against_the_job_that_causes_it(setting
     states = {i: (await producer.get(i)).state for i in ids}
     assert states[ids[0]] == "dead" and (await producer.get(ids[0])).occurrences[0].reason == "delivery_limit"
     assert [states[i] for i in ids[1:]] == ["succeeded"] * 3, summary
+
+
+async def test_a_deadlock_victim_goes_back_to_the_queue_without_spending_an_attempt(settings, producer: Producer, db) -> None:
+    """A real deadlock between a handler's `ctx.db` writes and another transaction: the handler
+    is the victim, its writes roll back, and the delivery runs again as the same attempt."""
+    await db.execute("CREATE TABLE contested (id int PRIMARY KEY, n int); INSERT INTO contested VALUES (1, 0), (2, 0)")
+    worker = Worker()
+    seen: list[str] = []
+
+    @worker.handler("contended")
+    async def contended(ctx: JobContext, payload: dict) -> None:
+        await ctx.db.execute("UPDATE contested SET n = n + 1 WHERE id = 1")
+        try:
+            await ctx.db.execute("UPDATE contested SET n = n + 1 WHERE id = 2")
+        except Exception as exc:
+            seen.append(type(exc).__name__)
+            raise
+        seen.append(f"done#{ctx.attempt}")
+
+    async def handler_waits() -> bool:
+        return bool(await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"))
+
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        async with db.transaction():
+            await db.execute("UPDATE contested SET n = n + 10 WHERE id = 2")
+            job_id = await producer.enqueue("contended", {}, retry=QUICK)  # runs into the lock on row 2
+            await eventually(handler_waits, what="the handler to wait for row 2")
+            await db.execute("UPDATE contested SET n = n + 10 WHERE id = 1")  # closes the cycle
+        await all_finished(producer, [job_id])
+    job = await producer.get(job_id)
+    assert seen == ["DeadlockDetectedError", "done#1"]
+    assert (job.state, job.occurrences[0].attempt) == ("succeeded", 1)
+    assert await db.fetch("SELECT id, n FROM contested ORDER BY id") == [(1, 11), (2, 11)]
+
+
+async def test_a_delivery_that_can_never_be_processed_is_recorded_dead_not_left_to_its_lease(settings, producer: Producer) -> None:
+    """The worker's last resort for a delivery that fails the same way every time outside any
+    handler: the broker dead-letters the message and Postgres records the occurrence dead, so
+    no timer dispatches it again when its lease expires."""
+    from chronoq._broker.connection import connect
+    from chronoq._broker.publisher import ConfirmedPublisher
+    from chronoq._broker.topology import Topology
+    from chronoq.consumer.group import GroupExecutor
+
+    job_id = await producer.enqueue("unprocessable", {"n": 1})
+    assert await dispatch_once(settings) == 1
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        queue = await (await connection.channel()).declare_queue(f"{settings.namespace}.q.unprocessable", passive=True)
+        message = await queue.get(timeout=5)
+        await message.ack()
+    worker = Worker()
+
+    @worker.handler("unprocessable")
+    async def never_reached(ctx: JobContext, payload: dict) -> None:
+        raise AssertionError("not run")
+
+    broker = await connect(settings.amqp_url, name="test")
+    executor = GroupExecutor(worker, ConfirmedPublisher(broker, Topology(settings.namespace)), "test",
+                             redispatch_after=settings.redispatch_after, delivery_limit=settings.delivery_limit)
+    try:
+        conn = await asyncpg_connect(settings.database_url)
+        assert await executor.bury_unprocessable(conn, message.body, dict(message.headers), "TypeError: boom")
+        assert not await executor.bury_unprocessable(conn, b"{not json", {}, "TypeError: boom")
+        await conn.close()
+    finally:
+        await broker.close()
+    job = await producer.get(job_id)
+    assert (job.state, job.occurrences[0].reason, job.occurrences[0].error) == ("dead", "unprocessable", "TypeError: boom")

@@ -17,6 +17,9 @@ from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
 
 from chronoq.errors import TopologyError
 
+#: The broker's x-delivery-limit is this many times the workers' own `delivery_limit`.
+BROKER_LIMIT_FACTOR = 4
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -48,6 +51,10 @@ class Topology:
     def queue_name(self, queue: str) -> str:
         return f"{self.namespace}.q.{queue}"
 
+    @property
+    def broker_delivery_limit(self) -> int:
+        return self.delivery_limit * BROKER_LIMIT_FACTOR
+
     def dead_queue_name(self, queue: str) -> str:
         return f"{self.namespace}.dlq.{queue}"
 
@@ -61,8 +68,11 @@ class Topology:
         }
         if self.queue_type == "quorum":
             # RabbitMQ 3.10 has no limit unless asked: a message that kills every worker would
-            # be redelivered forever.
-            arguments["x-delivery-limit"] = self.delivery_limit
+            # be redelivered forever. Workers enforce `delivery_limit` themselves, on the starts
+            # counted in Postgres, and record the death; the broker's count also grows with
+            # every hand-back that is not the message's fault (an outage, a shutdown, a group
+            # out of time), so its limit is only the backstop, set well above.
+            arguments["x-delivery-limit"] = self.broker_delivery_limit
         return arguments
 
 
@@ -97,8 +107,13 @@ async def declare_queue(channel: AbstractChannel, topology: Topology, queue: str
 async def declare_submissions(channel: AbstractChannel, topology: Topology) -> AbstractQueue:
     """The submission exchange, the queue timers ingest from, and the queue for rejected ones."""
     exchange = await channel.declare_exchange(topology.submit_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
-    arguments = {"x-queue-type": topology.queue_type}
+    arguments: dict[str, object] = {"x-queue-type": topology.queue_type}
     await channel.declare_queue(topology.rejected_submissions_queue, durable=True, arguments=arguments)
-    queue = await channel.declare_queue(topology.submissions_queue, durable=True, arguments=arguments)
+    # A submission the timers keep handing back (one that breaks the timer that reads it) ends
+    # in the rejected queue through the default exchange instead of looping forever.
+    intake = {**arguments, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": topology.rejected_submissions_queue}
+    if topology.queue_type == "quorum":
+        intake["x-delivery-limit"] = topology.broker_delivery_limit
+    queue = await channel.declare_queue(topology.submissions_queue, durable=True, arguments=intake)
     await queue.bind(exchange)
     return queue

@@ -26,8 +26,8 @@ import asyncpg
 from pydantic import ValidationError
 
 from chronoq._broker.publisher import ConfirmedPublisher, Outgoing
-from chronoq._runtime.failpoints import failpoint
 from chronoq._runtime import tracing
+from chronoq._runtime.failpoints import failpoint
 from chronoq._runtime.hooks import Hooks
 from chronoq._store import outcomes
 from chronoq._store.connection import RawJson
@@ -50,6 +50,8 @@ GROUP_TIME_BUDGET = 120.0
 #: Test-only: a deliberately broken build without the dedup and the fence, so that a
 #: fault-injection run can show its checker catches duplicate effects. Never set in production.
 NO_FENCE = os.environ.get("CHRONOQ_CHAOS_NO_FENCE") == "1"
+#: Database errors that say "try again", not "this job is broken".
+TRANSIENT_CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 # Savepoint statements: sent as one simple query, one round trip per job.
 _NEXT_JOB = "RELEASE SAVEPOINT chronoq_job; SAVEPOINT chronoq_job"
 
@@ -103,6 +105,17 @@ class GroupExecutor:
                 self.hooks.job_started(queue, m.lateness_s)
             self.hooks.job_finished(queue, m.action, m.seconds)
         return members
+
+    async def bury_unprocessable(self, conn: asyncpg.Connection, body: bytes, headers: dict[str, Any], error: str) -> bool:
+        """Record in Postgres that a delivery can never be processed (the broker dead-letters the
+        message itself), so the wheel does not dispatch it again when its lease expires."""
+        member = self._parse(body, headers, False)
+        if member.attempt is None:
+            return False  # names no occurrence: the dead-letter queue is its only record
+        try:
+            return await outcomes.record_dead(conn, member.attempt, "unprocessable", error, "failed", None)
+        except asyncpg.PostgresError:
+            return False  # its own values are what Postgres refuses: the lease will bring it back
 
     def _parse(self, body: bytes, headers: dict[str, Any], redelivered: bool) -> Member:
         member = Member(body, headers, redelivered)
@@ -161,6 +174,7 @@ class GroupExecutor:
                 runnable.append(m)
         if not runnable:
             return
+        failpoint("consumer.before_transaction")
         async with conn.transaction():
             locked, db_started = await outcomes.lock_live(
                 conn, [m.attempt.occurrence_key for m in runnable], [m.attempt.attempt for m in runnable]  # type: ignore[union-attr]
@@ -242,6 +256,12 @@ class GroupExecutor:
             if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
                 raise  # ...except this group being cancelled (shutdown's second stage)
             await conn.execute("ROLLBACK TO SAVEPOINT chronoq_job")
+            if isinstance(exc, TRANSIENT_CONFLICTS):
+                # Chosen as a deadlock victim (often against a handler of another group), or a
+                # serialization failure: not the job's fault. It goes back to the queue with its
+                # attempt unspent, and runs alone when redelivered.
+                m.action = "deferred"
+                return _FAILED
             await self._failed(conn, m, exc, started_at)
             return _FAILED
 

@@ -31,7 +31,7 @@ from chronoq._runtime.config import Settings
 from chronoq._runtime.failpoints import failpoint
 from chronoq._runtime.hooks import Hooks
 from chronoq._store.connection import CONNECTION_ERRORS, create_pool
-from chronoq.consumer.group import GroupExecutor
+from chronoq.consumer.group import GroupExecutor, describe
 from chronoq.consumer.registry import Worker
 
 log = logging.getLogger("chronoq.worker")
@@ -75,6 +75,9 @@ class Lane:
         s = self.service
         while True:
             first = await self.inbox.get()
+            if s.draining:  # no new group once shutdown began: drain() hands the buffer back
+                self.inbox.put_nowait(first)
+                return
             group = [first]
             while len(group) < s.batch_size and not self.inbox.empty():
                 group.append(self.inbox.get_nowait())
@@ -122,6 +125,7 @@ class WorkerService:
         self._lanes: list[Lane] = []
         self._groups: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self.draining = False
         self.ready = asyncio.Event()
         self.outcomes: Counter[str] = Counter()  # deliveries settled, by outcome action
 
@@ -189,6 +193,8 @@ class WorkerService:
                 return
             log.error("delivery rejected: it cannot be processed",
                       extra={"action": "delivery_rejected", "error": type(exc).__name__}, exc_info=True)
+            async with self._pool.acquire() as conn:
+                await self._executor.bury_unprocessable(conn, group[0].body, group[0].headers, describe(exc))
             await group[0].dead_letter()
             settled = True
             self.outcomes["rejected"] += 1
@@ -231,11 +237,17 @@ class WorkerService:
         for lane in self._lanes:
             if lane.subscription is not None:
                 await lane.subscription.cancel()
-        grace = self.settings.shutdown_grace.total_seconds()
-        pending = set(self._groups)
-        still: set[asyncio.Task[None]] = set()
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=grace)
+        self.draining = True
+        for lane in self._lanes:  # idle lanes wait for a delivery that will not come
+            if lane.task is not None and not lane.busy:
+                lane.task.cancel()
+        # Busy lanes finish their group, then stop (see Lane._loop). A group that began between
+        # a lane's last check and the flag is in _groups too: wait for whatever is there.
+        deadline = asyncio.get_running_loop().time() + self.settings.shutdown_grace.total_seconds()
+        still: set[asyncio.Task[None]] = set(self._groups)
+        while still and (remaining := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.wait(still, timeout=remaining)
+            still = set(self._groups)
         for lane in self._lanes:
             if lane.task is not None:
                 lane.task.cancel()

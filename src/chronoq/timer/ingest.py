@@ -52,6 +52,10 @@ class Ingest:
         except (InvalidJobError, JobStateError) as exc:
             await self._reject(message, str(exc))
             return
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            # Valid to the schema but refused by the database: storing it again would fail again.
+            await self._reject(message, f"refused by the database: {type(exc).__name__}")
+            return
         except Exception as exc:  # noqa: BLE001 - the database is unavailable: hand it back
             log.warning("submission not stored; returned to the queue",
                         extra={"action": "submission_requeued", "error": type(exc).__name__})

@@ -26,7 +26,7 @@ from chronoq._broker.consumer import SubmissionIntake
 from chronoq._broker.publisher import ConfirmedPublisher
 from chronoq._broker.topology import Topology
 from chronoq._runtime.config import Settings
-from chronoq._runtime.failpoints import failpoint
+from chronoq._runtime.failpoints import armed, failpoint
 from chronoq._runtime.hooks import Hooks
 from chronoq._store import maintenance, wheel
 from chronoq._store.connection import CONNECTION_ERRORS, connect, create_pool
@@ -148,9 +148,12 @@ class Timer:
                 if plan.publish:
                     to_publish.append(row)
             publish_started = time.perf_counter()
-            failures = await asyncio.wait_for(
-                self._publisher.publish([job_message(r) for r in to_publish]), PUBLISH_TIMEOUT
-            )
+            publishing = asyncio.ensure_future(self._publisher.publish([job_message(r) for r in to_publish]))
+            if armed("timer.before_confirm"):
+                # Die with the publishes in flight: some frames out, their confirms not awaited.
+                await asyncio.wait({publishing}, timeout=0.001)
+                failpoint("timer.before_confirm")
+            failures = await asyncio.wait_for(publishing, PUBLISH_TIMEOUT)
             self.hooks.confirm_latency(time.perf_counter() - publish_started)
             failpoint("timer.after_confirm")
             sent = [r for r, failure in zip(to_publish, failures, strict=True) if failure is None]
