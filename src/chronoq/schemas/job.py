@@ -137,6 +137,11 @@ class JobSpec(BaseModel):
 
 def build_spec(**fields: Any) -> JobSpec:
     """JobSpec from keyword arguments; any problem becomes InvalidJobError naming the field."""
+    return prepare_spec(**fields)[0]
+
+
+def prepare_spec(**fields: Any) -> tuple[JobSpec, bytes]:
+    """``build_spec``, plus the payload as it is stored (encoding it is what validates it)."""
     max_attempts = fields.pop("max_attempts", None)
     if max_attempts is not None:
         retry = fields.get("retry") or RetryPolicy()
@@ -146,8 +151,7 @@ def build_spec(**fields: Any) -> JobSpec:
         spec = JobSpec(**fields)
     except ValidationError as exc:
         raise invalid(exc) from None
-    spec.encoded_payload()  # validates eagerly; the caller encodes again when storing
-    return spec
+    return spec, spec.encoded_payload()
 
 
 def _retry_with(retry: RetryPolicy, max_attempts: object) -> RetryPolicy:
@@ -172,4 +176,5 @@ __all__ = [
     "RetryPolicy",
     "build_spec",
     "check_queue_name",
+    "prepare_spec",
 ]

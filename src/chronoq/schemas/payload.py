@@ -24,9 +24,10 @@ _INT_RANGE = (-(2**63), 2**64 - 1)
 
 def encode_payload(payload: Any, *, field: str = "payload") -> bytes:
     """Return the payload as compact JSON bytes or raise InvalidJobError naming the problem."""
-    if isinstance(payload, BaseModel):
-        payload = payload.model_dump(mode="json")
-    _check(payload, field, 0)
+    if not _plain(payload, 0):
+        if isinstance(payload, BaseModel):
+            payload = payload.model_dump(mode="json")
+        _check(payload, field, 0)  # raises, naming where; or accepts subclasses of JSON types
     try:
         encoded = orjson.dumps(payload)
     except (TypeError, orjson.JSONEncodeError) as exc:  # pragma: no cover - _check is stricter
@@ -36,6 +37,44 @@ def encode_payload(payload: Any, *, field: str = "payload") -> bytes:
             field, f"{len(encoded)} bytes encoded, over the limit of {MAX_PAYLOAD_BYTES} bytes"
         )
     return encoded
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """True if ``value`` passes ``_check``, decided by exact types only and without building
+    the error locations (the common case costs a fraction of ``_check``). False means: ask
+    ``_check``, which raises or accepts (a subclass of a JSON type, say)."""
+    kind = type(value)
+    if kind is str:
+        return "\x00" not in value and (value.isascii() or _utf8(value))
+    if value is None or kind is bool:
+        return True
+    if kind is int:
+        return _INT_RANGE[0] <= value <= _INT_RANGE[1]
+    if kind is float:
+        return math.isfinite(value)
+    if depth >= _MAX_DEPTH:
+        return False
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or "\x00" in key or not (key.isascii() or _utf8(key)):
+                return False
+            if not _plain(item, depth + 1):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:
+            if not _plain(item, depth + 1):
+                return False
+        return True
+    return False
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check(value: Any, where: str, depth: int) -> None:
@@ -71,7 +110,5 @@ def _check(value: Any, where: str, depth: int) -> None:
 def _check_text(text: str, where: str) -> None:
     if "\x00" in text:
         raise InvalidJobError(where, "contains NUL (\\u0000), which Postgres jsonb cannot store")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidJobError(where, "contains a lone surrogate, not valid UTF-8") from None
+    if not _utf8(text):
+        raise InvalidJobError(where, "contains a lone surrogate, not valid UTF-8")
