@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import itertools
+import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import orjson
 
 from chronoq._store.sql import query
-from chronoq.schemas.job import JobSpec
+from chronoq.schemas.job import JobSpec, RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -57,21 +60,195 @@ async def enqueue(conn: asyncpg.Connection, spec: JobSpec, payload: bytes, trace
     raise RuntimeError(f"enqueue of key {spec.key!r} found neither a new nor an existing job")
 
 
+#: Columns a bulk enqueue COPYs; the rest take their defaults (kind 'once', no key, now()).
+_JOB_COLUMNS = ("id", "queue", "payload", "max_attempts", "backoff_base_ms", "backoff_cap_ms", "jitter", "timeout_ms",
+                "misfire", "misfire_grace_ms", "trace")
+_WHEEL_COLUMNS = ("occurrence_key", "job_id", "queue", "fire_at", "run_at", "due_at", "head")
+#: Jobs per pair of COPYs (see enqueue_many): small enough that Postgres starts early and the
+#: last part's wheel rows are few, big enough that per-statement costs stay in the noise.
+BULK_PART = 2000
+#: Jobs validated between two looks at the event loop, which meanwhile feeds the running COPY.
+_SLICE = 250
+#: COPY's binary format: signature, flags, header extension length; a tuple count of -1 ends it.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TRAILER = b"\xff\xff"
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_INT8 = struct.Struct(">iq")  # a field's length (8), then the value
+_JOB_ROW_START = struct.Struct(">hiq")  # a tuple's field count, then its id field
+_JOB_OPTIONS = struct.Struct(">iiiqiqifiq")  # max_attempts .. timeout_ms, each with its length
+_NULL = b"\xff\xff\xff\xff"
+
+
+def _text(value: bytes) -> bytes:
+    return len(value).to_bytes(4, "big") + value
+
+
+class _BulkCopy:
+    """A bulk enqueue's keyless jobs as COPY data for ``jobs`` and ``wheel``, a part at a time.
+
+    A keyless job conflicts with nothing, so it needs none of INSERT's per-row work: its rows
+    are encoded here in COPY's binary format, which involves none of the connection's codecs (a
+    caller's own connection works as it is). Jobs with a key are set aside for the INSERT ...
+    ON CONFLICT statement (``_enqueue_keyed``)."""
+
+    def __init__(self, jobs: Iterable[tuple[JobSpec, bytes]], ids: Sequence[int], trace: bytes | None) -> None:
+        self._jobs = enumerate(jobs)
+        self._ids = ids
+        self._trace = _text(b"\x01" + trace) if trace is not None else _NULL
+        self.keyed: list[tuple[int, JobSpec, bytes]] = []
+        self.queues: list[str] = []
+        self.exhausted = False
+        #: Due times of delays, by the database's clock: filled by the caller (``due_times``).
+        self.delayed: dict[timedelta, int] = {}
+        # The current part's keyless jobs: id, queue as COPY text, due time (microseconds
+        # since 2000) or None and the delay that gives it.
+        self._part: list[tuple[int, bytes, int | None, timedelta | None]] = []
+        self._queue_fields: dict[str, bytes] = {}
+        self._options: dict[tuple, tuple[RetryPolicy, bytes]] = {}
+
+    async def next_part(self) -> bytearray | None:
+        """Validate and encode the next ``BULK_PART`` jobs; their ``jobs`` COPY data, or None if
+        none of them is keyless. Validation happens here, as the input is iterated: a bad job
+        raises from here, before any of its part is sent."""
+        self._part = []
+        data = bytearray(_COPY_HEADER)
+        for _ in range(0, BULK_PART, _SLICE):
+            for index, (spec, payload) in itertools.islice(self._jobs, _SLICE):
+                self.queues.append(spec.queue)
+                if spec.key is not None:
+                    self.keyed.append((index, spec, payload))
+                    continue
+                job_id = self._ids[index]
+                queue = self._queue_fields.get(spec.queue)
+                if queue is None:
+                    queue = self._queue_fields[spec.queue] = _text(spec.queue.encode())
+                data += _JOB_ROW_START.pack(len(_JOB_COLUMNS), 8, job_id)
+                data += queue
+                data += (len(payload) + 1).to_bytes(4, "big")
+                data += b"\x01"  # jsonb's binary format: a version byte, then the JSON text
+                data += payload
+                data += self._job_options(spec)
+                if spec.run_at is not None:
+                    self._part.append((job_id, queue, (spec.run_at - _PG_EPOCH) // _MICROSECOND, None))
+                else:
+                    self._part.append((job_id, queue, None, spec.delay or timedelta(0)))
+            if len(self.queues) == len(self._ids):
+                self.exhausted = True
+                break
+            await asyncio.sleep(0)  # let the loop feed the COPY that is running meanwhile
+        if not self._part:
+            return None
+        data += _COPY_TRAILER
+        return data
+
+    def _job_options(self, spec: JobSpec) -> bytes:
+        retry = spec.retry
+        # By the policy's identity: hashing a pydantic model per job costs more than encoding.
+        # The entry holds the policy, so its id cannot be reused by another one meanwhile.
+        options = (id(retry), spec.timeout, spec.misfire, spec.misfire_grace)
+        cached = self._options.get(options)
+        if cached is None:
+            cached = self._options[options] = (retry, b"".join((
+                _JOB_OPTIONS.pack(4, retry.max_attempts, 8, milliseconds(retry.backoff_base),
+                                  8, milliseconds(retry.backoff_cap), 4, retry.jitter, 8, milliseconds(spec.timeout)),
+                _text(spec.misfire.encode()),
+                _INT8.pack(8, milliseconds(spec.misfire_grace)),
+                self._trace,
+            )))
+        return cached[1]
+
+    def new_delays(self) -> list[timedelta]:
+        return list({delay for _, _, _, delay in self._part if delay is not None and delay not in self.delayed})
+
+    def due_times(self, delays: Sequence[timedelta], times: Sequence[datetime]) -> None:
+        for delay, at in zip(delays, times, strict=True):
+            self.delayed[delay] = (at - _PG_EPOCH) // _MICROSECOND
+
+    def wheel_rows(self) -> bytes:
+        """The part's first occurrences as ``wheel`` COPY data. The occurrence key is
+        ``chronoq.occurrence_key(job_id, fire_at)``, built here (a test holds the two equal)."""
+        times: dict[int, tuple[str, bytes]] = {}
+        rows = [_COPY_HEADER]
+        for job_id, queue, at, delay in self._part:
+            if at is None:
+                at = self.delayed[delay]
+            encoded = times.get(at)
+            if encoded is None:
+                when = _PG_EPOCH + at * _MICROSECOND
+                stamp = _INT8.pack(8, at)
+                encoded = times[at] = (f"@{when:%Y-%m-%dT%H:%M:%S.%fZ}", stamp * 3 + b"\x00\x00\x00\x01\x01")
+            key = f"{job_id}{encoded[0]}".encode()
+            rows.append(b"\x00\x07" + _text(key) + _INT8.pack(8, job_id) + queue + encoded[1])
+        rows.append(_COPY_TRAILER)
+        return b"".join(rows)
+
+
 async def enqueue_many(
-    conn: asyncpg.Connection, specs: Sequence[JobSpec], payloads: Sequence[bytes], trace: dict[str, str] | None = None
+    conn: asyncpg.Connection, jobs: Iterable[tuple[JobSpec, bytes]], count: int, trace: dict[str, str] | None = None
+) -> tuple[list[Enqueued], list[str]]:
+    """Store ``count`` one-shot jobs, validated as ``jobs`` is iterated, all or none: in a
+    transaction of its own, or a savepoint inside the connection's current transaction, so a
+    bad job leaves a caller's transaction usable. Returns what was stored, in input order, and
+    each job's queue.
+
+    Keyless jobs go in by COPY, a part at a time, in a pipeline: while Postgres writes one
+    part's wheel rows (the costly half: four indexes and the foreign key check), this process
+    validates and encodes the next part, so the two CPUs work at once."""
+    async with conn.transaction():
+        ids = await conn.fetchval(query("allocate_job_ids"), count)
+        batch = _BulkCopy(jobs, ids, orjson.dumps(trace) if trace else None)
+        wheel: asyncio.Future | None = None  # the previous part's wheel COPY, still running
+        try:
+            while not batch.exhausted:
+                job_rows = await batch.next_part()
+                if wheel is not None:
+                    await wheel
+                    wheel = None
+                if job_rows is None:
+                    continue
+                if delays := batch.new_delays():
+                    batch.due_times(delays, await conn.fetchval(query("now_plus"), delays))
+                await conn.copy_to_table(
+                    # A memoryview: bytes would be taken for a file name.
+                    "jobs", schema_name="chronoq", columns=_JOB_COLUMNS, format="binary", source=memoryview(job_rows)
+                )
+                wheel = asyncio.ensure_future(conn.copy_to_table(
+                    "wheel", schema_name="chronoq", columns=_WHEEL_COLUMNS, format="binary",
+                    source=memoryview(batch.wheel_rows()),
+                ))
+            if wheel is not None:
+                await wheel
+                wheel = None
+        finally:
+            if wheel is not None:  # a bad job (or a cancel) meanwhile: let the COPY end, then roll back
+                await asyncio.gather(wheel, return_exceptions=True)
+        result = [Enqueued(job_id, True) for job_id in ids]
+        if batch.keyed:
+            indexes = [index for index, _, _ in batch.keyed]
+            for index, stored in zip(indexes, await _enqueue_keyed(conn, batch.keyed, ids, trace), strict=True):
+                result[index] = stored
+    return result, batch.queues
+
+
+async def _enqueue_keyed(
+    conn: asyncpg.Connection, keyed: Sequence[tuple[int, JobSpec, bytes]], ids: Sequence[int],
+    trace: dict[str, str] | None,
 ) -> list[Enqueued]:
-    ids = [r["id"] for r in await conn.fetch(query("allocate_job_ids"), len(specs))]
-    columns = list(zip(*(_row(s, p) for s, p in zip(specs, payloads, strict=True)), strict=True))
-    inserted = {r["id"] for r in await conn.fetch(query("enqueue_many"), ids, *columns, _trace_text(trace))}
-    result = [Enqueued(job_id, True) for job_id in ids]
-    missing = [i for i, job_id in enumerate(ids) if job_id not in inserted]
+    """The jobs with a key, in one INSERT ... ON CONFLICT DO NOTHING; the ids of those whose key
+    already existed are looked up afterwards."""
+    own_ids = [ids[i] for i, _, _ in keyed]
+    columns = list(zip(*(_row(spec, payload) for _, spec, payload in keyed), strict=True))
+    inserted = {r["id"] for r in await conn.fetch(query("enqueue_many"), own_ids, *columns, _trace_text(trace))}
+    result = [Enqueued(job_id, True) for job_id in own_ids]
+    missing = [n for n, job_id in enumerate(own_ids) if job_id not in inserted]
     if missing:
         rows = await conn.fetch(
-            query("existing_ids"), [specs[i].queue for i in missing], [specs[i].key for i in missing]
+            query("existing_ids"), [keyed[n][1].queue for n in missing], [keyed[n][1].key for n in missing]
         )
         by_position = {r["ord"]: r["id"] for r in rows}
-        for n, i in enumerate(missing, start=1):
-            result[i] = Enqueued(by_position[n], False)
+        for ordinal, n in enumerate(missing, start=1):
+            result[n] = Enqueued(by_position[ordinal], False)
     return result
 
 

@@ -6,6 +6,7 @@ transaction (``connection=``) and commit or vanish with the caller's writes.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -16,12 +17,12 @@ import asyncpg
 from chronoq._runtime import tracing
 from chronoq._runtime.hooks import count_enqueued
 from chronoq._store import jobs as job_store
+from chronoq._store import reads
 from chronoq._store.connection import create_pool
 from chronoq.errors import InvalidJobError, JobNotFoundError
 from chronoq.producer import recurring
 from chronoq.producer.views import load_job
-from chronoq.schemas.job import JobSpec, RetryPolicy, build_spec
-from chronoq._store import reads
+from chronoq.schemas.job import JobSpec, RetryPolicy, build_spec, prepare_spec
 from chronoq.schemas.policies import Misfire, Overlap
 from chronoq.schemas.schedule import build_schedule
 from chronoq.schemas.views import JobSummary, JobView, QueueStatus, TickView
@@ -117,18 +118,22 @@ class Producer:
     ) -> list[int]:
         """Store many one-shot jobs in one transaction; ids in input order. Each item is a JobSpec
         or a mapping of ``enqueue``'s keyword arguments (``queue`` and ``payload`` included).
-        Every item is validated before anything is stored."""
-        specs = [item if isinstance(item, JobSpec) else _spec_from_mapping(item) for item in jobs]
-        if not specs:
+        Every item is validated; one bad item raises InvalidJobError (naming its index) and
+        nothing is stored. With ``connection``, the jobs are written in its current transaction
+        (a failure rolls back only this call's savepoint)."""
+        items = list(jobs)
+        if not items:
             return []
-        payloads = [s.encoded_payload() for s in specs]
-        with tracing.enqueue_span(specs[0].queue) as trace:
+        first = _prepare(0, items[0])
+        # The rest are validated while the first ones stream to Postgres (COPY).
+        prepared = itertools.chain((first,), (_prepare(i, item) for i, item in enumerate(items[1:], start=1)))
+        with tracing.enqueue_span(first[0].queue) as trace:
             if connection is not None:
-                stored = await job_store.enqueue_many(connection, specs, payloads, trace)
+                stored, queues = await job_store.enqueue_many(connection, prepared, len(items), trace)
             else:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    stored = await job_store.enqueue_many(conn, specs, payloads, trace)
-        for queue, n in Counter(s.queue for s, e in zip(specs, stored, strict=True) if e.created).items():
+                async with self.pool.acquire() as conn:
+                    stored, queues = await job_store.enqueue_many(conn, prepared, len(items), trace)
+        for queue, n in Counter(q for q, e in zip(queues, stored, strict=True) if e.created).items():
             count_enqueued(queue, n)
         return [e.job_id for e in stored]
 
@@ -247,9 +252,15 @@ def _seconds(value: Delay | None, field: str = "delay") -> timedelta | float | N
     return value
 
 
-def _spec_from_mapping(item: Mapping[str, Any]) -> JobSpec:
-    fields = dict(item)
-    for name in ("delay", "timeout"):
-        if name in fields:
-            fields[name] = _seconds(fields[name])
-    return build_spec(**fields)
+def _prepare(index: int, item: JobSpec | Mapping[str, Any]) -> tuple[JobSpec, bytes]:
+    """An item of a bulk enqueue, validated, with its payload encoded."""
+    try:
+        if isinstance(item, JobSpec):
+            return item, item.encoded_payload()
+        fields = dict(item)
+        for name in ("delay", "timeout"):
+            if name in fields:
+                fields[name] = _seconds(fields[name], name)
+        return prepare_spec(**fields)
+    except InvalidJobError as exc:
+        raise InvalidJobError(exc.field, f"{exc.message} (item {index} of the batch)") from None

@@ -23,12 +23,19 @@ SELECT id, false AS created FROM chronoq.jobs
 WHERE queue = $1 AND key = $2 AND NOT EXISTS (SELECT FROM new_job);
 
 -- name: allocate_job_ids
-SELECT nextval('chronoq.jobs_id_seq') AS id FROM generate_series(1, $1);
+-- One array, not a row per id: a bulk enqueue of 100k jobs reads 100k ids.
+SELECT array(SELECT nextval('chronoq.jobs_id_seq') FROM generate_series(1, $1));
+
+-- name: now_plus
+-- Due times of delayed jobs, by the database's clock and its interval arithmetic, exactly as
+-- the single enqueue computes them (now() is the transaction's start).
+SELECT array(SELECT now() + d FROM unnest($1::interval[]) WITH ORDINALITY AS u(d, n) ORDER BY n);
 
 -- name: enqueue_many
--- Bulk enqueue with ids allocated beforehand (allocate_job_ids), so every input row knows its
--- id without relying on insert order. Rows whose (queue, key) already exists are not inserted;
--- the caller looks their ids up with existing_ids.
+-- The jobs of a bulk enqueue that have a key (the keyless ones are COPYed), with ids allocated
+-- beforehand (allocate_job_ids), so every input row knows its id without relying on insert
+-- order. Rows whose (queue, key) already exists are not inserted; the caller looks their ids up
+-- with existing_ids.
 WITH input AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[],
                          $7::bigint[], $8::real[], $9::bigint[], $10::timestamptz[], $11::interval[], $12::text[],
