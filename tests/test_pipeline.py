@@ -561,3 +561,29 @@ async def test_a_delivery_that_can_never_be_processed_is_recorded_dead_not_left_
         await broker.close()
     job = await producer.get(job_id)
     assert (job.state, job.occurrences[0].reason, job.occurrences[0].error) == ("dead", "unprocessable", "TypeError: boom")
+
+
+async def test_handlers_writes_commit_durably_and_a_handler_that_never_uses_the_database_opens_no_savepoint(settings, producer: Producer, db) -> None:
+    """Workers' connections commit their start counters without waiting for the WAL flush; the
+    transaction that records outcomes and the handlers' writes must not inherit that."""
+    worker = Worker()
+    seen: dict[str, object] = {}
+
+    @worker.handler("durable")
+    async def durable(ctx: JobContext, payload: dict) -> None:
+        if payload["touch"]:
+            seen["synchronous_commit"] = await ctx.db.fetchval("SHOW synchronous_commit")
+            async with ctx.db.transaction():
+                await ctx.db.execute("CREATE TABLE touched (n int)")
+            await ctx.db.executemany("INSERT INTO touched VALUES ($1)", [(1,), (2,)])
+            seen["cursor"] = [r["n"] async for r in ctx.db.cursor("SELECT n FROM touched ORDER BY n")]
+            seen["prepared"] = await (await ctx.db.prepare("SELECT count(*) FROM touched")).fetchval()
+        else:
+            seen["untouched"] = repr(ctx.db)
+
+    ids = [await producer.enqueue("durable", {"touch": touch}) for touch in (False, True)]
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        await all_finished(producer, ids)
+    assert (seen["synchronous_commit"], seen["cursor"], seen["prepared"]) == ("on", [1, 2], 2)
+    assert "savepoint=not yet" in str(seen["untouched"])
+    assert await db.fetchval("SELECT to_regclass('touched') IS NOT NULL")

@@ -2,8 +2,9 @@
 
 The costly steps of a queue with exactly-once effects are a commit and an ack per job. A group
 pays them once: its deliveries run one after the other in a single transaction, each handler
-inside a savepoint, so that a failing handler's writes roll back alone; then every success is
-recorded in one statement, the transaction commits, and the broker gets one ``multiple`` ack.
+inside a savepoint (opened when it first uses ``ctx.db``), so that a failing handler's writes roll
+back alone; then every success is recorded in one statement, the transaction commits, and the
+broker gets one ``multiple`` ack.
 
 The order is still the guarantee. Starts are counted (and redelivery deadlines extended) in a
 short transaction of their own before any handler runs, so a delivery that kills its worker is
@@ -32,6 +33,7 @@ from chronoq._runtime.hooks import Hooks
 from chronoq._store import outcomes
 from chronoq._store.connection import RawJson
 from chronoq.consumer.context import Cancel, JobContext, Retry
+from chronoq.consumer.job_connection import SAVEPOINT, JobConnection
 from chronoq.consumer.registry import Handler, Worker
 from chronoq.errors import InvalidJobError
 from chronoq.schemas.job import RetryPolicy
@@ -52,8 +54,9 @@ GROUP_TIME_BUDGET = 120.0
 NO_FENCE = os.environ.get("CHRONOQ_CHAOS_NO_FENCE") == "1"
 #: Database errors that say "try again", not "this job is broken".
 TRANSIENT_CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
-# Savepoint statements: sent as one simple query, one round trip per job.
-_NEXT_JOB = "RELEASE SAVEPOINT chronoq_job; SAVEPOINT chronoq_job"
+# Ending a handler's savepoint (opened on its first use of ctx.db): one round trip.
+_KEEP_JOB = f"RELEASE SAVEPOINT {SAVEPOINT}"
+_UNDO_JOB = f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}"
 
 
 @dataclass
@@ -113,7 +116,9 @@ class GroupExecutor:
         if member.attempt is None:
             return False  # names no occurrence: the dead-letter queue is its only record
         try:
-            return await outcomes.record_dead(conn, member.attempt, "unprocessable", error, "failed", None)
+            async with conn.transaction():
+                await outcomes.commit_durably(conn)
+                return await outcomes.record_dead(conn, member.attempt, "unprocessable", error, "failed", None)
         except asyncpg.PostgresError:
             return False  # its own values are what Postgres refuses: the lease will bring it back
 
@@ -176,11 +181,11 @@ class GroupExecutor:
             return
         failpoint("consumer.before_transaction")
         async with conn.transaction():
+            await outcomes.commit_durably(conn)
             locked, db_started = await outcomes.lock_live(
                 conn, [m.attempt.occurrence_key for m in runnable], [m.attempt.attempt for m in runnable]  # type: ignore[union-attr]
             )
             clock_started = time.perf_counter()
-            await conn.execute("SAVEPOINT chronoq_job")
             successes: list[tuple[Member, Any, datetime]] = []
             for m in runnable:
                 if time.perf_counter() - clock_started > GROUP_TIME_BUDGET:
@@ -202,11 +207,7 @@ class GroupExecutor:
                     handler_clock = time.perf_counter()
                     result = await self._run_one(conn, m, started_at)
                     m.seconds = time.perf_counter() - handler_clock
-                if result is _FAILED:
-                    # Keep what was recorded for this member (retry, dead, cancelled): the next
-                    # member's rollback must not undo it.
-                    await conn.execute(_NEXT_JOB)
-                else:
+                if result is not _FAILED:
                     successes.append((m, result, started_at))
             failpoint("consumer.before_commit")
             if successes:
@@ -232,30 +233,34 @@ class GroupExecutor:
         except ValidationError as exc:
             await self._bury(conn, m, "invalid_payload", describe(exc), "invalid", None)
             return _FAILED
+        db = JobConnection(conn)
         ctx = JobContext(
             job_id=m.message.job_id, queue=m.message.queue, fire_at=m.message.fire_at, run_at=m.message.run_at,
             attempt=m.message.attempt, max_attempts=m.message.max_attempts,
-            idempotency_key=m.message.occurrence_key, db=conn,
+            idempotency_key=m.message.occurrence_key, db=db,  # type: ignore[arg-type]
         )
         span_attributes = {"chronoq.job_id": m.message.job_id, "chronoq.attempt": m.message.attempt,
                            "chronoq.occurrence": m.message.occurrence_key}
         try:
             with tracing.handler_span(m.message.queue, m.headers, span_attributes) as span:
                 try:
-                    value = await asyncio.wait_for(m.handler.fn(ctx, payload), self._timeout(m).total_seconds())
+                    async with asyncio.timeout(self._timeout(m).total_seconds()):  # no task per job, unlike wait_for
+                        value = await m.handler.fn(ctx, payload)
                 except BaseException as exc:
                     tracing.mark_failed(span, exc)
                     raise
             encoded = encode_payload(value, field="result") if value is not None else None
-            # Keep this job's writes, open a fresh savepoint for the next. Fails if the handler
-            # swallowed a database error and left the transaction aborted: a failed attempt.
-            await conn.execute(_NEXT_JOB)
+            if db.opened:
+                # Keep this job's writes. Fails if the handler swallowed a database error and
+                # left the transaction aborted: a failed attempt.
+                await conn.execute(_KEEP_JOB)
             return encoded
         except BaseException as exc:  # every handler failure is an outcome...
             task = asyncio.current_task()
             if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
                 raise  # ...except this group being cancelled (shutdown's second stage)
-            await conn.execute("ROLLBACK TO SAVEPOINT chronoq_job")
+            if db.opened:
+                await conn.execute(_UNDO_JOB)
             if isinstance(exc, TRANSIENT_CONFLICTS):
                 # Chosen as a deadlock victim (often against a handler of another group), or a
                 # serialization failure: not the job's fault. It goes back to the queue with its

@@ -131,7 +131,8 @@ class WorkerService:
 
     async def start(self) -> None:
         self._pool = await create_pool(
-            self.settings.database_url, min_size=1, max_size=self.concurrency + 1, application_name=self.name
+            self.settings.database_url, min_size=1, max_size=self.concurrency + 1, application_name=self.name,
+            durable_by_default=False,  # every transaction that records an outcome asks for a durable commit
         )
         self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
         self._publisher = ConfirmedPublisher(self._broker, self.topology)

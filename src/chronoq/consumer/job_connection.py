@@ -1,0 +1,111 @@
+"""``ctx.db``: the group's connection, behind a savepoint that is opened on first use.
+
+A group runs many handlers in one transaction, each of which must be able to fail alone: its
+writes roll back, its neighbours' stay. That needs a savepoint per handler, which costs a round
+trip per job, paid even by the many handlers that never touch the database. So the savepoint is
+opened the first time the handler uses ``ctx.db`` (any coroutine method, ``transaction()`` or
+``cursor()``), and only then released or rolled back after it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+SAVEPOINT = "chronoq_job"
+
+
+class JobConnection:
+    """Duck-typed ``asyncpg.Connection`` for one handler; see the module docstring."""
+
+    __slots__ = ("_conn", "opened")
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self.opened = False  # whether this handler's savepoint exists
+
+    async def _open(self) -> None:
+        if not self.opened:
+            await self._conn.execute(f"SAVEPOINT {SAVEPOINT}")
+            self.opened = True
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._conn, name)
+        if name in ("transaction", "cursor"):
+            return _Deferred(self, attribute)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            # A pool's connection proxy wraps its coroutine methods in plain functions, so look
+            # at what the call returns: a coroutine has not run yet; open the savepoint first.
+            result = attribute(*args, **kwargs)
+            return self._after_open(result) if inspect.isawaitable(result) else result
+
+        return call
+
+    async def _after_open(self, pending: Any) -> Any:
+        try:
+            await self._open()
+        except BaseException:
+            if inspect.iscoroutine(pending):
+                pending.close()  # never awaited: say so, instead of a "never awaited" warning
+            raise
+        return await pending
+
+    def __repr__(self) -> str:
+        return f"<JobConnection savepoint={'open' if self.opened else 'not yet'} {self._conn!r}>"
+
+
+class _Deferred:
+    """``transaction()`` / ``cursor()``: their objects run SQL when entered or awaited, so the
+    savepoint is opened just before that."""
+
+    def __init__(self, owner: JobConnection, factory: Callable[..., Any]) -> None:
+        self._owner = owner
+        self._factory = factory
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Opening:
+        return _Opening(self._owner, self._factory(*args, **kwargs))
+
+
+class _Opening:
+    def __init__(self, owner: JobConnection, inner: Any) -> None:
+        self._owner = owner
+        self._inner = inner
+
+    async def __aenter__(self) -> Any:
+        await self._owner._open()
+        return await self._inner.__aenter__()
+
+    async def __aexit__(self, *exc: object) -> Any:
+        return await self._inner.__aexit__(*exc)
+
+    def __await__(self) -> Any:
+        return self._awaited().__await__()
+
+    async def _awaited(self) -> Any:
+        await self._owner._open()
+        return await self._inner
+
+    def __aiter__(self) -> Any:
+        return self._iterate()
+
+    async def _iterate(self) -> Any:
+        await self._owner._open()
+        async for item in self._inner:
+            yield item
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:  # Transaction.start(), Cursor.fetch(), ...
+            result = attribute(*args, **kwargs)
+            return self._owner._after_open(result) if inspect.isawaitable(result) else result
+
+        return call
