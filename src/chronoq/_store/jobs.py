@@ -66,7 +66,7 @@ _JOB_COLUMNS = ("id", "queue", "payload", "max_attempts", "backoff_base_ms", "ba
 _WHEEL_COLUMNS = ("occurrence_key", "job_id", "queue", "fire_at", "run_at", "due_at", "head")
 #: Jobs per pair of COPYs (see enqueue_many): small enough that Postgres starts early and the
 #: last part's wheel rows are few, big enough that per-statement costs stay in the noise.
-BULK_PART = 2000
+BULK_PART = 1000
 #: Jobs validated between two looks at the event loop, which meanwhile feeds the running COPY.
 _SLICE = 250
 #: COPY's binary format: signature, flags, header extension length; a tuple count of -1 ends it.
@@ -114,6 +114,7 @@ class _BulkCopy:
         self._part = []
         data = bytearray(_COPY_HEADER)
         for _ in range(0, BULK_PART, _SLICE):
+            await asyncio.sleep(0)  # let the loop feed the COPY that is running meanwhile
             for index, (spec, payload) in itertools.islice(self._jobs, _SLICE):
                 self.queues.append(spec.queue)
                 if spec.key is not None:
@@ -136,7 +137,6 @@ class _BulkCopy:
             if len(self.queues) == len(self._ids):
                 self.exhausted = True
                 break
-            await asyncio.sleep(0)  # let the loop feed the COPY that is running meanwhile
         if not self._part:
             return None
         data += _COPY_TRAILER
@@ -184,13 +184,19 @@ class _BulkCopy:
         return b"".join(rows)
 
 
+@dataclass(frozen=True)
+class BulkEnqueued:
+    ids: list[int]  # in input order
+    queues: list[str]  # of each job, in input order
+    existing: list[int]  # positions whose (queue, key) was already stored: nothing new there
+
+
 async def enqueue_many(
     conn: asyncpg.Connection, jobs: Iterable[tuple[JobSpec, bytes]], count: int, trace: dict[str, str] | None = None
-) -> tuple[list[Enqueued], list[str]]:
+) -> BulkEnqueued:
     """Store ``count`` one-shot jobs, validated as ``jobs`` is iterated, all or none: in a
     transaction of its own, or a savepoint inside the connection's current transaction, so a
-    bad job leaves a caller's transaction usable. Returns what was stored, in input order, and
-    each job's queue.
+    bad job leaves a caller's transaction usable.
 
     Keyless jobs go in by COPY, a part at a time, in a pipeline: while Postgres writes one
     part's wheel rows (the costly half: four indexes and the foreign key check), this process
@@ -198,37 +204,41 @@ async def enqueue_many(
     async with conn.transaction():
         ids = await conn.fetchval(query("allocate_job_ids"), count)
         batch = _BulkCopy(jobs, ids, orjson.dumps(trace) if trace else None)
-        wheel: asyncio.Future | None = None  # the previous part's wheel COPY, still running
+        running: asyncio.Future | None = None  # the COPY in flight while this process encodes
         try:
             while not batch.exhausted:
                 job_rows = await batch.next_part()
-                if wheel is not None:
-                    await wheel
-                    wheel = None
+                if running is not None:
+                    await running
+                    running = None
                 if job_rows is None:
                     continue
                 if delays := batch.new_delays():
                     batch.due_times(delays, await conn.fetchval(query("now_plus"), delays))
-                await conn.copy_to_table(
-                    # A memoryview: bytes would be taken for a file name.
+                # A memoryview: bytes would be taken for a file name.
+                running = asyncio.ensure_future(conn.copy_to_table(
                     "jobs", schema_name="chronoq", columns=_JOB_COLUMNS, format="binary", source=memoryview(job_rows)
-                )
-                wheel = asyncio.ensure_future(conn.copy_to_table(
-                    "wheel", schema_name="chronoq", columns=_WHEEL_COLUMNS, format="binary",
-                    source=memoryview(batch.wheel_rows()),
                 ))
-            if wheel is not None:
-                await wheel
-                wheel = None
+                await asyncio.sleep(0)  # the COPY starts; its wheel rows are encoded meanwhile
+                wheel_rows = batch.wheel_rows()
+                await running
+                running = asyncio.ensure_future(conn.copy_to_table(
+                    "wheel", schema_name="chronoq", columns=_WHEEL_COLUMNS, format="binary", source=memoryview(wheel_rows)
+                ))
+            if running is not None:
+                await running
+                running = None
         finally:
-            if wheel is not None:  # a bad job (or a cancel) meanwhile: let the COPY end, then roll back
-                await asyncio.gather(wheel, return_exceptions=True)
-        result = [Enqueued(job_id, True) for job_id in ids]
+            if running is not None:  # a bad job (or a cancel) meanwhile: let the COPY end, then roll back
+                await asyncio.gather(running, return_exceptions=True)
+        existing: list[int] = []
         if batch.keyed:
             indexes = [index for index, _, _ in batch.keyed]
             for index, stored in zip(indexes, await _enqueue_keyed(conn, batch.keyed, ids, trace), strict=True):
-                result[index] = stored
-    return result, batch.queues
+                if not stored.created:
+                    ids[index] = stored.job_id
+                    existing.append(index)
+    return BulkEnqueued(ids, batch.queues, existing)
 
 
 async def _enqueue_keyed(

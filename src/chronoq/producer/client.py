@@ -129,13 +129,16 @@ class Producer:
         prepared = itertools.chain((first,), (_prepare(i, item) for i, item in enumerate(items[1:], start=1)))
         with tracing.enqueue_span(first[0].queue) as trace:
             if connection is not None:
-                stored, queues = await job_store.enqueue_many(connection, prepared, len(items), trace)
+                stored = await job_store.enqueue_many(connection, prepared, len(items), trace)
             else:
                 async with self.pool.acquire() as conn:
-                    stored, queues = await job_store.enqueue_many(conn, prepared, len(items), trace)
-        for queue, n in Counter(q for q, e in zip(queues, stored, strict=True) if e.created).items():
-            count_enqueued(queue, n)
-        return [e.job_id for e in stored]
+                    stored = await job_store.enqueue_many(conn, prepared, len(items), trace)
+        created = Counter(stored.queues)
+        created.subtract(stored.queues[i] for i in stored.existing)
+        for queue, n in created.items():
+            if n:
+                count_enqueued(queue, n)
+        return stored.ids
 
     async def schedule(
         self,

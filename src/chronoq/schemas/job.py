@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -24,6 +25,8 @@ KEY_MAX_LENGTH = 200
 #: a bug in the caller far more often than a plan.
 EARLIEST_RUN_AT = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_RUN_AT = datetime(3000, 1, 1, tzinfo=UTC)
+_LATEST_TIMESTAMP = LATEST_RUN_AT.timestamp()
+_NO_DELAY = timedelta(0)
 
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_TIMEOUT = timedelta(minutes=1)
@@ -112,9 +115,10 @@ class JobSpec(BaseModel):
     @classmethod
     def _delay_range(cls, value: timedelta | None) -> timedelta | None:
         if value is not None:
-            if value < timedelta(0):
+            if value < _NO_DELAY:
                 raise ValueError("must not be negative")
-            if value > LATEST_RUN_AT - datetime.now(UTC):
+            # time.time(), not datetime.now(): this runs for every job of a bulk enqueue.
+            if value.total_seconds() > _LATEST_TIMESTAMP - time.time():
                 raise ValueError(f"reaches past the supported range (before {LATEST_RUN_AT:%Y})")
         return value
 
