@@ -1,0 +1,107 @@
+"""Statements only the benchmarks use: preloading many jobs with COPY, removing them again,
+reading the wheel's table statistics, explaining the timer's claim, and switching autovacuum
+on for a run on a server where it is off."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from chronoq._store.sql import query
+
+_JOB_COLUMNS = ("id", "queue", "payload", "max_attempts", "backoff_base_ms", "backoff_cap_ms", "jitter", "timeout_ms")
+_WHEEL_COLUMNS = ("occurrence_key", "job_id", "queue", "fire_at", "run_at", "due_at", "head")
+#: The job defaults of a plain ``enqueue`` (3 attempts, 1 s .. 1 h backoff, 10 % jitter, 5 min timeout).
+_JOB_DEFAULTS = (3, 1000, 3_600_000, 0.1, 300_000)
+#: Rows per COPY: big enough for COPY's speed, small enough for a smooth progress bar.
+COPY_CHUNK = 50_000
+
+
+def _key(job_id: int, at: datetime) -> str:
+    """``chronoq.occurrence_key`` computed here, so COPY needs no function call per row."""
+    return f"{job_id}@{at.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+
+
+async def db_now(conn: asyncpg.Connection) -> datetime:
+    return await conn.fetchval(query("bench_db_now"))
+
+
+async def preload(
+    conn: asyncpg.Connection, *, queue: str, payload: str, count: int, first_due: datetime, spacing: timedelta,
+    advance: Callable[[int], None] | None = None,
+) -> tuple[int, int]:
+    """COPY ``count`` one-shot jobs and their first occurrences, due at ``first_due`` plus
+    ``spacing`` times their rank (distinct due times, as real schedules have: the due_at index
+    gets no duplicate compression it would not get in production). Returns the id range.
+    ``advance(n)`` is called after each chunk (for a progress bar)."""
+    if count <= 0:
+        return 0, -1
+    first = await conn.fetchval(query("reserve_job_ids"), count)
+    for start in range(0, count, COPY_CHUNK):
+        ids = range(first + start, first + min(count, start + COPY_CHUNK))
+        due = [first_due + spacing * (i - first) for i in ids]
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "jobs", schema_name="chronoq", columns=_JOB_COLUMNS,
+                records=((i, queue, payload, *_JOB_DEFAULTS) for i in ids),
+            )
+            await conn.copy_records_to_table(
+                "wheel", schema_name="chronoq", columns=_WHEEL_COLUMNS,
+                records=((_key(i, d), i, queue, d, d, d, True) for i, d in zip(ids, due, strict=True)),
+            )
+        if advance is not None:
+            advance(len(ids))
+    return first, first + count - 1
+
+
+async def delete_block(conn: asyncpg.Connection, queue: str, first: int, last: int) -> None:
+    """Remove the jobs ``first..last`` of ``queue`` (and what they left in the wheel), a chunk at a time."""
+    for start in range(first, last + 1, COPY_CHUNK):
+        end = min(last, start + COPY_CHUNK - 1)
+        async with conn.transaction():
+            await conn.execute(query("delete_block_occurrences"), start, end, queue)
+            await conn.execute(query("delete_job_block"), start, end, queue)
+
+
+async def queue_block(conn: asyncpg.Connection, queue: str) -> tuple[int, int, int]:
+    """(first id, last id, count) of a queue's occurrences in the wheel."""
+    row = await conn.fetchrow(query("queue_block"), queue)
+    return row["first"], row["last"], row["n"]
+
+
+async def vacuum_analyze(conn: asyncpg.Connection) -> None:
+    """Outside any transaction; needs the tables' owner."""
+    await conn.execute(query("vacuum_analyze_wheel"))
+
+
+async def wheel_stats(conn: asyncpg.Connection) -> dict[str, object]:
+    await conn.fetchval(query("flush_stats"))
+    row = await conn.fetchrow(query("wheel_stats"))
+    return dict(row) if row is not None else {}
+
+
+async def explain_claim(conn: asyncpg.Connection, limit: int) -> list[str]:
+    """EXPLAIN (ANALYZE, BUFFERS) of the timer's real claim, in a transaction rolled back
+    afterwards: the rows it locks stay due. (The prefix is a constant; the statement is the
+    timer's own, not a copy that could drift.)"""
+    plan: list[str] = []
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        plan = [r[0] for r in await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + query("claim_due"), limit)]
+    finally:
+        await transaction.rollback()
+    return plan
+
+
+async def set_autovacuum_on(conn: asyncpg.Connection) -> None:
+    """``ALTER SYSTEM`` (superuser): overrides postgresql.conf and its conf.d until reset."""
+    await conn.execute(query("autovacuum_on"))
+    await conn.fetchval(query("reload_conf"))
+
+
+async def reset_autovacuum(conn: asyncpg.Connection) -> None:
+    await conn.execute(query("autovacuum_reset"))
+    await conn.fetchval(query("reload_conf"))

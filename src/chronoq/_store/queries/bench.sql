@@ -1,0 +1,53 @@
+-- name: reserve_job_ids
+-- A block of $1 consecutive job ids for a bulk preload (COPY with explicit ids): returns the
+-- first. setval moves the sequence past the block in one statement instead of $1 nextval calls.
+-- Another writer calling nextval between the two reads could take an id inside the block; the
+-- benchmarks preload while no producer runs.
+SELECT setval('chronoq.jobs_id_seq', nextval('chronoq.jobs_id_seq') + $1 - 1) - $1 + 1 AS first;
+
+-- name: bench_db_now
+SELECT now();
+
+-- name: delete_block_occurrences
+-- Removing a preloaded block of ids of one queue: its occurrences first (a range of the
+-- wheel_job index), so that the jobs' ON DELETE CASCADE then finds nothing left to do.
+DELETE FROM chronoq.wheel WHERE job_id BETWEEN $1 AND $2 AND queue = $3;
+
+-- name: delete_job_block
+DELETE FROM chronoq.jobs WHERE id BETWEEN $1 AND $2 AND queue = $3;
+
+-- name: queue_block
+-- The id range and number of a queue's live occurrences: where a preload interrupted by a lost
+-- connection resumes (a scan of the wheel: only after such a failure).
+SELECT coalesce(min(job_id), 0) AS first, coalesce(max(job_id), -1) AS last, count(*) AS n
+FROM chronoq.wheel WHERE queue = $1;
+
+-- name: vacuum_analyze_wheel
+-- After a bulk preload: a fresh visibility map and planner statistics, as autovacuum would
+-- leave them on a server where it runs.
+VACUUM ANALYZE chronoq.wheel, chronoq.jobs;
+
+-- name: wheel_stats
+-- Live and dead tuples of the wheel (pg_stat_user_tables), its vacuums, and the size of its heap
+-- and due_at index. Counters are flushed by each backend at most once a second, so they lag.
+SELECT s.n_live_tup, s.n_dead_tup, s.n_tup_upd, s.n_tup_hot_upd, s.n_tup_del,
+       s.vacuum_count, s.autovacuum_count, s.last_autovacuum,
+       pg_relation_size('chronoq.wheel') AS heap_bytes,
+       pg_relation_size('chronoq.wheel_due') AS due_index_bytes
+FROM pg_stat_user_tables s
+WHERE s.relid = 'chronoq.wheel'::regclass;
+
+-- name: flush_stats
+-- Makes this backend publish its table counters at the end of this statement, so the next read
+-- of wheel_stats includes its own writes.
+SELECT pg_stat_force_next_flush();
+
+-- name: autovacuum_on
+-- The churn benchmark's opt-in on a server where autovacuum is off (needs a superuser).
+ALTER SYSTEM SET autovacuum = on;
+
+-- name: autovacuum_reset
+ALTER SYSTEM RESET autovacuum;
+
+-- name: reload_conf
+SELECT pg_reload_conf();
