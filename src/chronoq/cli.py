@@ -42,6 +42,16 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected counts separated by commas, got {text!r}") from None
+    if min(counts) < 1:
+        raise argparse.ArgumentTypeError("counts must be positive")
+    return counts
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -151,9 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_purge = dlq_commands.add_parser("purge", help="empty a dead-letter queue (Postgres keeps the records)", parents=[settings])
     dlq_purge.add_argument("--queue", required=True)
 
-    bench = command("bench", "Measure this deployment: burst, steady, enqueue (tables, JSON with versions).")
-    bench.add_argument("scenario", choices=["burst", "steady", "enqueue"])
-    bench.add_argument("--jobs", type=int, default=20_000, help="burst/enqueue: jobs per run (default 20000)")
+    bench = command("bench", "Measure this deployment: burst, steady, enqueue, scale, churn, memory (tables, JSON "
+                             "with versions); plot: lateness against offered rate from steady results.")
+    bench.add_argument("scenario", choices=["burst", "steady", "enqueue", "scale", "churn", "memory", "plot"])
+    bench.add_argument("inputs", nargs="*", metavar="JSON", help="plot: steady result files or folders")
+    bench.add_argument("--jobs", type=int, help="jobs per run: burst/enqueue/memory's burst (default 20000), "
+                                                "churn (default 1000000)")
     bench.add_argument("--rate", type=float, default=200.0, help="steady: offered jobs/s (default 200)")
     bench.add_argument("--duration", type=float, default=10.0, help="steady: seconds (default 10)")
     bench.add_argument("--find-max", action="store_true", help="steady: search the highest rate with p99 under 100 ms")
@@ -163,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--timers", type=int, default=1, help="timer processes (default 1)")
     bench.add_argument("--runs", type=int, default=3, help="repetitions; medians are reported (default 3)")
     bench.add_argument("--out", default="bench-results", help="folder for the JSON results")
+    bench.add_argument("--sizes", type=_counts, default=[10_000, 1_000_000, 10_000_000],
+                       help="scale: scheduled jobs preloaded at each step (default 10000,1000000,10000000)")
+    bench.add_argument("--claim-batches", type=int, default=40, help="scale: claim batches timed per size (default 40)")
+    bench.add_argument("--preload", type=int, default=1_000_000,
+                       help="churn/memory: future jobs preloaded (default 1000000)")
+    bench.add_argument("--autovacuum", choices=["server", "on"], default="server",
+                       help="churn: 'on' switches autovacuum on for the run (ALTER SYSTEM, superuser), reset after")
+    bench.add_argument("--settle", type=float, default=6.0, help="memory: seconds idle before reading RSS (default 6)")
+    bench.add_argument("--keep", action="store_true", help="scale/churn/memory: keep the preloaded jobs")
+    bench.add_argument("--output", default="bench-lateness.png", help="plot: the PNG to write")
 
     demo = command("demo", "Run the whole pipeline on the local services and check nothing was lost.")
     demo.add_argument("--jobs", type=int, default=3000, help="jobs to enqueue (default 3000)")
@@ -262,7 +285,10 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from chronoq.bench.command import run_bench
 
             options = {k: getattr(args, k) for k in ("jobs", "rate", "duration", "find_max", "handler", "workers",
-                                                     "timers", "runs", "out")}
+                                                     "timers", "runs", "out", "sizes", "claim_batches", "preload",
+                                                     "autovacuum", "settle", "keep", "inputs", "output")}
+            if options["jobs"] is None:
+                options["jobs"] = 1_000_000 if args.scenario == "churn" else 20_000
             options["concurrency"] = settings.concurrency
             return _run(run_bench(settings, args.scenario, options), fast_loop=True)
         case "demo":

@@ -6,11 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from chronoq._runtime.config import Settings
-from chronoq.bench import scenarios
+from chronoq._store.migrate import migrate as apply_migrations
+from chronoq.bench import churn, memory, plot, scale, scenarios
 from chronoq.bench.environment import describe
 from chronoq.bench.pipeline import pipeline
 from chronoq.bench.report import show, write
@@ -19,8 +27,17 @@ from chronoq.bench.report import show, write
 FIND_MAX_P99_MS = 100.0
 
 
+#: Scenarios whose rows are sizes, phases or intervals rather than repeats.
+MEASURED = {"scale": scale.measure, "churn": churn.measure, "memory": memory.measure}
+
+
 async def run_bench(settings: Settings, scenario: str, options: dict[str, Any]) -> int:
     console = Console(highlight=False)
+    if scenario == "plot":
+        console.print(f"plot: {plot.plot(options['inputs'], Path(options['output']))}")
+        return 0
+    if scenario in MEASURED:
+        return await _run_measured(settings, scenario, options, console)
     runs: list[dict[str, Any]] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     async with pipeline(settings, timers=options["timers"], workers=options["workers"]) as p:
@@ -39,6 +56,24 @@ async def run_bench(settings: Settings, scenario: str, options: dict[str, Any]) 
     title = f"chronoq bench {scenario} ({options['workers']} worker(s), {options['timers']} timer(s))"
     show(console, title, runs)
     path = write(Path(options["out"]), scenario, runs, environment, options)
+    console.print(f"results: {path}")
+    return 0
+
+
+async def _run_measured(settings: Settings, scenario: str, options: dict[str, Any], console: Console) -> int:
+    await apply_migrations(settings.database_url)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        environment = await describe(settings, conn)
+    finally:
+        await conn.close()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        measured = await MEASURED[scenario](settings, options, progress)
+    show(console, measured.title, measured.rows, medians=False)
+    for note in measured.notes:
+        console.print(note)
+    path = write(Path(options["out"]), scenario, measured.rows, environment, options, measured.summary)
     console.print(f"results: {path}")
     return 0
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
 
 import asyncpg
 
@@ -24,6 +24,7 @@ class Pipeline:
     conn: asyncpg.Connection
     logs: Path
     exit_codes: list[int]
+    pids: dict[str, int] = field(default_factory=dict)  # "worker-0", "timer-0", ... -> process id
 
 
 @asynccontextmanager
@@ -38,7 +39,8 @@ async def pipeline(settings: Settings, *, timers: int, workers: int) -> AsyncIte
         await conn.execute("TRUNCATE chronoq_bench.effects")
         async with Producer(settings.database_url) as producer:
             await start_fleet(settings, worker_target="chronoq.bench.handlers:worker", workers=workers, timers=timers, logs=logs, procs=procs)
-            running = Pipeline(settings, producer, conn, logs, [])
+            names = [f"worker-{n}" for n in range(workers)] + [f"timer-{n}" for n in range(timers)]
+            running = Pipeline(settings, producer, conn, logs, [], dict(zip(names, (p.pid for p in procs), strict=True)))
             try:
                 yield running
             finally:

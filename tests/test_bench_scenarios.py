@@ -1,0 +1,67 @@
+"""`chronoq bench scale | churn | memory | plot` at tiny sizes, as an operator runs them: the JSON
+has the figures each scenario promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.test_cli import chronoq
+
+
+def _document(out: Path, scenario: str) -> dict:
+    (path,) = out.glob(f"{scenario}-*.json")
+    return orjson.loads(path.read_bytes())
+
+
+@pytest.mark.timeout(60)
+async def test_scale_reports_claims_lateness_and_ratios(settings, tmp_path: Path) -> None:
+    result = chronoq(settings, "bench", "scale", "--sizes", "100,1000", "--claim-batches", "3", "--rate", "100",
+                     "--duration", "1", "--runs", "1", "--out", str(tmp_path), timeout=55)
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = _document(tmp_path, "scale")
+    assert [r["scheduled"] for r in document["runs"]] == [100, 1000]
+    for row in document["runs"]:
+        assert row["claim_p50_ms"] > 0 and row["claim_p99_ms"] >= row["claim_p50_ms"]
+        assert row["lateness_p50_ms"] is not None and row["achieved_rate"] > 0
+    ratio = document["summary"]["ratio_largest_to_smallest"]
+    assert ratio["sizes"] == [100, 1000] and ratio["claim_p50_ms"] > 0
+    assert document["environment"]["autovacuum"] in ("on", "off")
+
+
+async def test_churn_samples_claims_and_dead_tuples(settings, tmp_path: Path) -> None:
+    result = chronoq(settings, "bench", "churn", "--jobs", "3000", "--preload", "1000", "--claim-batch", "100",
+                     "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = _document(tmp_path, "churn")
+    samples = document["runs"]
+    assert samples[-1]["jobs_done"] == 3000
+    assert all(s["claim_p50_ms"] > 0 and s["wheel_dead"] is not None for s in samples)
+    summary = document["summary"]
+    assert summary["claim_p50_growth"] > 0 and summary["autovacuum_switched_on_for_run"] is False
+    assert any("Index Scan" in line for line in summary["explain_claim_after_churn"])
+
+
+async def test_memory_reads_rss_of_timer_and_worker(settings, tmp_path: Path) -> None:
+    result = chronoq(settings, "bench", "memory", "--preload", "1000", "--jobs", "300", "--settle", "0.5",
+                     "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = _document(tmp_path, "memory")["runs"]
+    assert [r["scheduled"] for r in rows] == [0, 1000, 1000]
+    for row in rows:
+        for key in ("timer_rss_mib", "worker_rss_mib", "timer_hwm_mib", "worker_hwm_mib"):
+            assert 10 < row[key] < 2000, (key, row)
+
+
+def test_plot_draws_lateness_against_rate(settings, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    runs = [{"scenario": "steady", "mode": mode, "offered_rate": rate, "lateness_p50_ms": 2.0 + rate / 100,
+             "lateness_p99_ms": 5.0 + rate / 50, "lateness_max_ms": 9.0 + rate / 20}
+            for mode in ("noop", "db") for rate in (100, 200, 400)]
+    (tmp_path / "steady-1.json").write_bytes(orjson.dumps({"scenario": "steady", "runs": runs, "environment": {}}))
+    output = tmp_path / "lateness.png"
+    result = chronoq(settings, "bench", "plot", str(tmp_path), "--output", str(output))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
