@@ -6,6 +6,7 @@ flags from this model, so the two can never drift apart.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chronoq._runtime.durations import parse_duration
 from chronoq.errors import ConfigError
+from chronoq.schemas.job import QUEUE_NAME_PATTERN
 
 DEFAULT_DATABASE_URL = "postgresql://localhost:5432/chronoq"
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
@@ -26,6 +28,7 @@ DEFAULT_RETENTION = timedelta(days=7)
 DEFAULT_WORKER_CONCURRENCY = 8
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_SHUTDOWN_GRACE = timedelta(seconds=30)
+DEFAULT_PACK_SIZE = 100
 
 
 def _postgres_url(value: str) -> str:
@@ -54,6 +57,14 @@ def _namespace(value: str) -> str:
     if not value or not value.replace("_", "").replace("-", "").isalnum() or len(value) > 40:
         raise ValueError("must be 1-40 letters, digits, '-' or '_'")
     return value
+
+
+def _queue_list(value: str) -> str:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    bad = [n for n in names if not re.match(QUEUE_NAME_PATTERN, n)]
+    if bad:
+        raise ValueError(f"{bad[0][:40]!r} is not a queue name ({QUEUE_NAME_PATTERN})")
+    return ",".join(names)
 
 
 class Settings(BaseSettings):
@@ -113,9 +124,21 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Timer/worker: serve Prometheus metrics on this port (off when unset)."
     )
+    packed_queues: Annotated[str, AfterValidator(_queue_list)] = Field(
+        "",
+        description="Timer: comma-separated queues whose due jobs travel many to one AMQP message "
+        "(see docs/benchmarks.md, packed queues); every other queue gets one message per job.",
+    )
+    pack_size: int = Field(
+        DEFAULT_PACK_SIZE, ge=2, le=1000, description="Timer: most jobs in one message of a packed queue."
+    )
     queue_type: str = Field(
         "quorum", pattern="^(quorum|classic)$", description="RabbitMQ queue type for job queues."
     )
+
+    @property
+    def packed(self) -> frozenset[str]:
+        return frozenset(filter(None, self.packed_queues.split(",")))
 
     @classmethod
     def load(cls, **overrides: object) -> "Settings":

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 from pydantic import ValidationError
 
 from chronoq._broker.publisher import ConfirmedPublisher, Outgoing
@@ -37,7 +38,7 @@ from chronoq.consumer.job_connection import SAVEPOINT, JobConnection
 from chronoq.consumer.registry import Handler, Worker
 from chronoq.errors import InvalidJobError
 from chronoq.schemas.job import RetryPolicy
-from chronoq.schemas.message import JobMessage
+from chronoq.schemas.message import JobMessage, PackMessage
 from chronoq.schemas.payload import encode_payload
 
 log = logging.getLogger("chronoq.worker")
@@ -97,7 +98,10 @@ class GroupExecutor:
         """Process the group to the point where every member may be settled (acked, or
         dead-lettered if ``rejected``). Raises if the database or broker failed: then nothing
         was recorded and every member must go back to the queue."""
-        members = [self._parse(body, headers, redelivered) for body, headers, redelivered in deliveries]
+        return await self.execute_members(conn, [self._parse(b, h, r) for b, h, r in deliveries])
+
+    async def execute_members(self, conn: asyncpg.Connection, members: list[Member]) -> list[Member]:
+        """``execute`` for members already parsed (from single messages or from a pack)."""
         live = [m for m in members if not m.action]
         if live:
             await self._run_group(conn, live)
@@ -112,7 +116,9 @@ class GroupExecutor:
     async def bury_unprocessable(self, conn: asyncpg.Connection, body: bytes, headers: dict[str, Any], error: str) -> bool:
         """Record in Postgres that a delivery can never be processed (the broker dead-letters the
         message itself), so the wheel does not dispatch it again when its lease expires."""
-        member = self._parse(body, headers, False)
+        return await self.bury_member(conn, self._parse(body, headers, False), error)
+
+    async def bury_member(self, conn: asyncpg.Connection, member: Member, error: str) -> bool:
         if member.attempt is None:
             return False  # names no occurrence: the dead-letter queue is its only record
         try:
@@ -121,6 +127,22 @@ class GroupExecutor:
                 return await outcomes.record_dead(conn, member.attempt, "unprocessable", error, "failed", None)
         except asyncpg.PostgresError:
             return False  # its own values are what Postgres refuses: the lease will bring it back
+
+    def parse_pack(self, body: bytes) -> list[Member]:
+        """The members of a packed message (many jobs of one queue). An element that does not
+        validate is a ``rejected`` member; a body that is not a pack at all gives none."""
+        try:
+            pack = PackMessage.model_validate_json(body)
+        except ValidationError:
+            try:  # corrupted or forged: keep what validates
+                elements = orjson.loads(body)["pack"]
+                if not isinstance(elements, list):
+                    raise TypeError("pack is not a list")
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                log.warning("malformed pack rejected", extra={"action": "message_rejected"})
+                return []
+            return [self._parse(orjson.dumps(e), {}, False) for e in elements]
+        return [self._member(Member(b"", dict(job.trace)), job) for job in pack.pack]
 
     def _parse(self, body: bytes, headers: dict[str, Any], redelivered: bool) -> Member:
         member = Member(body, headers, redelivered)
@@ -132,7 +154,10 @@ class GroupExecutor:
             log.warning("malformed message rejected", extra={"action": "message_rejected", "problems": problems})
             member.action = "rejected"
             return member
-        m = member.message
+        return self._member(member, member.message)
+
+    def _member(self, member: Member, m: JobMessage) -> Member:
+        member.message = m
         member.handler = self.worker.get(m.queue)
         if member.handler is None:
             log.warning("message for a queue without handler", extra={"action": "message_rejected", "queue": m.queue})

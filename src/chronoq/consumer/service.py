@@ -33,6 +33,7 @@ from chronoq._runtime.hooks import Hooks
 from chronoq._store.connection import CONNECTION_ERRORS, create_pool
 from chronoq.consumer.group import GroupExecutor, describe
 from chronoq.consumer.registry import Worker
+from chronoq.schemas.message import PACK_HEADER
 
 log = logging.getLogger("chronoq.worker")
 
@@ -152,10 +153,64 @@ class WorkerService:
         )
 
     async def _process(self, group: list[Incoming]) -> None:
-        task = asyncio.create_task(self._settle_group(group))
+        task = asyncio.create_task(self._settle(group))
         self._groups.add(task)
         task.add_done_callback(self._groups.discard)
         await task
+
+    async def _settle(self, group: list[Incoming]) -> None:
+        """Packs first, each settled on its own, then the single-job deliveries as one group
+        (whose ``multiple`` ack cannot touch a pack already settled)."""
+        singles = []
+        for message in group:
+            if PACK_HEADER in message.headers:
+                await self._settle_pack(message)
+            else:
+                singles.append(message)
+        if singles:
+            await self._settle_group(singles)
+
+    async def _settle_pack(self, message: Incoming) -> None:
+        """A packed message: its jobs run as one group (or, redelivered, each alone: one of them
+        may be what killed the last worker). Acked once all are settled; handed back whole if
+        any was deferred, and then its finished jobs are duplicates."""
+        assert self._executor is not None and self._pool is not None
+        members = self._executor.parse_pack(message.body)
+        if not members:
+            await message.dead_letter()
+            self.outcomes["rejected"] += 1
+            return
+        try:
+            async with self._pool.acquire() as conn:
+                if message.redelivered:
+                    for member in members:
+                        await self._executor.execute_members(conn, [member])
+                else:
+                    await self._executor.execute_members(conn, members)
+            failpoint("consumer.after_commit")
+        except DETERMINISTIC_ERRORS:
+            # One job of the pack cannot be processed: run each alone, bury what fails again.
+            async with self._pool.acquire() as conn:
+                for member in members:
+                    if member.handler is None:
+                        continue  # rejected when parsed
+                    member.action = ""  # whatever the rolled-back attempt decided did not happen
+                    try:
+                        await self._executor.execute_members(conn, [member])
+                    except DETERMINISTIC_ERRORS as exc:
+                        member.action = "rejected"
+                        await self._executor.bury_member(conn, member, describe(exc))
+        except Exception as exc:  # noqa: BLE001 - as for a group: nothing recorded, hand it back
+            log.warning("pack not processed; returned to the queue",
+                        extra={"action": "delivery_requeued", "error": type(exc).__name__, "count": len(members)})
+            await asyncio.sleep(UNAVAILABLE_PAUSE)
+            await message.requeue()
+            return
+        if any(m.action == "deferred" for m in members):
+            await message.requeue()
+        else:
+            await message.ack()
+        self.outcomes.update(m.action for m in members)
 
     async def _settle_group(self, group: list[Incoming]) -> None:
         assert self._executor is not None and self._pool is not None

@@ -31,6 +31,14 @@ def message_headers(job_id: int, queue: str, occurrence_key: str, fire_at: datet
     }
 
 
+def pack_headers(queue: str, jobs: int) -> dict[str, Any]:
+    """Headers of a packed message (many jobs of one queue): ``x-chronoq-pack`` is the count."""
+    return {"x-chronoq-queue": queue, PACK_HEADER: jobs}
+
+
+PACK_HEADER = "x-chronoq-pack"
+
+
 class JobMessage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -52,3 +60,18 @@ class JobMessage(BaseModel):
 
     def body(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))
+
+
+class PackedJob(JobMessage):
+    """One job of a packed message, with the trace context its own message would carry."""
+
+    trace: dict[str, str] = Field(default_factory=dict, max_length=8)
+
+
+class PackMessage(BaseModel):
+    """Many due jobs of one queue in one AMQP message (a packed queue)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    v: int = MESSAGE_VERSION
+    pack: list[PackedJob] = Field(min_length=1, max_length=1000)

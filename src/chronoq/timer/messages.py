@@ -2,39 +2,61 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import orjson
 
 from chronoq._broker.publisher import Outgoing
 from chronoq._runtime.tracing import TRACE_HEADERS
-from chronoq.schemas.message import MESSAGE_VERSION, message_headers
+from chronoq.schemas.message import MESSAGE_VERSION, message_headers, pack_headers
+
+
+def _envelope(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "v": MESSAGE_VERSION,
+        "job_id": row["job_id"],
+        "queue": row["queue"],
+        "occurrence_key": row["occurrence_key"],
+        "fire_at": row["fire_at"],
+        "run_at": row["run_at"],
+        "attempt": row["attempt"],
+        "max_attempts": row["max_attempts"],
+        "timeout_s": row["timeout_ms"] / 1000,
+        # The payload is already JSON text in Postgres; splice it in as it is.
+        "payload": orjson.Fragment(row["payload"] or "null"),
+    }
+
+
+def _trace(row: asyncpg.Record) -> dict[str, str]:
+    """W3C trace context of the span that enqueued the job: the handler's span continues it."""
+    if not row["trace"]:
+        return {}
+    return {k: v for k, v in orjson.loads(row["trace"]).items() if k in TRACE_HEADERS}
 
 
 def job_message(row: asyncpg.Record) -> Outgoing:
     key = row["occurrence_key"]
     attempt = row["attempt"]
-    body = orjson.dumps(
-        {
-            "v": MESSAGE_VERSION,
-            "job_id": row["job_id"],
-            "queue": row["queue"],
-            "occurrence_key": key,
-            "fire_at": row["fire_at"],
-            "run_at": row["run_at"],
-            "attempt": attempt,
-            "max_attempts": row["max_attempts"],
-            "timeout_s": row["timeout_ms"] / 1000,
-            # The payload is already JSON text in Postgres; splice it in as it is.
-            "payload": orjson.Fragment(row["payload"] or "null"),
-        }
-    )
     headers = message_headers(row["job_id"], row["queue"], key, row["fire_at"], row["run_at"], attempt)
-    if row["trace"]:
-        # W3C trace context of the span that enqueued the job: the handler's span continues it.
-        headers.update({k: v for k, v in orjson.loads(row["trace"]).items() if k in TRACE_HEADERS})
-    return Outgoing(routing_key=row["queue"], body=body, message_id=f"{key}#{attempt}", headers=headers)
+    headers.update(_trace(row))
+    return Outgoing(routing_key=row["queue"], body=orjson.dumps(_envelope(row)), message_id=f"{key}#{attempt}",
+                    headers=headers)
+
+
+def pack_message(rows: Sequence[asyncpg.Record]) -> Outgoing:
+    """Many due jobs of one queue in one message (a packed queue): ``{"v": 1, "pack": [...]}``,
+    each element a job message, with its trace context under ``trace``."""
+    first, last = rows[0], rows[-1]
+    body = orjson.dumps({"v": MESSAGE_VERSION, "pack": [{**_envelope(r), "trace": _trace(r)} for r in rows]})
+    headers = {
+        **pack_headers(first["queue"], len(rows)),
+        "x-chronoq-job-ids": f"{first['job_id']}..{last['job_id']}",
+    }
+    return Outgoing(routing_key=first["queue"], body=body,
+                    message_id=f"pack:{first['occurrence_key']}#{first['attempt']}+{len(rows)}", headers=headers)
 
 
 def lease(row: asyncpg.Record, redispatch_after: timedelta) -> timedelta:

@@ -23,7 +23,7 @@ import asyncpg
 from chronoq._broker.connection import BROKER_ERRORS
 from chronoq._broker.connection import connect as connect_broker
 from chronoq._broker.consumer import SubmissionIntake
-from chronoq._broker.publisher import ConfirmedPublisher
+from chronoq._broker.publisher import ConfirmedPublisher, Outgoing
 from chronoq._broker.topology import Topology
 from chronoq._runtime.config import Settings
 from chronoq._runtime.failpoints import armed, failpoint
@@ -32,7 +32,7 @@ from chronoq._store import maintenance, wheel
 from chronoq._store.connection import CONNECTION_ERRORS, connect, create_pool
 from chronoq.schemas.cron import CronError
 from chronoq.timer.ingest import Ingest
-from chronoq.timer.messages import job_message, lease
+from chronoq.timer.messages import job_message, lease, pack_message
 from chronoq.timer.ticks import Plan, plan_head
 
 log = logging.getLogger("chronoq.timer")
@@ -148,7 +148,8 @@ class Timer:
                 if plan.publish:
                     to_publish.append(row)
             publish_started = time.perf_counter()
-            publishing = asyncio.ensure_future(self._publisher.publish([job_message(r) for r in to_publish]))
+            messages, carried = self._messages(to_publish)
+            publishing = asyncio.ensure_future(self._publisher.publish(messages))
             if armed("timer.before_confirm"):
                 # Die with the publishes in flight: some frames out, their confirms not awaited.
                 await asyncio.wait({publishing}, timeout=0.001)
@@ -156,8 +157,8 @@ class Timer:
             failures = await asyncio.wait_for(publishing, PUBLISH_TIMEOUT)
             self.hooks.confirm_latency(time.perf_counter() - publish_started)
             failpoint("timer.after_confirm")
-            sent = [r for r, failure in zip(to_publish, failures, strict=True) if failure is None]
-            refused = [(r, f) for r, f in zip(to_publish, failures, strict=True) if f is not None]
+            sent = [r for rows_, failure in zip(carried, failures, strict=True) if failure is None for r in rows_]
+            refused = [(r, f) for rows_, f in zip(carried, failures, strict=True) if f is not None for r in rows_]
             await wheel.mark_dispatched(
                 conn,
                 [r["occurrence_key"] for r in sent],
@@ -182,6 +183,27 @@ class Timer:
             },
         )
         return len(rows)
+
+    def _messages(self, rows: list[asyncpg.Record]) -> tuple[list[Outgoing], list[list[asyncpg.Record]]]:
+        """One message per job, except for packed queues: up to ``pack_size`` jobs of one queue
+        per message. Returns the messages and, for each, the rows it carries."""
+        packed = self.settings.packed
+        messages: list[Outgoing] = []
+        carried: list[list[asyncpg.Record]] = []
+        by_queue: dict[str, list[asyncpg.Record]] = {}
+        for r in rows:
+            if r["queue"] in packed:
+                by_queue.setdefault(r["queue"], []).append(r)
+            else:
+                messages.append(job_message(r))
+                carried.append([r])
+        size = self.settings.pack_size
+        for queue_rows in by_queue.values():
+            for start in range(0, len(queue_rows), size):
+                chunk = queue_rows[start : start + size]
+                messages.append(pack_message(chunk))
+                carried.append(chunk)
+        return messages, carried
 
     def _report(self, rows: list, sent: list, refused: list, plans: list, seconds: float) -> None:
         hooks = self.hooks
