@@ -147,10 +147,11 @@ async def heal(fleet: Fleet, proxies: list[Proxy]) -> None:
             fleet.start(name)
 
 
-async def drain(producer: Producer, work: Work, namespace: str) -> dict:
+async def drain(producer: Producer, work: Work, namespace: str, timeout: float) -> dict:
     """Wait until the one-shot jobs have ended, cancel the cron jobs, then wait until nothing is
-    live in the wheel and the job queue is empty (or a deadline)."""
-    end = time.monotonic() + DRAIN_TIMEOUT
+    live in the wheel and the job queue is empty (or a deadline: a broken build may never get
+    there, e.g. without dedup the poison job's duplicates kill workers forever)."""
+    end = time.monotonic() + timeout
     summary: dict = {}
     while time.monotonic() < end:
         summary = await retrying(lambda: producer.summary(work.once))
@@ -231,7 +232,7 @@ async def run(args: argparse.Namespace) -> dict:
             phases["nemesis_end"] = time.time()
             await heal(fleet, proxies)
             phases["healed"] = time.time()
-            await drain(producer, work, namespace)
+            await drain(producer, work, namespace, args.drain_timeout)
             phases["drained"] = time.time()
     finally:
         await fleet.stop()  # never leave processes behind, whatever happened
@@ -274,6 +275,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--roles", action="store_true", help="timers and workers connect as the least-privilege roles")
     parser.add_argument("--broken", action="store_true", help="workers without dedup and fence (must be invalid)")
     parser.add_argument("--ack-before-commit", action="store_true", help="workers ack before they commit (broken)")
+    parser.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT, help="longest wait for the drain")
     parser.add_argument("--keep", action="store_true", help="keep the database and broker objects for inspection")
     return parser.parse_args(argv)
 

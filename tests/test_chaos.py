@@ -67,9 +67,9 @@ def test_a_random_seed_is_valid() -> None:
     assert_valid_and_eventful(report)
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_a_build_without_the_fence_is_judged_invalid() -> None:
-    report = chaos_run("--seed", "977", "--duration", "10", "--jobs", "400", "--fault-gap", "0.8",
-                       "--min-faults", "2", "--broken", timeout=220)
+    report = chaos_run("--seed", "977", "--duration", "20", "--jobs", "500", "--fault-gap", "0.8",
+                       "--min-faults", "4", "--drain-timeout", "40", "--broken", timeout=280)
     assert not report["valid"]
     assert not report["invariants"]["2_no_duplicate_effect"]["ok"], violations(report)
