@@ -75,6 +75,16 @@ async def start_many(
     return {r["occurrence_key"]: OccurrenceStatus(r["terminal_state"], r["live_attempt"], r["starts"]) for r in rows}
 
 
+async def start_locked(
+    conn: asyncpg.Connection, keys: list[str], attempts: list[int], leases: list[timedelta]
+) -> tuple[dict[str, OccurrenceStatus], datetime]:
+    """``start_many`` inside the group's transaction: the rows it starts stay locked (the fence)
+    and the count commits, or rolls back, with the group. Also returns the database's clock."""
+    rows = await conn.fetch(query("start_deliveries"), keys, attempts, leases)
+    statuses = {r["occurrence_key"]: OccurrenceStatus(r["terminal_state"], r["live_attempt"], r["starts"]) for r in rows}
+    return statuses, rows[0]["db_now"]
+
+
 async def lock_live(conn: asyncpg.Connection, keys: list[str], attempts: list[int]) -> tuple[set[str], datetime | None]:
     """Inside the group's transaction: lock the occurrences still live at these attempts.
     Returns the keys locked and the database's clock."""

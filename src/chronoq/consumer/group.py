@@ -6,11 +6,12 @@ inside a savepoint (opened when it first uses ``ctx.db``), so that a failing han
 back alone; then every success is recorded in one statement, the transaction commits, and the
 broker gets one ``multiple`` ack.
 
-The order is still the guarantee. Starts are counted (and redelivery deadlines extended) in a
-short transaction of their own before any handler runs, so a delivery that kills its worker is
-counted. The group then locks its live occurrences (the fence: nothing else can end them until
-the group commits), runs the handlers, records outcomes with the handlers' writes, commits, and
-only then acks. A crash anywhere before the commit loses nothing: the deliveries come back.
+The order is still the guarantee. The group first counts its starts (and extends redelivery
+deadlines), which locks its live occurrences: the fence, nothing else can end them until the
+group commits. It runs the handlers, records outcomes with the handlers' writes, commits, and
+only then acks. A crash anywhere before the commit loses nothing: the deliveries come back,
+flagged as redelivered. Those run alone and commit their start before running, so a delivery
+that keeps killing its workers is counted, reaches the delivery limit and ends dead.
 """
 
 from __future__ import annotations
@@ -172,9 +173,8 @@ class GroupExecutor:
 
     async def _run_group(self, conn: asyncpg.Connection, members: list[Member]) -> None:
         if len(members) > 1:
-            # A redelivery (its worker died, or its group was handed back) runs alone, before
-            # its start is counted: a crash it causes then counts against it only, never against
-            # innocent neighbours of a group.
+            # A redelivery (its worker died, or its group was handed back) runs alone: a crash
+            # it causes then counts against it only, never against innocent neighbours.
             for m in members:
                 if m.redelivered:
                     m.action = "isolate"
@@ -182,10 +182,36 @@ class GroupExecutor:
             if not members:
                 return
         keys = [m.attempt.occurrence_key for m in members]  # type: ignore[union-attr]
-        statuses = await outcomes.start_many(
-            conn, keys, [m.attempt.attempt for m in members],  # type: ignore[union-attr]
-            [self.redispatch_after + self._timeout(m) for m in members],
-        )
+        attempts = [m.attempt.attempt for m in members]  # type: ignore[union-attr]
+        leases = [self.redispatch_after + self._timeout(m) for m in members]
+        if members[0].redelivered:
+            # Alone, and maybe what killed the last worker: its start is committed before it
+            # runs, so that a delivery that keeps killing workers reaches the delivery limit.
+            statuses = await outcomes.start_many(conn, keys, attempts, leases)
+            runnable = self._runnable(members, statuses)
+            if not runnable:
+                return
+            failpoint("consumer.before_transaction")
+            async with conn.transaction():
+                await outcomes.commit_durably(conn)
+                locked, db_started = await outcomes.lock_live(
+                    conn, [m.attempt.occurrence_key for m in runnable], [m.attempt.attempt for m in runnable]  # type: ignore[union-attr]
+                )
+                await self._run_locked(conn, runnable, statuses, locked, db_started)
+            return
+        # A first delivery counts its start in the group's own transaction, which also locks
+        # the live occurrences (the fence): one statement, one commit. If the worker dies, the
+        # count rolls back with the rest, and the redelivery above counts it.
+        failpoint("consumer.before_transaction")
+        async with conn.transaction():
+            await outcomes.commit_durably(conn)
+            statuses, db_started = await outcomes.start_locked(conn, keys, attempts, leases)
+            runnable = self._runnable(members, statuses)
+            locked = {k for k, status in statuses.items() if status.starts is not None}
+            await self._run_locked(conn, runnable, statuses, locked, db_started)
+
+    @staticmethod
+    def _runnable(members: list[Member], statuses: dict[str, outcomes.OccurrenceStatus]) -> list[Member]:
         runnable: list[Member] = []
         seen: set[str] = set()
         for m in members:
@@ -202,52 +228,54 @@ class GroupExecutor:
             else:
                 seen.add(key)
                 runnable.append(m)
+        return runnable
+
+    async def _run_locked(
+        self, conn: asyncpg.Connection, runnable: list[Member], statuses: dict[str, outcomes.OccurrenceStatus],
+        locked: set[str], db_started: datetime | None,
+    ) -> None:
+        """Inside the group's transaction, the live occurrences locked: run, record, and let
+        the caller commit."""
         if not runnable:
             return
-        failpoint("consumer.before_transaction")
-        async with conn.transaction():
-            await outcomes.commit_durably(conn)
-            locked, db_started = await outcomes.lock_live(
-                conn, [m.attempt.occurrence_key for m in runnable], [m.attempt.attempt for m in runnable]  # type: ignore[union-attr]
+        clock_started = time.perf_counter()
+        successes: list[tuple[Member, Any, datetime]] = []
+        for m in runnable:
+            if time.perf_counter() - clock_started > GROUP_TIME_BUDGET:
+                m.action = "deferred"  # not started: handed back to the queue
+                continue
+            if m.attempt.occurrence_key not in locked and not NO_FENCE:  # type: ignore[union-attr]
+                m.action = "duplicate"  # ended between the start and the lock
+                continue
+            assert db_started is not None
+            started_at = db_started + timedelta(seconds=time.perf_counter() - clock_started)
+            starts = statuses[m.attempt.occurrence_key].starts  # type: ignore[union-attr]
+            if starts is not None and starts > self.delivery_limit:
+                # Started this often without an outcome: it kills or hangs its workers.
+                error = f"started {starts - 1} times without an outcome (delivery limit {self.delivery_limit})"
+                await self._bury(conn, m, "delivery_limit", error, "poison", None)
+                result = _FAILED
+            else:
+                m.lateness_s = (started_at - m.attempt.run_at).total_seconds()  # type: ignore[union-attr]
+                handler_clock = time.perf_counter()
+                result = await self._run_one(conn, m, started_at)
+                m.seconds = time.perf_counter() - handler_clock
+            if result is not _FAILED:
+                successes.append((m, result, started_at))
+        failpoint("consumer.before_commit")
+        if successes:
+            recorded = await outcomes.record_successes(
+                conn,
+                [m.attempt.occurrence_key for m, _, _ in successes],  # type: ignore[union-attr]
+                [m.attempt.attempt for m, _, _ in successes],  # type: ignore[union-attr]
+                [RawJson(r) if r is not None else None for _, r, _ in successes],
+                [s for _, _, s in successes],
+                self.name,
             )
-            clock_started = time.perf_counter()
-            successes: list[tuple[Member, Any, datetime]] = []
-            for m in runnable:
-                if time.perf_counter() - clock_started > GROUP_TIME_BUDGET:
-                    m.action = "deferred"  # not started: handed back to the queue
-                    continue
-                if m.attempt.occurrence_key not in locked and not NO_FENCE:  # type: ignore[union-attr]
-                    m.action = "duplicate"  # ended between the start and the lock
-                    continue
-                assert db_started is not None
-                started_at = db_started + timedelta(seconds=time.perf_counter() - clock_started)
-                starts = statuses[m.attempt.occurrence_key].starts  # type: ignore[union-attr]
-                if starts is not None and starts > self.delivery_limit:
-                    # Started this often without an outcome: it kills or hangs its workers.
-                    error = f"started {starts - 1} times without an outcome (delivery limit {self.delivery_limit})"
-                    await self._bury(conn, m, "delivery_limit", error, "poison", None)
-                    result = _FAILED
-                else:
-                    m.lateness_s = (started_at - m.attempt.run_at).total_seconds()  # type: ignore[union-attr]
-                    handler_clock = time.perf_counter()
-                    result = await self._run_one(conn, m, started_at)
-                    m.seconds = time.perf_counter() - handler_clock
-                if result is not _FAILED:
-                    successes.append((m, result, started_at))
-            failpoint("consumer.before_commit")
-            if successes:
-                recorded = await outcomes.record_successes(
-                    conn,
-                    [m.attempt.occurrence_key for m, _, _ in successes],  # type: ignore[union-attr]
-                    [m.attempt.attempt for m, _, _ in successes],  # type: ignore[union-attr]
-                    [RawJson(r) if r is not None else None for _, r, _ in successes],
-                    [s for _, _, s in successes],
-                    self.name,
-                )
-                if recorded != len(successes) and not NO_FENCE:  # impossible while the group holds the locks
-                    raise RuntimeError(f"recorded {recorded} of {len(successes)} results; rolling back the group")
-                for m, _, _ in successes:
-                    m.action = "succeeded"
+            if recorded != len(successes) and not NO_FENCE:  # impossible while the group holds the locks
+                raise RuntimeError(f"recorded {recorded} of {len(successes)} results; rolling back the group")
+            for m, _, _ in successes:
+                m.action = "succeeded"
 
     async def _run_one(self, conn: asyncpg.Connection, m: Member, started_at: datetime) -> Any:
         """Run one handler inside the group's savepoint. Returns its encoded result, or _FAILED

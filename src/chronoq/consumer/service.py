@@ -184,6 +184,7 @@ class WorkerService:
             async with self._pool.acquire() as conn:
                 if message.redelivered:
                     for member in members:
+                        member.redelivered = True  # alone, its start counted before it runs
                         await self._executor.execute_members(conn, [member])
                 else:
                     await self._executor.execute_members(conn, members)

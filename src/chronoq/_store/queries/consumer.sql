@@ -3,7 +3,8 @@
 -- attempt number so a stale or duplicate delivery of an older attempt changes nothing.
 WITH moved AS (
     UPDATE chronoq.wheel
-    SET attempt = attempt + 1, run_at = now() + $3::interval, due_at = now() + $3::interval,
+    -- clock_timestamp(): the backoff counts from the failure, not from the group's start.
+    SET attempt = attempt + 1, run_at = clock_timestamp() + $3::interval, due_at = clock_timestamp() + $3::interval,
         dispatches = 0, starts = 0, dispatched_at = NULL, last_error = $4
     WHERE occurrence_key = $1 AND attempt = $2
     RETURNING occurrence_key, job_id, queue, run_at
@@ -46,10 +47,11 @@ SELECT count(*) AS recorded FROM recorded;
 SELECT max_attempts, backoff_base_ms, backoff_cap_ms, jitter FROM chronoq.jobs WHERE id = $1;
 
 -- name: start_deliveries
--- First step of every group, committed on its own before any handler runs: has each
--- occurrence already ended, is this its live attempt, and how many times has a worker started
--- it? Starting also moves the redelivery deadline to cover this run, so a slow but healthy
--- handler, or a message that waited in a backlog, is not published again meanwhile.
+-- First step of every group: has each occurrence already ended, is this its live attempt, and
+-- how many times has a worker started it? Starting also moves the redelivery deadline to cover
+-- this run, so a slow but healthy handler, or a message that waited in a backlog, is not
+-- published again meanwhile. A redelivery commits this on its own before it runs; a first
+-- delivery runs it inside its group's transaction, where its row locks are the fence.
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::interval[]) AS i(occurrence_key, attempt, lease)
 ), locked AS (
@@ -68,7 +70,8 @@ WITH input AS (
 SELECT input.occurrence_key,
        r.state AS terminal_state,
        w.attempt AS live_attempt,
-       started.starts
+       started.starts,
+       clock_timestamp() AS db_now  -- after any wait for the locks: when the handlers start
 FROM input
 LEFT JOIN chronoq.results r USING (occurrence_key)
 LEFT JOIN chronoq.wheel w USING (occurrence_key)
@@ -78,7 +81,7 @@ LEFT JOIN started USING (occurrence_key);
 -- First statement of a group's transaction: lock the live occurrences about to run, in key
 -- order (so that two groups never deadlock), and read the database clock the group started at.
 -- Holding these locks is the fence: no other delivery, cancel or timer can end them meanwhile.
-SELECT occurrence_key, now() AS db_now FROM (
+SELECT occurrence_key, clock_timestamp() AS db_now FROM (
     SELECT w.occurrence_key FROM chronoq.wheel w
     JOIN unnest($1::text[], $2::int[]) AS i(occurrence_key, attempt)
       ON w.occurrence_key = i.occurrence_key AND w.attempt = i.attempt
