@@ -35,6 +35,7 @@ from chronoq.bench.scale import (
     PAYLOAD,
     SCALE_QUEUE,
     buffers,
+    connect,
     ms,
     percentile,
     preload_future,
@@ -86,13 +87,14 @@ async def _sample(conn: asyncpg.Connection, done: int, elapsed: float, jobs_in: 
     }
 
 
-async def _claim_buffers(conn: asyncpg.Connection, batch: int) -> int | None:
+async def _claim_buffers(conn: asyncpg.Connection, batch: int) -> dict[str, int | None]:
     """Buffers one full claim touches now: a batch of due jobs is added first (the loop then
     finishes them like the others), so every sample claims ``batch`` rows whatever the backlog."""
     now = await store.db_now(conn)
     await store.preload(conn, queue=CHURN_QUEUE, payload=PAYLOAD, count=batch,
                         first_due=now - timedelta(seconds=1), spacing=timedelta(microseconds=10))
-    return buffers(await store.explain_claim(conn, batch))
+    plan = await store.explain_claim(conn, batch)
+    return {"claim_buffers": buffers(plan), "plan_buffers": buffers(plan, planning=True)}
 
 
 async def churn(url: str, *, jobs: int, batch: int, lease: timedelta, progress: Progress) -> list[dict[str, Any]]:
@@ -105,7 +107,7 @@ async def churn(url: str, *, jobs: int, batch: int, lease: timedelta, progress: 
     claims: list[float] = []
     done = mark = restarts = 0
     started = mark_time = time.perf_counter()
-    conn = await asyncpg.connect(url)
+    conn = await connect(url)
     try:
         while done < jobs:
             try:
@@ -122,8 +124,7 @@ async def churn(url: str, *, jobs: int, batch: int, lease: timedelta, progress: 
                     if done - mark >= interval or done >= jobs:
                         at = time.perf_counter()
                         sample = await _sample(conn, done, at - started, done - mark, at - mark_time, claims)
-                        samples.append({**sample, "claim_buffers": await _claim_buffers(conn, batch),
-                                        "restarts": restarts})
+                        samples.append({**sample, **await _claim_buffers(conn, batch), "restarts": restarts})
                         claims, mark, mark_time = [], done, at
             except CONNECTION_ERRORS as exc:
                 restarts += 1
@@ -154,7 +155,7 @@ async def _reset_autovacuum(url: str) -> None:
 
 
 async def measure(settings: Settings, options: dict[str, Any], progress: Progress) -> Measured:
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await connect(settings.database_url)
     switched = options["autovacuum"] == "on"
     block = (0, -1)
     try:
@@ -191,6 +192,8 @@ async def measure(settings: Settings, options: dict[str, Any], progress: Progres
         "claim_p50_growth": growth,
         "claim_buffers_first": first["claim_buffers"],
         "claim_buffers_last": last["claim_buffers"],
+        "plan_buffers_first": first["plan_buffers"],
+        "plan_buffers_last": last["plan_buffers"],
         "server_restarts_during_run": last["restarts"],
         "final_wheel": {k: v for k, v in last.items() if k.startswith(("wheel_", "due_index", "autovacuums"))},
         "explain_claim_after_churn": plan,

@@ -44,6 +44,8 @@ PAYLOAD = '{"mode": "noop"}'
 FAR_AHEAD = timedelta(days=30)
 SPACING = timedelta(milliseconds=100)
 TARGET_RATIO = 1.5
+#: The timer's pool plans every statement for its parameters (see _store.connection).
+TIMER_SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 #: Tries per size step when the server goes away meanwhile (a shared machine may restart it often).
 STEP_ATTEMPTS = 20
 RECONNECT_ATTEMPTS = 40  # 3 s apart
@@ -53,12 +55,20 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def buffers(plan: list[str]) -> int | None:
-    """Shared buffers (hit + read) of a plan's top node, from EXPLAIN (ANALYZE, BUFFERS)."""
-    for line in plan:
+def buffers(plan: list[str], planning: bool = False) -> int | None:
+    """Shared buffers (hit + read) of a plan's top node, from EXPLAIN (ANALYZE, BUFFERS); with
+    ``planning``, those the planner read (on Postgres 15 it probes the ends of the due_at index
+    for its estimate, walking the dead entries there too)."""
+    lines = plan[next((i for i, line in enumerate(plan) if line.startswith("Planning")), len(plan)):] if planning else plan
+    for line in lines:
         if "Buffers: shared" in line:
             return sum(int(n) for n in re.findall(r"(?:hit|read)=(\d+)", line))
     return None
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    """As the timer's pool connects: every claim planned for its own parameters."""
+    return await asyncpg.connect(url, server_settings=TIMER_SERVER_SETTINGS)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -112,6 +122,7 @@ async def claim_durations(conn: asyncpg.Connection, *, batches: int, batch: int,
         await store.delete_block(conn, CLAIM_QUEUE, first, last)
     return {
         "claim_buffers": buffers(plan),
+        "plan_buffers": buffers(plan, planning=True),
         "claim_p50_ms": ms(statistics.median(claims)),
         "claim_p99_ms": ms(percentile(claims, 0.99)),
         "claim_max_ms": ms(max(claims)),
@@ -165,7 +176,7 @@ async def run_scale(settings: Settings, options: dict[str, Any], progress: Progr
     """One row per size. A step that fails, typically because the server went away (a restart, a
     chaos test on a shared machine), is retried on a new connection, keeping the rows loaded."""
     rows: list[dict[str, Any]] = []
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await connect(settings.database_url)
     try:
         for size in sorted(options["sizes"]):
             for attempt in range(STEP_ATTEMPTS):
@@ -191,7 +202,7 @@ async def run_scale(settings: Settings, options: dict[str, Any], progress: Progr
 async def reconnect(url: str) -> asyncpg.Connection:
     for attempt in range(RECONNECT_ATTEMPTS):
         try:
-            return await asyncpg.connect(url)
+            return await connect(url)
         except CONNECTION_ERRORS:
             if attempt == RECONNECT_ATTEMPTS - 1:
                 raise
