@@ -58,7 +58,7 @@ async def test_memory_reads_rss_of_timer_and_worker(settings, tmp_path: Path) ->
 def test_plot_draws_lateness_against_rate(settings, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     runs = [{"scenario": "steady", "mode": mode, "offered_rate": rate, "lateness_p50_ms": 2.0 + rate / 100,
-             "lateness_p99_ms": 5.0 + rate / 50, "lateness_max_ms": 9.0 + rate / 20}
+             "lateness_p99_ms": 5.0 + rate / 50, "lateness_max_ms": str(9.0 + rate / 20)}  # numeric: a string in steady's JSON
             for mode in ("noop", "db") for rate in (100, 200, 400)]
     (tmp_path / "steady-1.json").write_bytes(orjson.dumps({"scenario": "steady", "runs": runs, "environment": {}}))
     output = tmp_path / "lateness.png"

@@ -41,7 +41,8 @@ def collect(inputs: list[str]) -> tuple[dict[str, dict[float, list[dict[str, Any
 
 def points(runs_by_rate: dict[float, list[dict[str, Any]]], key: str) -> tuple[list[float], list[float]]:
     rates = sorted(runs_by_rate)
-    return rates, [statistics.median(r[key] for r in runs_by_rate[rate]) for rate in rates]
+    # float(): steady writes lateness_max_ms as Postgres numeric, which the JSON holds as a string
+    return rates, [statistics.median(float(r[key]) for r in runs_by_rate[rate]) for rate in rates]
 
 
 def plot(inputs: list[str], output: Path) -> Path:
@@ -63,7 +64,7 @@ def plot(inputs: list[str], output: Path) -> Path:
                       label=f"{label}, {mode} handler")
     machine = environment.get("machine", {})
     axes.set_title(f"chronoq lateness vs offered rate ({machine.get('cpus', '?')} CPUs, "
-                   f"Postgres {environment.get('postgres', '?')})")
+                   f"Postgres {str(environment.get('postgres', '?')).split()[0]})")
     axes.set_xlabel("offered rate (jobs/s)")
     axes.set_ylabel("lateness: handler start - due time (ms)")
     axes.set_yscale("log")
