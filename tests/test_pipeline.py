@@ -564,8 +564,8 @@ async def test_a_delivery_that_can_never_be_processed_is_recorded_dead_not_left_
 
 
 async def test_handlers_writes_commit_durably_and_a_handler_that_never_uses_the_database_opens_no_savepoint(settings, producer: Producer, db) -> None:
-    """Workers' connections commit their start counters without waiting for the WAL flush; the
-    transaction that records outcomes and the handlers' writes must not inherit that."""
+    """The transaction that records outcomes and the handlers' writes commits durably, and the
+    savepoint a handler gets is opened only if it uses ctx.db (any method, transaction, cursor)."""
     worker = Worker()
     seen: dict[str, object] = {}
 
@@ -587,3 +587,42 @@ async def test_handlers_writes_commit_durably_and_a_handler_that_never_uses_the_
     assert (seen["synchronous_commit"], seen["cursor"], seen["prepared"]) == ("on", [1, 2], 2)
     assert "savepoint=not yet" in str(seen["untouched"])
     assert await db.fetchval("SELECT to_regclass('touched') IS NOT NULL")
+
+
+async def test_queues_declared_by_an_earlier_version_with_other_limits_are_used_as_they_are(settings, producer: Producer) -> None:
+    """RabbitMQ refuses to change a queue's arguments. A job queue and the submissions queue
+    declared before the delivery limit and dead-lettering changed keep working as they are."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(f"{settings.namespace}.q.older", durable=True,
+                                    arguments={"x-queue-type": "quorum", "x-delivery-limit": 10,
+                                               "x-dead-letter-exchange": f"{settings.namespace}.dead",
+                                               "x-dead-letter-routing-key": "older"})
+        await channel.declare_queue(f"{settings.namespace}.submissions", durable=True, arguments={"x-queue-type": "quorum"})
+    worker = Worker()
+
+    @worker.handler("older")
+    async def older(ctx: JobContext, payload: dict) -> None:
+        return None
+
+    job_id = await producer.enqueue("older", {})
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        await all_finished(producer, [job_id])
+    assert (await producer.get(job_id)).state == "succeeded"
+
+
+async def test_a_queue_declared_with_an_older_delivery_limit_is_still_checked_for_its_type(settings) -> None:
+    from chronoq._broker.topology import Topology, _declare
+
+    topology = Topology(settings.namespace)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(f"{settings.namespace}.q.limited", durable=True,
+                                    arguments={**topology.queue_arguments("limited"), "x-delivery-limit": 10})
+        queue = await _declare(channel, f"{settings.namespace}.q.limited", topology.queue_arguments("limited"))
+        assert queue.name == f"{settings.namespace}.q.limited"
+        await channel.declare_queue(f"{settings.namespace}.q.typed", durable=True, arguments={"x-queue-type": "classic"})
+        with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed, match="x-queue-type"):
+            await _declare(channel, f"{settings.namespace}.q.typed", topology.queue_arguments("typed"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 
@@ -30,3 +32,10 @@ async def connect(url: str, *, name: str) -> AbstractRobustConnection:
         )
     except BROKER_ERRORS as exc:
         raise ServiceUnavailableError(f"cannot connect to RabbitMQ: {type(exc).__name__}: {exc}") from exc
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled
+        # A broker shutting down closes the handshake with CONNECTION_FORCED, which aiormq
+        # surfaces as a cancellation of its own.
+        raise ServiceUnavailableError("cannot connect to RabbitMQ: the broker closed the connection") from exc

@@ -9,6 +9,8 @@ one broker.
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 
 import aio_pika
@@ -16,6 +18,8 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
 
 from chronoq.errors import TopologyError
+
+log = logging.getLogger("chronoq.broker")
 
 #: The broker's x-delivery-limit is this many times the workers' own `delivery_limit`.
 BROKER_LIMIT_FACTOR = 4
@@ -82,6 +86,38 @@ async def declare_exchanges(channel: AbstractChannel, topology: Topology) -> tup
     return jobs, dead
 
 
+#: Arguments whose value changed between chronoq versions. A queue declared by an earlier
+#: version keeps working with its old value (RabbitMQ refuses to change a queue's arguments);
+#: any other difference, such as the queue type, is refused.
+TOLERATED_ARGUMENTS = ("x-delivery-limit", "x-dead-letter-exchange", "x-dead-letter-routing-key")
+# "received '40' but current is '10'", "... but current is the value 'x' of type 'longstr'",
+# "... but current is none"
+_INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'.*but current is (none|the value '([^']*)' of type '(\w+)'|'([^']*)')")
+
+
+async def _declare(channel: AbstractChannel, name: str, arguments: dict[str, object]) -> AbstractQueue:
+    """Declare a queue; where it exists with an older value of a tolerated argument, declare it
+    again with the value it has (so that every other argument, the type first, is still checked)."""
+    wanted = dict(arguments)
+    for _ in TOLERATED_ARGUMENTS:
+        try:
+            return await channel.declare_queue(name, durable=True, arguments=wanted)
+        except ChannelPreconditionFailed as exc:
+            found = _INEQUIVALENT.search(str(exc))
+            if found is None or found.group(1) not in TOLERATED_ARGUMENTS:
+                raise
+            argument, kind = found.group(1), found.group(4)
+            value = found.group(3) if found.group(3) is not None else found.group(5)
+            log.warning("queue %s exists with another %s; using it as it is (delete it to get the new value)",
+                        name, argument, extra={"action": "queue_arguments_differ", "queue": name})
+            await channel.reopen()  # the refusal closed the channel
+            if value is None:
+                wanted.pop(argument, None)
+            else:
+                wanted[argument] = int(value) if kind != "longstr" and value.isdigit() else value
+    return await channel.declare_queue(name, durable=True, arguments=wanted)
+
+
 async def declare_queue(channel: AbstractChannel, topology: Topology, queue: str) -> AbstractQueue:
     """Declare a job queue and its dead-letter queue, bound to their exchanges. Idempotent."""
     jobs, dead = await declare_exchanges(channel, topology)
@@ -90,9 +126,7 @@ async def declare_queue(channel: AbstractChannel, topology: Topology, queue: str
             topology.dead_queue_name(queue), durable=True, arguments={"x-queue-type": topology.queue_type}
         )
         await dlq.bind(dead, routing_key=queue)
-        declared = await channel.declare_queue(
-            topology.queue_name(queue), durable=True, arguments=topology.queue_arguments(queue)
-        )
+        declared = await _declare(channel, topology.queue_name(queue), topology.queue_arguments(queue))
     except ChannelPreconditionFailed as exc:
         raise TopologyError(
             f"RabbitMQ queue for {queue!r} exists with other arguments ({exc}); "
@@ -114,6 +148,6 @@ async def declare_submissions(channel: AbstractChannel, topology: Topology) -> A
     intake = {**arguments, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": topology.rejected_submissions_queue}
     if topology.queue_type == "quorum":
         intake["x-delivery-limit"] = topology.broker_delivery_limit
-    queue = await channel.declare_queue(topology.submissions_queue, durable=True, arguments=intake)
+    queue = await _declare(channel, topology.submissions_queue, intake)
     await queue.bind(exchange)
     return queue

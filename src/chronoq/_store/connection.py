@@ -59,12 +59,8 @@ async def connect(url: str, *, application_name: str = "chronoq") -> asyncpg.Con
 
 
 async def create_pool(
-    url: str, *, min_size: int = 1, max_size: int = 10, application_name: str = "chronoq",
-    durable_by_default: bool = True,
+    url: str, *, min_size: int = 1, max_size: int = 10, application_name: str = "chronoq"
 ) -> asyncpg.Pool:
-    """``durable_by_default=False``: commits do not wait for the WAL flush unless the
-    transaction asks (``SET LOCAL synchronous_commit = on``); only for connections whose other
-    writes a crash may lose without losing anything (the worker's start counters)."""
     # force_custom_plan: asyncpg prepares every statement, and after five runs Postgres may
     # switch it to a generic plan made for no particular parameters and for the table as it was
     # then. A claim planned while the wheel was empty stayed slow for the next burst (1.8k vs
@@ -75,11 +71,7 @@ async def create_pool(
             min_size=min_size,
             max_size=max_size,
             init=init_connection,
-            server_settings={
-                "application_name": application_name,
-                "plan_cache_mode": "force_custom_plan",
-                **({} if durable_by_default else {"synchronous_commit": "off"}),
-            },
+            server_settings={"application_name": application_name, "plan_cache_mode": "force_custom_plan"},
         )
     except CONNECTION_ERRORS as exc:
         raise ServiceUnavailableError(f"cannot connect to Postgres: {type(exc).__name__}: {exc}") from exc

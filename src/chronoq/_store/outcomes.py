@@ -61,13 +61,6 @@ async def retry_policy(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record 
     return await conn.fetchrow(query("retry_policy"), job_id)
 
 
-async def commit_durably(conn: asyncpg.Connection) -> None:
-    """Inside a transaction that records outcomes: its commit waits for the WAL flush, whatever
-    the connection's default (workers' connections commit their start counters asynchronously:
-    a start lost in a database crash only makes the poison count one short)."""
-    await conn.execute("SET LOCAL synchronous_commit = on")
-
-
 async def start_many(
     conn: asyncpg.Connection, keys: list[str], attempts: list[int], leases: list[timedelta]
 ) -> dict[str, OccurrenceStatus]:

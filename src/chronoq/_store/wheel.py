@@ -11,16 +11,8 @@ from chronoq._store.sql import query
 
 
 async def claim_due(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
-    """Must run inside a transaction: the claimed rows stay locked until it ends.
-
-    A batch that claimed rows commits without waiting for the WAL flush: workers that receive
-    its messages wait on these row locks, and a commit lost in a database crash only gets its
-    rows published again (the dispatch is judged again, the same way), which the results'
-    idempotency keys absorb."""
-    rows = await conn.fetch(query("claim_due"), limit)
-    if rows:
-        await conn.execute("SET LOCAL synchronous_commit = off")
-    return rows
+    """Must run inside a transaction: the claimed rows stay locked until it ends."""
+    return await conn.fetch(query("claim_due"), limit)
 
 
 async def mark_dispatched(

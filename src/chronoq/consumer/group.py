@@ -37,7 +37,7 @@ from chronoq._store.connection import RawJson
 from chronoq.consumer.context import Cancel, JobContext, Retry
 from chronoq.consumer.job_connection import SAVEPOINT, JobConnection
 from chronoq.consumer.registry import Handler, Worker
-from chronoq.errors import InvalidJobError
+from chronoq.errors import InvalidJobError, ServiceUnavailableError
 from chronoq.schemas.job import RetryPolicy
 from chronoq.schemas.message import JobMessage, PackMessage
 from chronoq.schemas.payload import encode_payload
@@ -106,7 +106,6 @@ class GroupExecutor:
         live = [m for m in members if not m.action]
         if live:
             await self._run_group(conn, live)
-            await self._copy_dead_letters([m for m in live if m.dead_letter])
         for m in members if type(self.hooks) is not Hooks else ():  # no per-job work when unobserved
             queue = m.message.queue if m.message is not None else "-"
             if m.lateness_s is not None:
@@ -124,7 +123,6 @@ class GroupExecutor:
             return False  # names no occurrence: the dead-letter queue is its only record
         try:
             async with conn.transaction():
-                await outcomes.commit_durably(conn)
                 return await outcomes.record_dead(conn, member.attempt, "unprocessable", error, "failed", None)
         except asyncpg.PostgresError:
             return False  # its own values are what Postgres refuses: the lease will bring it back
@@ -193,7 +191,6 @@ class GroupExecutor:
                 return
             failpoint("consumer.before_transaction")
             async with conn.transaction():
-                await outcomes.commit_durably(conn)
                 locked, db_started = await outcomes.lock_live(
                     conn, [m.attempt.occurrence_key for m in runnable], [m.attempt.attempt for m in runnable]  # type: ignore[union-attr]
                 )
@@ -204,9 +201,17 @@ class GroupExecutor:
         # count rolls back with the rest, and the redelivery above counts it.
         failpoint("consumer.before_transaction")
         async with conn.transaction():
-            await outcomes.commit_durably(conn)
             statuses, db_started = await outcomes.start_locked(conn, keys, attempts, leases)
             runnable = self._runnable(members, statuses)
+            for m in runnable:
+                status = statuses[m.attempt.occurrence_key]  # type: ignore[union-attr]
+                if status.starts is not None and 1 < status.starts <= self.delivery_limit and not NO_FENCE:
+                    # Started before without an outcome (its worker died, or its lease ran out
+                    # and a timer published it again): maybe what kills workers. It goes back
+                    # to the queue and runs alone, its start counted first. (Past the limit it
+                    # is buried below, in this group.)
+                    m.action = "deferred"
+            runnable = [m for m in runnable if not m.action]
             locked = {k for k, status in statuses.items() if status.starts is not None}
             await self._run_locked(conn, runnable, statuses, locked, db_started)
 
@@ -276,6 +281,7 @@ class GroupExecutor:
                 raise RuntimeError(f"recorded {recorded} of {len(successes)} results; rolling back the group")
             for m, _, _ in successes:
                 m.action = "succeeded"
+        await self._copy_dead_letters([m for m in runnable if m.dead_letter])
 
     async def _run_one(self, conn: asyncpg.Connection, m: Member, started_at: datetime) -> Any:
         """Run one handler inside the group's savepoint. Returns its encoded result, or _FAILED
@@ -291,6 +297,7 @@ class GroupExecutor:
             job_id=m.message.job_id, queue=m.message.queue, fire_at=m.message.fire_at, run_at=m.message.run_at,
             attempt=m.message.attempt, max_attempts=m.message.max_attempts,
             idempotency_key=m.message.occurrence_key, db=db,  # type: ignore[arg-type]
+            redelivered=m.redelivered,
         )
         span_attributes = {"chronoq.job_id": m.message.job_id, "chronoq.attempt": m.message.attempt,
                            "chronoq.occurrence": m.message.occurrence_key}
@@ -373,7 +380,10 @@ class GroupExecutor:
         )
 
     async def _copy_dead_letters(self, dead: list[Member]) -> None:
-        """Copies of dead occurrences' messages for operators; Postgres already holds the truth."""
+        """Copies of dead occurrences' messages for operators, published and confirmed before the
+        group commits their dead records: if the broker cannot take them, the group rolls back
+        and comes back later, so no dead occurrence lacks its copy. (A commit that fails after
+        the copies went out leaves a stray copy; its message id, ``<key>#dead``, tells.)"""
         if not dead:
             return
         copies = []
@@ -384,12 +394,19 @@ class GroupExecutor:
             copies.append(Outgoing(m.message.queue, m.message.body(), f"{m.message.occurrence_key}#dead", headers))
         try:
             failures = await asyncio.wait_for(self.publisher.publish(copies, dead=True), DEAD_LETTER_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001 - best effort, the dead record is committed
+        except Exception as exc:  # noqa: BLE001 - any failure means the same: not published
             failures = [exc] * len(copies)
-        for copy, failure in zip(copies, failures, strict=True):
-            if failure is not None:
-                log.warning("dead-letter copy not published",
-                            extra={"action": "dead_letter_failed", "occurrence": copy.headers["x-chronoq-idempotency-key"]})
+        failed = [(c, f) for c, f in zip(copies, failures, strict=True) if f is not None]
+        if failed:
+            copy, failure = failed[0]
+            log.warning("dead-letter copy not published; the group rolls back",
+                        extra={"action": "dead_letter_failed", "occurrence": copy.headers["x-chronoq-idempotency-key"],
+                               "error": type(failure).__name__, "count": len(failed)})
+            raise DeadLetterNotPublished(f"{len(failed)} dead-letter copies not confirmed: {type(failure).__name__}")
 
 
 _FAILED = object()
+
+
+class DeadLetterNotPublished(ServiceUnavailableError):
+    """The broker did not confirm a dead occurrence's dead-letter copy."""

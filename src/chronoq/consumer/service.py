@@ -33,6 +33,7 @@ from chronoq._runtime.hooks import Hooks
 from chronoq._store.connection import CONNECTION_ERRORS, create_pool
 from chronoq.consumer.group import GroupExecutor, describe
 from chronoq.consumer.registry import Worker
+from chronoq.errors import ServiceUnavailableError
 from chronoq.schemas.message import PACK_HEADER
 
 log = logging.getLogger("chronoq.worker")
@@ -132,8 +133,7 @@ class WorkerService:
 
     async def start(self) -> None:
         self._pool = await create_pool(
-            self.settings.database_url, min_size=1, max_size=self.concurrency + 1, application_name=self.name,
-            durable_by_default=False,  # every transaction that records an outcome asks for a durable commit
+            self.settings.database_url, min_size=1, max_size=self.concurrency + 1, application_name=self.name
         )
         self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
         self._publisher = ConfirmedPublisher(self._broker, self.topology)
@@ -258,7 +258,7 @@ class WorkerService:
         except Exception as exc:  # a worker must outlive anything one group can throw
             # Nothing was recorded (the database or broker is unavailable): hand the group back
             # after a pause, so an outage is not a hot loop.
-            expected = isinstance(exc, (*CONNECTION_ERRORS, *BROKER_ERRORS, asyncpg.PostgresError))
+            expected = isinstance(exc, (*CONNECTION_ERRORS, *BROKER_ERRORS, asyncpg.PostgresError, ServiceUnavailableError))
             log.log(
                 logging.WARNING if expected else logging.ERROR,
                 "deliveries not processed; returned to the queue",
