@@ -50,4 +50,4 @@ async def chaos(ctx: JobContext, payload: dict) -> None:
         raise ValueError("payload at the size limit arrived damaged")
     await ctx.db.execute(LEDGER_SQL, ctx.job_id, ctx.idempotency_key, ctx.attempt, os.getpid())
     _append(EFFECTS_FILE, json.dumps({"key": ctx.idempotency_key, "attempt": ctx.attempt, "pid": os.getpid(),
-                                      "t": round(time.time(), 3)}))
+                                      "redelivered": ctx.redelivered, "t": round(time.time(), 3)}))
