@@ -60,7 +60,7 @@ def _timing(row: Any, offered_span: float | None) -> dict[str, Any]:
         "achieved_rate": round(row["n"] / span, 1) if offered_span and span > 0 else None,
         "lateness_p50_ms": round(row["p50"] * 1000, 2),
         "lateness_p99_ms": round(row["p99"] * 1000, 2),
-        "lateness_max_ms": round(row["max"] * 1000, 2),
+        "lateness_max_ms": round(float(row["max"]) * 1000, 2),
     }
 
 

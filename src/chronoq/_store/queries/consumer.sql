@@ -62,7 +62,10 @@ WITH input AS (
     FOR UPDATE OF w
 ), started AS (
     UPDATE chronoq.wheel w
-    SET starts = w.starts + 1, due_at = greatest(w.due_at, now() + locked.lease)
+    -- due_at (indexed) changes only when less than half the lease is left: otherwise this is
+    -- a HOT update, which adds nothing to the wheel's indexes.
+    SET starts = w.starts + 1,
+        due_at = CASE WHEN w.due_at < now() + locked.lease / 2 THEN now() + locked.lease ELSE w.due_at END
     FROM locked
     WHERE w.occurrence_key = locked.occurrence_key
     RETURNING w.occurrence_key, w.starts
