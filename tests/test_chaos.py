@@ -20,8 +20,9 @@ from chaos.nemesis import KINDS
 ROOT = Path(__file__).resolve().parents[1]
 #: Deaths the run must have caused beside the nemesis's own faults.
 PASSIVE_DEATHS = ("failpoint", "poison")
-#: A known src/ bug (see chaos/README.md, "Findings"): a dead occurrence's dead-letter copy is
-#: published after the commit, best effort, and is lost if the broker is down at that moment.
+#: A src/ bug found by this suite and since fixed (chaos/README.md, "Findings"): a dead
+#: occurrence's dead-letter copy was published after the commit and lost in a broker outage.
+#: Kept as an xfail guard so that a regression is named for what it is.
 DEAD_LETTER_COPY_LOST = "dead without a copy in the dead-letter queue"
 
 
