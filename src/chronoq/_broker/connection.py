@@ -30,7 +30,8 @@ async def connect(url: str, *, name: str) -> AbstractRobustConnection:
         return await aio_pika.connect_robust(
             url, client_properties={"connection_name": name}, reconnect_interval=RECONNECT_INTERVAL
         )
-    except BROKER_ERRORS as exc:
+    except (*BROKER_ERRORS, StopAsyncIteration) as exc:
+        # StopAsyncIteration: aiormq's frame reader, when the broker closes the socket mid-handshake.
         raise ServiceUnavailableError(f"cannot connect to RabbitMQ: {type(exc).__name__}: {exc}") from exc
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
