@@ -121,6 +121,16 @@ async def test_status_watch_is_a_live_view_that_quits_on_ctrl_c(settings, produc
             if ready:
                 seen += os.read(master, 65536)
         process.send_signal(signal.SIGINT)
+        # Keep reading the terminal: a full pty would block the view's last frames and its exit.
+        deadline = time.monotonic() + 20
+        while process.poll() is None:
+            assert time.monotonic() < deadline, "status --watch did not quit on Ctrl-C"
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    pass
         _, errors = process.communicate(timeout=20)
         assert process.returncode == 0, errors
     finally:
