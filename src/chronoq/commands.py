@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import sys
 from datetime import datetime, timedelta
 from typing import Any
@@ -103,14 +105,23 @@ async def _watch_status(producer: Producer, window: timedelta, every: float = 1.
     from chronoq.cli import queue_table
 
     recent = timedelta(seconds=10)
-    with Live(console=out, refresh_per_second=4, screen=False) as live:
-        while True:
-            rows = await producer.status(window)
-            rates = {r.queue: r.succeeded / recent.total_seconds() for r in await producer.status(recent)}
-            table = queue_table(rows, rates=rates)
-            table.caption = f"outcomes and lateness over the last {window}; refreshed every {every:g}s (Ctrl-C to quit)"
-            live.update(table)
-            await asyncio.sleep(every)
+    # Ctrl-C ends the loop between refreshes, so the view and the pool close in order instead of
+    # a KeyboardInterrupt landing in the middle of a query.
+    quit_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, quit_requested.set)
+    try:
+        with Live(console=out, refresh_per_second=4, screen=False) as live:
+            while not quit_requested.is_set():
+                rows = await producer.status(window)
+                rates = {r.queue: r.succeeded / recent.total_seconds() for r in await producer.status(recent)}
+                table = queue_table(rows, rates=rates)
+                table.caption = f"outcomes and lateness over the last {window}; refreshed every {every:g}s (Ctrl-C to quit)"
+                live.update(table)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(quit_requested.wait(), every)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 async def show_job(settings: Settings, job_id: int, *, as_json: bool) -> int:
