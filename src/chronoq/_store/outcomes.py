@@ -64,7 +64,10 @@ async def retry_policy(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record 
 async def start_many(
     conn: asyncpg.Connection, keys: list[str], attempts: list[int], leases: list[timedelta]
 ) -> dict[str, OccurrenceStatus]:
-    rows = await conn.fetch(query("start_deliveries"), keys, attempts, leases)
+    return _statuses(await conn.fetch(query("start_deliveries"), keys, attempts, leases))
+
+
+def _statuses(rows: list[asyncpg.Record]) -> dict[str, OccurrenceStatus]:
     return {r["occurrence_key"]: OccurrenceStatus(r["terminal_state"], r["live_attempt"], r["starts"]) for r in rows}
 
 
@@ -74,8 +77,7 @@ async def start_locked(
     """``start_many`` inside the group's transaction: the rows it starts stay locked (the fence)
     and the count commits, or rolls back, with the group. Also returns the database's clock."""
     rows = await conn.fetch(query("start_deliveries"), keys, attempts, leases)
-    statuses = {r["occurrence_key"]: OccurrenceStatus(r["terminal_state"], r["live_attempt"], r["starts"]) for r in rows}
-    return statuses, rows[0]["db_now"]
+    return _statuses(rows), rows[0]["db_now"]
 
 
 async def lock_live(conn: asyncpg.Connection, keys: list[str], attempts: list[int]) -> tuple[set[str], datetime | None]:

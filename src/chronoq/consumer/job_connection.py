@@ -36,16 +36,7 @@ class JobConnection:
         attribute = getattr(self._conn, name)
         if name in ("transaction", "cursor"):
             return _Deferred(self, attribute)
-        if not callable(attribute):
-            return attribute
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            # A pool's connection proxy wraps its coroutine methods in plain functions, so look
-            # at what the call returns: a coroutine has not run yet; open the savepoint first.
-            result = attribute(*args, **kwargs)
-            return self._after_open(result) if inspect.isawaitable(result) else result
-
-        return call
+        return _opening_first(self, attribute)
 
     async def _after_open(self, pending: Any) -> Any:
         try:
@@ -99,13 +90,20 @@ class _Opening:
         async for item in self._inner:
             yield item
 
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._inner, name)
-        if not callable(attribute):
-            return attribute
+    def __getattr__(self, name: str) -> Any:  # Transaction.start(), Cursor.fetch(), ...
+        return _opening_first(self._owner, getattr(self._inner, name))
 
-        def call(*args: Any, **kwargs: Any) -> Any:  # Transaction.start(), Cursor.fetch(), ...
-            result = attribute(*args, **kwargs)
-            return self._owner._after_open(result) if inspect.isawaitable(result) else result
 
-        return call
+def _opening_first(owner: JobConnection, attribute: Any) -> Any:
+    """``attribute`` as it is, or, if it is callable, wrapped so that a call returning something
+    awaitable opens the savepoint before that runs. (A pool's connection proxy wraps its
+    coroutine methods in plain functions, so what the call returns is what tells: a coroutine
+    has not run yet.)"""
+    if not callable(attribute):
+        return attribute
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        result = attribute(*args, **kwargs)
+        return owner._after_open(result) if inspect.isawaitable(result) else result
+
+    return call
