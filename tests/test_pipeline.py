@@ -296,6 +296,32 @@ async def test_an_occurrence_started_past_the_delivery_limit_is_dead_without_run
     assert message.headers["x-chronoq-reason"] == "delivery_limit"
 
 
+async def test_only_the_first_committed_copy_of_an_attempt_may_count_its_start_with_its_group(
+    settings, producer: Producer, db
+) -> None:
+    """The store's verdict behind deferring a first delivery (design §8.1): a copy that is not
+    the one the first committed timer batch published may follow a run that died uncounted."""
+    from chronoq._store import outcomes, wheel
+
+    await producer.enqueue("poison", {})
+    key = await db.fetchval("SELECT occurrence_key FROM chronoq.wheel")
+    lease = [timedelta(seconds=30)]
+
+    async def verdict(dispatch_id: int | None) -> bool:
+        async with db.transaction():
+            statuses, _ = await outcomes.start_locked(db, [key], [1], lease, [dispatch_id])
+        return statuses[key].only_copy
+
+    async with db.transaction():
+        await wheel.mark_dispatched(db, [key], lease, 7)
+    assert await verdict(7) is True  # the first batch's own copy
+    assert await verdict(8) is False  # a batch that rolled back after publishing
+    assert await verdict(None) is False  # a message without an id (an older timer's)
+    async with db.transaction():
+        await wheel.mark_dispatched(db, [key], lease, 9)  # published again: its lease ran out
+    assert await verdict(9) is False
+
+
 async def test_a_slow_handler_is_not_published_again_while_it_runs(settings, producer: Producer, db) -> None:
     settings = settings.model_copy(update={"redispatch_after": timedelta(seconds=1)})
     worker = Worker()
@@ -361,7 +387,7 @@ async def test_a_duplicate_delivery_is_acked_without_running_again(settings, pro
                     "SELECT r.occurrence_key, r.job_id, r.queue, r.fire_at, r.run_at, r.attempt, 0 AS dispatches,"
                     " j.payload::text AS payload, j.max_attempts, j.timeout_ms, j.trace::text AS trace"
                     " FROM chronoq.results r JOIN chronoq.jobs j ON j.id = r.job_id WHERE r.job_id = $1", job_id)
-            assert await timer._publisher.publish([job_message(row)]) == [None]  # noqa: SLF001
+            assert await timer._publisher.publish([job_message(row, 1)]) == [None]  # noqa: SLF001
 
             async def deduplicated() -> bool:
                 return service.outcomes["duplicate"] == 1

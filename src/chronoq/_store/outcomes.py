@@ -15,6 +15,7 @@ class OccurrenceStatus:
     terminal_state: str | None  # set: the occurrence has ended, the delivery is a duplicate
     live_attempt: int | None  # the wheel's current attempt, None if the row is gone
     starts: int | None  # deliveries of this attempt started so far, this one included
+    only_copy: bool = False  # the first and only published copy of this attempt (migration 006)
 
 
 @dataclass(frozen=True)
@@ -64,19 +65,21 @@ async def retry_policy(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record 
 async def start_many(
     conn: asyncpg.Connection, keys: list[str], attempts: list[int], leases: list[timedelta]
 ) -> dict[str, OccurrenceStatus]:
-    return _statuses(await conn.fetch(query("start_deliveries"), keys, attempts, leases))
+    return _statuses(await conn.fetch(query("start_deliveries"), keys, attempts, leases, [None] * len(keys)))
 
 
 def _statuses(rows: list[asyncpg.Record]) -> dict[str, OccurrenceStatus]:
-    return {r["occurrence_key"]: OccurrenceStatus(r["terminal_state"], r["live_attempt"], r["starts"]) for r in rows}
+    return {r["occurrence_key"]: OccurrenceStatus(r["terminal_state"], r["live_attempt"], r["starts"], r["only_copy"])
+            for r in rows}
 
 
 async def start_locked(
-    conn: asyncpg.Connection, keys: list[str], attempts: list[int], leases: list[timedelta]
+    conn: asyncpg.Connection, keys: list[str], attempts: list[int], leases: list[timedelta],
+    dispatch_ids: list[int | None],
 ) -> tuple[dict[str, OccurrenceStatus], datetime]:
     """``start_many`` inside the group's transaction: the rows it starts stay locked (the fence)
     and the count commits, or rolls back, with the group. Also returns the database's clock."""
-    rows = await conn.fetch(query("start_deliveries"), keys, attempts, leases)
+    rows = await conn.fetch(query("start_deliveries"), keys, attempts, leases, dispatch_ids)
     return _statuses(rows), rows[0]["db_now"]
 
 

@@ -16,10 +16,10 @@ async def claim_due(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record
 
 
 async def mark_dispatched(
-    conn: asyncpg.Connection, keys: Sequence[str], leases: Sequence[timedelta]
+    conn: asyncpg.Connection, keys: Sequence[str], leases: Sequence[timedelta], dispatch_id: int | None = None
 ) -> None:
     if keys:
-        await conn.execute(query("mark_dispatched"), list(keys), list(leases))
+        await conn.execute(query("mark_dispatched"), list(keys), list(leases), dispatch_id)
 
 
 async def postpone(conn: asyncpg.Connection, keys: Sequence[str], pause: timedelta, error: str) -> None:

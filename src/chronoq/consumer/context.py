@@ -30,8 +30,9 @@ class JobContext:
     max_attempts: int
     idempotency_key: str
     db: asyncpg.Connection
-    #: This delivery was delivered before (a worker died, or its group was handed back): the
-    #: handler may have run already, its writes through ``db`` rolled back, but not what it did
+    #: This delivery was delivered before (a worker died, or its group was handed back), or a
+    #: timer published the occurrence again after its lease ran out: the handler may have run
+    #: already, its writes through ``db`` rolled back, but not what it did
     #: elsewhere. Pass ``idempotency_key`` to external systems either way.
     redelivered: bool = False
 

@@ -201,15 +201,19 @@ class GroupExecutor:
         # count rolls back with the rest, and the redelivery above counts it.
         failpoint("consumer.before_transaction")
         async with conn.transaction():
-            statuses, db_started = await outcomes.start_locked(conn, keys, attempts, leases)
+            dispatch_ids = [m.message.dispatch_id for m in members]  # type: ignore[union-attr]
+            statuses, db_started = await outcomes.start_locked(conn, keys, attempts, leases, dispatch_ids)
             runnable = self._runnable(members, statuses)
             for m in runnable:
                 status = statuses[m.attempt.occurrence_key]  # type: ignore[union-attr]
-                if status.starts is not None and 1 < status.starts <= self.delivery_limit and not NO_FENCE:
-                    # Started before without an outcome (its worker died, or its lease ran out
-                    # and a timer published it again): maybe what kills workers. It goes back
-                    # to the queue and runs alone, its start counted first. (Past the limit it
-                    # is buried below, in this group.)
+                if (status.starts is not None and status.starts <= self.delivery_limit and not NO_FENCE
+                        and (status.starts > 1 or not status.only_copy)):
+                    # Started before without an outcome (its worker died), or not the one copy
+                    # of this attempt a committed timer batch published first (published again
+                    # after its lease ran out, or by a batch that rolled back): an earlier copy
+                    # may have run uncounted and killed its worker. It goes back to the queue
+                    # and runs alone, its start counted first. (Past the limit it is buried
+                    # below, in this group.)
                     m.action = "deferred"
             runnable = [m for m in runnable if not m.action]
             locked = {k for k, status in statuses.items() if status.starts is not None}

@@ -14,7 +14,7 @@ from chronoq._runtime.tracing import TRACE_HEADERS
 from chronoq.schemas.message import MESSAGE_VERSION, message_headers, pack_headers
 
 
-def _envelope(row: asyncpg.Record) -> dict[str, Any]:
+def _envelope(row: asyncpg.Record, dispatch_id: int) -> dict[str, Any]:
     return {
         "v": MESSAGE_VERSION,
         "job_id": row["job_id"],
@@ -23,6 +23,7 @@ def _envelope(row: asyncpg.Record) -> dict[str, Any]:
         "fire_at": row["fire_at"],
         "run_at": row["run_at"],
         "attempt": row["attempt"],
+        "dispatch_id": dispatch_id,
         "max_attempts": row["max_attempts"],
         "timeout_s": row["timeout_ms"] / 1000,
         # The payload is already JSON text in Postgres; splice it in as it is.
@@ -37,20 +38,20 @@ def _trace(row: asyncpg.Record) -> dict[str, str]:
     return {k: v for k, v in orjson.loads(row["trace"]).items() if k in TRACE_HEADERS}
 
 
-def job_message(row: asyncpg.Record) -> Outgoing:
+def job_message(row: asyncpg.Record, dispatch_id: int) -> Outgoing:
     key = row["occurrence_key"]
     attempt = row["attempt"]
     headers = message_headers(row["job_id"], row["queue"], key, row["fire_at"], row["run_at"], attempt)
     headers.update(_trace(row))
-    return Outgoing(routing_key=row["queue"], body=orjson.dumps(_envelope(row)), message_id=f"{key}#{attempt}",
+    return Outgoing(routing_key=row["queue"], body=orjson.dumps(_envelope(row, dispatch_id)), message_id=f"{key}#{attempt}",
                     headers=headers)
 
 
-def pack_message(rows: Sequence[asyncpg.Record]) -> Outgoing:
+def pack_message(rows: Sequence[asyncpg.Record], dispatch_id: int) -> Outgoing:
     """Many due jobs of one queue in one message (a packed queue): ``{"v": 1, "pack": [...]}``,
     each element a job message, with its trace context under ``trace``."""
     first, last = rows[0], rows[-1]
-    body = orjson.dumps({"v": MESSAGE_VERSION, "pack": [{**_envelope(r), "trace": _trace(r)} for r in rows]})
+    body = orjson.dumps({"v": MESSAGE_VERSION, "pack": [{**_envelope(r, dispatch_id), "trace": _trace(r)} for r in rows]})
     headers = {
         **pack_headers(first["queue"], len(rows)),
         "x-chronoq-job-ids": f"{first['job_id']}..{last['job_id']}",

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 import os
+import secrets
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -148,7 +149,8 @@ class Timer:
                 if plan.publish:
                     to_publish.append(row)
             publish_started = time.perf_counter()
-            messages, carried = self._messages(to_publish)
+            dispatch_id = secrets.randbits(63)  # tells this batch's copies from any other
+            messages, carried = self._messages(to_publish, dispatch_id)
             publishing = asyncio.ensure_future(self._publisher.publish(messages))
             if armed("timer.before_confirm"):
                 # Die with the publishes in flight: some frames out, their confirms not awaited.
@@ -163,6 +165,7 @@ class Timer:
                 conn,
                 [r["occurrence_key"] for r in sent],
                 [lease(r, self.settings.redispatch_after) for r in sent],
+                dispatch_id,
             )
             if refused:
                 await self._postpone(conn, refused)
@@ -184,7 +187,9 @@ class Timer:
         )
         return len(rows)
 
-    def _messages(self, rows: list[asyncpg.Record]) -> tuple[list[Outgoing], list[list[asyncpg.Record]]]:
+    def _messages(
+        self, rows: list[asyncpg.Record], dispatch_id: int
+    ) -> tuple[list[Outgoing], list[list[asyncpg.Record]]]:
         """One message per job, except for packed queues: up to ``pack_size`` jobs of one queue
         per message. Returns the messages and, for each, the rows it carries."""
         packed = self.settings.packed
@@ -195,13 +200,13 @@ class Timer:
             if r["queue"] in packed:
                 by_queue.setdefault(r["queue"], []).append(r)
             else:
-                messages.append(job_message(r))
+                messages.append(job_message(r, dispatch_id))
                 carried.append([r])
         size = self.settings.pack_size
         for queue_rows in by_queue.values():
             for start in range(0, len(queue_rows), size):
                 chunk = queue_rows[start : start + size]
-                messages.append(pack_message(chunk))
+                messages.append(pack_message(chunk, dispatch_id))
                 carried.append(chunk)
         return messages, carried
 

@@ -53,7 +53,8 @@ SELECT max_attempts, backoff_base_ms, backoff_cap_ms, jitter FROM chronoq.jobs W
 -- published again meanwhile. A redelivery commits this on its own before it runs; a first
 -- delivery runs it inside its group's transaction, where its row locks are the fence.
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::int[], $3::interval[]) AS i(occurrence_key, attempt, lease)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::interval[], $4::bigint[])
+        AS i(occurrence_key, attempt, lease, dispatch_id)
 ), locked AS (
     -- Rows locked in key order, as every writer of many wheel rows does: no deadlocks.
     SELECT w.occurrence_key, input.lease FROM chronoq.wheel w JOIN input USING (occurrence_key)
@@ -68,12 +69,15 @@ WITH input AS (
         due_at = CASE WHEN w.due_at < now() + locked.lease / 2 THEN now() + locked.lease ELSE w.due_at END
     FROM locked
     WHERE w.occurrence_key = locked.occurrence_key
-    RETURNING w.occurrence_key, w.starts
+    RETURNING w.occurrence_key, w.starts, w.dispatches, w.dispatch_id
 )
 SELECT input.occurrence_key,
        r.state AS terminal_state,
        w.attempt AS live_attempt,
        started.starts,
+       -- The delivery is the first and only copy of this attempt a committed batch published
+       -- (migration 006): the one copy whose start may go uncounted.
+       coalesce(started.dispatches = 1 AND started.dispatch_id = input.dispatch_id, false) AS only_copy,
        clock_timestamp() AS db_now  -- after any wait for the locks: when the handlers start
 FROM input
 LEFT JOIN chronoq.results r USING (occurrence_key)

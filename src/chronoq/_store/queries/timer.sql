@@ -23,10 +23,11 @@ FROM due JOIN chronoq.jobs j ON j.id = due.job_id;
 
 -- name: mark_dispatched
 -- After the broker confirmed them: push each row's due_at to its redelivery deadline. If no
--- outcome removes the row by then, a timer publishes the occurrence again.
+-- outcome removes the row by then, a timer publishes the occurrence again. $3 is the batch's
+-- dispatch id, which its messages carry (migration 006).
 UPDATE chronoq.wheel w
 SET due_at = now() + d.lease, dispatches = w.dispatches + 1, dispatched_at = now(), last_error = NULL,
-    head = false
+    head = false, dispatch_id = $3
 FROM unnest($1::text[], $2::interval[]) AS d(occurrence_key, lease)
 WHERE w.occurrence_key = d.occurrence_key;
 
