@@ -85,7 +85,10 @@ async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, eff
     ledger_by_key: dict[str, list[asyncpg.Record]] = defaultdict(list)
     for row in ledger:
         ledger_by_key[row["occurrence_key"]].append(row)
-    live = await conn.fetch("SELECT occurrence_key, job_id, attempt, starts, dispatches FROM chronoq.wheel")
+    live = await conn.fetch(
+        "SELECT occurrence_key, job_id, attempt, starts, dispatches, head, round(extract(epoch FROM due_at - now())::numeric, 1)"
+        " AS due_in_s, round(extract(epoch FROM now() - dispatched_at)::numeric, 1) AS dispatched_s_ago, last_error"
+        " FROM chronoq.wheel ORDER BY due_at")
     attempts = Counter(r["occurrence_key"] for r in await conn.fetch("SELECT occurrence_key FROM chronoq.attempts"))
     log = await conn.fetch("SELECT * FROM chaos_wheel_log ORDER BY at")
     starts: dict[tuple[str, int], int] = defaultdict(int)
@@ -102,7 +105,14 @@ async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, eff
     broker_dead_lettered = [m for m in dead_letters if not str(m["properties"].get("message_id", "")).endswith("#dead")]
 
     # 1. No loss -------------------------------------------------------------------------------
-    lost: list[Any] = [f"{r['occurrence_key']} still live (attempt {r['attempt']})" for r in live if r["job_id"] in set(every_job)]
+    # Where a live row stands says who dropped it: never dispatched, dispatched and never started,
+    # started and never ended, or parked behind an error.
+    lost: list[Any] = [
+        f"{r['occurrence_key']} still live (attempt {r['attempt']}, dispatches {r['dispatches']}, starts {r['starts']},"
+        f" head {r['head']}, due in {r['due_in_s']} s, dispatched {r['dispatched_s_ago']} s ago,"
+        f" last error {(r['last_error'] or '-')[:80]})"
+        for r in live if r["job_id"] in set(every_job)
+    ]
     for job_id in once:
         kind = work.kinds[job_id]
         state, reason = EXPECTED[kind]

@@ -150,9 +150,11 @@ async def heal(fleet: Fleet, proxies: list[Proxy]) -> None:
 async def drain(producer: Producer, work: Work, namespace: str, timeout: float) -> dict:
     """Wait until the one-shot jobs have ended, cancel the cron jobs, then wait until nothing is
     live in the wheel and the job queue is empty (or a deadline: a broken build may never get
-    there, e.g. without dedup the poison job's duplicates kill workers forever)."""
+    there, e.g. without dedup the poison job's duplicates kill workers forever). Returns what
+    the last look saw, for the report: a run that hit the deadline says where work was stuck."""
     end = time.monotonic() + timeout
     summary: dict = {}
+    listing: list[dict] | None = None
     while time.monotonic() < end:
         summary = await retrying(lambda: producer.summary(work.once))
         if summary["pending"] == 0:
@@ -165,14 +167,15 @@ async def drain(producer: Producer, work: Work, namespace: str, timeout: float) 
     while time.monotonic() < end:
         summary = await retrying(lambda: producer.summary(everything))
         try:
-            figures = [q.get("messages") for q in await asyncio.to_thread(services.queues, namespace) if ".q." in q["name"]]
+            listing = await asyncio.to_thread(services.queues, namespace)
+            figures = [q.get("messages") for q in listing if ".q." in q["name"]]
             depth = None if None in figures else sum(figures)  # None: no figures yet, after a restart
         except OSError:  # the management API is not answering (yet): look again
             depth = None
         if summary["pending"] == 0 and depth == 0:
             break
         await asyncio.sleep(0.5)
-    return summary
+    return {"timed_out": time.monotonic() >= end, "summary": summary, "queues": listing}
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -218,6 +221,7 @@ async def run(args: argparse.Namespace) -> dict:
         fleet.add(f"timer-{n}", env)
     started = time.time()
     phases: dict[str, float] = {}
+    drained: dict = {}
     rng_work, rng_nemesis = random.Random(args.seed), random.Random(args.seed * 7919 + 1)
     try:
         for member in fleet.members:
@@ -232,7 +236,7 @@ async def run(args: argparse.Namespace) -> dict:
             phases["nemesis_end"] = time.time()
             await heal(fleet, proxies)
             phases["healed"] = time.time()
-            await drain(producer, work, namespace, args.drain_timeout)
+            drained = await drain(producer, work, namespace, args.drain_timeout)
             phases["drained"] = time.time()
     finally:
         await fleet.stop()  # never leave processes behind, whatever happened
@@ -252,6 +256,7 @@ async def run(args: argparse.Namespace) -> dict:
                   + (" --roles" if args.roles else "") + (" --broken" if args.broken else "")
                   + (" --ack-before-commit" if args.ack_before_commit else ""),
         "proxy": {"accepted": [p.accepted for p in proxies], "cut": [p.cut_connections for p in proxies]},
+        "drain": drained,
     }
     if not args.keep:
         await asyncio.to_thread(services.delete_namespace, namespace)

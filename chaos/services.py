@@ -109,7 +109,7 @@ def management(method: str, path: str, body: dict[str, Any] | None = None) -> An
 
 def queues(namespace: str) -> list[dict[str, Any]]:
     """The namespace's queues with their depths (the management API's figures lag ~5 s)."""
-    listing = management("GET", "/api/queues/%2F?columns=name,messages,messages_ready,messages_unacknowledged")
+    listing = management("GET", "/api/queues/%2F?columns=name,messages,messages_ready,messages_unacknowledged,consumers")
     return [q for q in listing if q["name"].startswith(f"{namespace}.")]
 
 

@@ -143,8 +143,11 @@ class WorkerService:
             hooks=self.hooks,
         )
         self._lanes = [Lane(self, n) for n in range(self.concurrency)]
-        for lane in self._lanes:
-            await lane.start()
+        try:
+            for lane in self._lanes:
+                await lane.start()
+        except BROKER_ERRORS as exc:  # the broker went away between connecting and subscribing
+            raise ServiceUnavailableError(f"RabbitMQ went away while subscribing: {type(exc).__name__}: {exc}") from exc
         self.ready.set()
         log.info(
             "worker started",

@@ -31,6 +31,7 @@ from chronoq._runtime.failpoints import armed, failpoint
 from chronoq._runtime.hooks import Hooks
 from chronoq._store import maintenance, wheel
 from chronoq._store.connection import CONNECTION_ERRORS, connect, create_pool
+from chronoq.errors import ServiceUnavailableError
 from chronoq.schemas.cron import CronError
 from chronoq.timer.ingest import Ingest
 from chronoq.timer.messages import job_message, lease, pack_message
@@ -88,7 +89,10 @@ class Timer:
         self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
         self._publisher = ConfirmedPublisher(self._broker, self.topology)
         self._intake = SubmissionIntake(self._broker, self.topology)
-        await self._intake.start(SUBMISSION_PREFETCH, Ingest(self._pool, self._publisher, self.topology).handle)
+        try:
+            await self._intake.start(SUBMISSION_PREFETCH, Ingest(self._pool, self._publisher, self.topology).handle)
+        except BROKER_ERRORS as exc:  # the broker went away between connecting and subscribing
+            raise ServiceUnavailableError(f"RabbitMQ went away while subscribing: {type(exc).__name__}: {exc}") from exc
         await self._listen()
 
     async def _listen(self) -> None:
