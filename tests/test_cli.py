@@ -94,6 +94,12 @@ async def test_bench_runs_and_records_its_environment(settings, tmp_path) -> Non
     document = orjson.loads(written.read_bytes())
     (run,) = document["runs"]
     assert run["jobs"] == 300 and run["e2e_jobs_per_s"] > 0
+    # Where the CPU went, per job: the pipeline's own processes and the local services worked.
+    cpu = run["cpu_ms_per_job"]
+    assert cpu["worker"] > 0 and cpu["timer"] > 0 and cpu["postgres"] > 0 and cpu["rabbitmq"] > 0, cpu
+    assert cpu["total"] >= cpu["worker"] + cpu["timer"]
+    assert document["median"]["cpu_ms_per_job"] == cpu  # one run: its own breakdown
+    assert "CPU ms per job" in result.stdout
     assert {"machine", "packages", "postgres", "settings"} <= set(document["environment"])
     assert "database_url" not in document["environment"]["settings"]  # no credentials in results
 

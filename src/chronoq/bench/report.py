@@ -27,16 +27,25 @@ class Measured:
     notes: list[str] = field(default_factory=list)  # printed under the table
 
 
+#: A run's CPU breakdown (bench/cpu.py): {process class: ms per job, "total": ...}.
+CPU_KEY = "cpu_ms_per_job"
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians over runs of every figure present."""
+    """Medians over runs of every figure present (and of the CPU breakdown, by class)."""
     keys = [k for k in MEDIAN_OF if any(r.get(k) is not None for r in runs)]
-    return {k: round(statistics.median(r[k] for r in runs if r.get(k) is not None), 2) for k in keys}
+    medians = {k: round(statistics.median(r[k] for r in runs if r.get(k) is not None), 2) for k in keys}
+    breakdowns = [r[CPU_KEY] for r in runs if r.get(CPU_KEY)]
+    if breakdowns:
+        classes = dict.fromkeys(c for b in breakdowns for c in b)
+        medians[CPU_KEY] = {c: round(statistics.median(b.get(c, 0.0) for b in breakdowns), 3) for c in classes}
+    return medians
 
 
 def show(console: Console, title: str, runs: list[dict[str, Any]], *, medians: bool = True) -> None:
     """One row per run; with ``medians``, a last row of medians (off where rows are not repeats,
     e.g. one row per size)."""
-    columns = [k for k in runs[0] if k not in ("scenario",)]
+    columns = [k for k in runs[0] if k not in ("scenario", CPU_KEY)]
     table = Table(title=title)
     table.add_column("run")
     for c in columns:
@@ -46,6 +55,21 @@ def show(console: Console, title: str, runs: list[dict[str, Any]], *, medians: b
     if medians and len(runs) > 1:
         median = summarise(runs)
         table.add_row("median", *(str(median.get(c, "")) for c in columns), style="bold")
+    console.print(table)
+    if any(r.get(CPU_KEY) for r in runs):
+        _show_cpu(console, runs)
+
+
+def _show_cpu(console: Console, runs: list[dict[str, Any]]) -> None:
+    """CPU milliseconds per job by process class, one column per run (bench/cpu.py)."""
+    breakdowns = [r.get(CPU_KEY) or {} for r in runs]
+    classes = list(dict.fromkeys(c for b in breakdowns for c in b))
+    table = Table(title="CPU ms per job, by process (from the due instant to the last job done)")
+    table.add_column("process")
+    for n in range(1, len(runs) + 1):
+        table.add_column(f"run {n}", justify="right")
+    for c in classes:
+        table.add_row(c, *(str(b.get(c, "")) for b in breakdowns), style="bold" if c == "total" else None)
     console.print(table)
 
 
