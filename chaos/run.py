@@ -175,7 +175,14 @@ async def drain(producer: Producer, work: Work, namespace: str, timeout: float) 
         if summary["pending"] == 0 and depth == 0:
             break
         await asyncio.sleep(0.5)
-    return {"timed_out": time.monotonic() >= end, "summary": summary, "queues": listing}
+    timed_out = time.monotonic() >= end
+    broker: dict | str | None = None
+    if timed_out:
+        try:
+            broker = await asyncio.to_thread(services.broker_state)
+        except OSError as exc:
+            broker = f"management API unavailable: {exc}"
+    return {"timed_out": timed_out, "summary": summary, "queues": listing, "broker": broker}
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -238,6 +245,8 @@ async def run(args: argparse.Namespace) -> dict:
             phases["healed"] = time.time()
             drained = await drain(producer, work, namespace, args.drain_timeout)
             phases["drained"] = time.time()
+            if drained["timed_out"]:  # which processes were still up when the run gave up
+                drained["alive"] = {name: fleet.pid(name) is not None for name in fleet.members}
     finally:
         await fleet.stop()  # never leave processes behind, whatever happened
         for proxy in proxies:

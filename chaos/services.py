@@ -113,6 +113,21 @@ def queues(namespace: str) -> list[dict[str, Any]]:
     return [q for q in listing if q["name"].startswith(f"{namespace}.")]
 
 
+def broker_state() -> dict[str, Any]:
+    """What a stuck run needs to be explained: resource alarms (they block publishers), each
+    client connection's state (``blocked`` under an alarm) and each channel's consumers and
+    unacknowledged deliveries (a live consumer that stopped settling holds its prefetch)."""
+    nodes = management("GET", "/api/nodes?columns=name,mem_alarm,disk_free_alarm,disk_free,disk_free_limit")
+    connections = management("GET", "/api/connections?columns=client_properties.connection_name,state")
+    channels = management("GET", "/api/channels?columns=name,consumer_count,messages_unacknowledged,prefetch_count")
+    return {
+        "nodes": nodes,
+        "connections": [{"name": (c.get("client_properties") or {}).get("connection_name"), "state": c.get("state")}
+                        for c in connections],
+        "channels": channels,
+    }
+
+
 def take_messages(queue: str, limit: int = 10_000) -> list[dict[str, Any]]:
     """Take (ack) up to ``limit`` messages off a queue; their properties, payloads cut short."""
     taken: list[dict[str, Any]] = []
