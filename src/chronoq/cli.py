@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     bench.add_argument("--timers", type=int, default=1, help="timer processes (default 1)")
     bench.add_argument("--runs", type=int, default=3, help="repetitions; medians are reported (default 3)")
+    bench.add_argument("--warmup", type=float, default=2.0,
+                       help="burst/steady: a run whose figures are dropped comes first, so that pools, "
+                            "channels and queues are open: steady runs SECONDS at the offered rate, "
+                            "burst drains SECONDS x 1,000 jobs (default 2; 0: none)")
     bench.add_argument("--out", default="bench-results", help="folder for the JSON results")
     bench.add_argument("--sizes", type=_counts, default=[10_000, 1_000_000, 10_000_000],
                        help="scale: scheduled jobs preloaded at each step (default 10000,1000000,10000000)")
@@ -285,7 +289,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from chronoq.bench.command import run_bench
 
             options = {k: getattr(args, k) for k in ("jobs", "rate", "duration", "find_max", "handler", "workers",
-                                                     "timers", "runs", "out", "sizes", "claim_batches", "preload",
+                                                     "timers", "runs", "warmup", "out", "sizes", "claim_batches", "preload",
                                                      "autovacuum", "settle", "keep", "inputs", "output")}
             if options["jobs"] is None:
                 options["jobs"] = 1_000_000 if args.scenario == "churn" else 20_000
