@@ -27,7 +27,9 @@ SHOWN_COUNTEREXAMPLES = 4
 def chaos_run(*args: str, timeout: float) -> dict:
     result = subprocess.run([sys.executable, "-m", "chaos.run", *args], cwd=ROOT, capture_output=True,
                             text=True, timeout=timeout, check=False)
-    assert result.returncode in (0, 1), f"harness failed ({result.returncode}):\n{result.stderr[-5000:]}"
+    # 0 valid, 1 invalid, both with the report on stdout; anything else is the harness failing.
+    failed = result.returncode not in (0, 1) or not result.stdout.lstrip().startswith("{")
+    assert not failed, f"harness failed ({result.returncode}):\n{result.stderr[-5000:]}"
     report = json.loads(result.stdout)
     assert report["valid"] == (result.returncode == 0)
     return report

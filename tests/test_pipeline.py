@@ -309,7 +309,8 @@ async def test_only_the_first_committed_copy_of_an_attempt_may_count_its_start_w
 
     async def verdict(dispatch_id: int | None) -> bool:
         async with db.transaction():
-            statuses, _ = await outcomes.start_locked(db, [key], [1], lease, [dispatch_id])
+            statuses, _ = await outcomes.start_locked(db, [key], [1], [dispatch_id])
+        assert statuses[key].starts == 1  # what this start would make it: nothing is counted
         return statuses[key].only_copy
 
     async with db.transaction():
@@ -320,6 +321,9 @@ async def test_only_the_first_committed_copy_of_an_attempt_may_count_its_start_w
     async with db.transaction():
         await wheel.mark_dispatched(db, [key], lease, 9)  # published again: its lease ran out
     assert await verdict(9) is False
+    # Five verdicts committed, no start counted: a delivery handed back from its group is counted
+    # once, when it comes back as a redelivery (counting it here too spent two starts per run).
+    assert await db.fetchval("SELECT starts FROM chronoq.wheel WHERE occurrence_key = $1", key) == 0
 
 
 async def test_a_slow_handler_is_not_published_again_while_it_runs(settings, producer: Producer, db) -> None:

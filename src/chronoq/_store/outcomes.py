@@ -65,7 +65,7 @@ async def retry_policy(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record 
 async def start_many(
     conn: asyncpg.Connection, keys: list[str], attempts: list[int], leases: list[timedelta]
 ) -> dict[str, OccurrenceStatus]:
-    return _statuses(await conn.fetch(query("start_deliveries"), keys, attempts, leases, [None] * len(keys)))
+    return _statuses(await conn.fetch(query("start_deliveries"), keys, attempts, leases))
 
 
 def _statuses(rows: list[asyncpg.Record]) -> dict[str, OccurrenceStatus]:
@@ -74,12 +74,12 @@ def _statuses(rows: list[asyncpg.Record]) -> dict[str, OccurrenceStatus]:
 
 
 async def start_locked(
-    conn: asyncpg.Connection, keys: list[str], attempts: list[int], leases: list[timedelta],
-    dispatch_ids: list[int | None],
+    conn: asyncpg.Connection, keys: list[str], attempts: list[int], dispatch_ids: list[int | None],
 ) -> tuple[dict[str, OccurrenceStatus], datetime]:
-    """``start_many`` inside the group's transaction: the rows it starts stay locked (the fence)
-    and the count commits, or rolls back, with the group. Also returns the database's clock."""
-    rows = await conn.fetch(query("start_deliveries"), keys, attempts, leases, dispatch_ids)
+    """The first statement of a group of first deliveries, in its transaction: the verdict of
+    ``start_many`` with the live rows locked until the group ends (the fence), nothing counted
+    (``lock_first_deliveries``). Also returns the database's clock."""
+    rows = await conn.fetch(query("lock_first_deliveries"), keys, attempts, dispatch_ids)
     return _statuses(rows), rows[0]["db_now"]
 
 

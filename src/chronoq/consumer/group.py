@@ -6,9 +6,8 @@ inside a savepoint (opened when it first uses ``ctx.db``), so that a failing han
 back alone; then every success is recorded in one statement, the transaction commits, and the
 broker gets one ``multiple`` ack.
 
-The order is still the guarantee. The group first counts its starts (and extends redelivery
-deadlines), which locks its live occurrences: the fence, nothing else can end them until the
-group commits. It runs the handlers, records outcomes with the handlers' writes, commits, and
+The order is still the guarantee. The group first locks its live occurrences: the fence,
+nothing else can end them until the group commits. It runs the handlers, records outcomes with the handlers' writes, commits, and
 only then acks. A crash anywhere before the commit loses nothing: the deliveries come back,
 flagged as redelivered. Those run alone and commit their start before running, so a delivery
 that keeps killing its workers is counted, reaches the delivery limit and ends dead.
@@ -181,10 +180,10 @@ class GroupExecutor:
                 return
         keys = [m.attempt.occurrence_key for m in members]  # type: ignore[union-attr]
         attempts = [m.attempt.attempt for m in members]  # type: ignore[union-attr]
-        leases = [self.redispatch_after + self._timeout(m) for m in members]
         if members[0].redelivered:
             # Alone, and maybe what killed the last worker: its start is committed before it
             # runs, so that a delivery that keeps killing workers reaches the delivery limit.
+            leases = [self.redispatch_after + self._timeout(m) for m in members]
             statuses = await outcomes.start_many(conn, keys, attempts, leases)
             runnable = self._runnable(members, statuses)
             if not runnable:
@@ -196,13 +195,13 @@ class GroupExecutor:
                 )
                 await self._run_locked(conn, runnable, statuses, locked, db_started)
             return
-        # A first delivery counts its start in the group's own transaction, which also locks
-        # the live occurrences (the fence): one statement, one commit. If the worker dies, the
-        # count rolls back with the rest, and the redelivery above counts it.
+        # First deliveries: one statement locks the live occurrences (the fence) in the group's
+        # own transaction and counts nothing. Only the first copy a committed timer batch
+        # published runs here; if it kills the worker, its redelivery above is counted.
         failpoint("consumer.before_transaction")
         async with conn.transaction():
             dispatch_ids = [m.message.dispatch_id for m in members]  # type: ignore[union-attr]
-            statuses, db_started = await outcomes.start_locked(conn, keys, attempts, leases, dispatch_ids)
+            statuses, db_started = await outcomes.start_locked(conn, keys, attempts, dispatch_ids)
             runnable = self._runnable(members, statuses)
             for m in runnable:
                 status = statuses[m.attempt.occurrence_key]  # type: ignore[union-attr]
@@ -211,9 +210,9 @@ class GroupExecutor:
                     # Started before without an outcome (its worker died), or not the one copy
                     # of this attempt a committed timer batch published first (published again
                     # after its lease ran out, or by a batch that rolled back): an earlier copy
-                    # may have run uncounted and killed its worker. It goes back to the queue
-                    # and runs alone, its start counted first. (Past the limit it is buried
-                    # below, in this group.)
+                    # may have run uncounted and killed its worker. It goes back to the queue,
+                    # uncounted here, and runs alone as a redelivery, its start counted first.
+                    # (Past the limit it is buried below, in this group.)
                     m.action = "deferred"
             runnable = [m for m in runnable if not m.action]
             locked = {k for k, status in statuses.items() if status.starts is not None}

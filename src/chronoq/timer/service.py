@@ -134,6 +134,7 @@ class Timer:
     async def run_once(self) -> int:
         """Claim, judge, publish and mark one batch in one transaction. Returns rows handled."""
         assert self._pool is not None and self._publisher is not None, "call start() first"
+        claim_started = time.perf_counter()
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await wheel.claim_due(conn, self.settings.claim_batch)
             if not rows:
@@ -161,7 +162,8 @@ class Timer:
                 await asyncio.wait({publishing}, timeout=0.001)
                 failpoint("timer.before_confirm")
             failures = await asyncio.wait_for(publishing, PUBLISH_TIMEOUT)
-            self.hooks.confirm_latency(time.perf_counter() - publish_started)
+            confirmed = time.perf_counter()
+            self.hooks.confirm_latency(confirmed - publish_started)
             failpoint("timer.after_confirm")
             sent = [r for rows_, failure in zip(carried, failures, strict=True) if failure is None for r in rows_]
             refused = [(r, f) for rows_, f in zip(carried, failures, strict=True) if f is not None for r in rows_]
@@ -177,18 +179,26 @@ class Timer:
                 await self._give_up(conn, unusable)
             await self._apply(conn, plans)
             failpoint("timer.before_commit")
-        self._report(rows, sent, refused, plans, time.perf_counter() - started)
-        log.debug(
-            "dispatched batch",
-            extra={
-                "action": "batch_dispatched",
-                "timer": self.name,
-                "claimed": len(rows),
-                "published": len(sent),
-                "refused": len(refused),
-                "publish_ms": round((time.perf_counter() - started) * 1000, 2),
-            },
-        )
+            written = time.perf_counter()
+        committed = time.perf_counter()
+        self._report(rows, sent, refused, plans, committed - started)
+        if log.isEnabledFor(logging.DEBUG):
+            # The phases of the batch: every job in it waits for all of them (the worker's
+            # fence waits for this commit), so this is where lateness below saturation goes.
+            log.debug(
+                "dispatched batch",
+                extra={
+                    "action": "batch_dispatched",
+                    "timer": self.name,
+                    "claimed": len(rows),
+                    "published": len(sent),
+                    "refused": len(refused),
+                    "claim_ms": round((started - claim_started) * 1000, 2),
+                    "confirm_ms": round((confirmed - publish_started) * 1000, 2),
+                    "mark_ms": round((written - confirmed) * 1000, 2),
+                    "commit_ms": round((committed - written) * 1000, 2),
+                },
+            )
         return len(rows)
 
     def _messages(

@@ -47,14 +47,12 @@ SELECT count(*) AS recorded FROM recorded;
 SELECT max_attempts, backoff_base_ms, backoff_cap_ms, jitter FROM chronoq.jobs WHERE id = $1;
 
 -- name: start_deliveries
--- First step of every group: has each occurrence already ended, is this its live attempt, and
--- how many times has a worker started it? Starting also moves the redelivery deadline to cover
--- this run, so a slow but healthy handler, or a message that waited in a backlog, is not
--- published again meanwhile. A redelivery commits this on its own before it runs; a first
--- delivery runs it inside its group's transaction, where its row locks are the fence.
+-- A redelivery's first step, committed on its own before it runs: has each occurrence already
+-- ended, is this its live attempt, and how many times has a worker started it (this start
+-- included)? Starting also moves the redelivery deadline to cover this run, so a slow but
+-- healthy handler is not published again meanwhile.
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::int[], $3::interval[], $4::bigint[])
-        AS i(occurrence_key, attempt, lease, dispatch_id)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::interval[]) AS i(occurrence_key, attempt, lease)
 ), locked AS (
     -- Rows locked in key order, as every writer of many wheel rows does: no deadlocks.
     SELECT w.occurrence_key, input.lease FROM chronoq.wheel w JOIN input USING (occurrence_key)
@@ -69,20 +67,47 @@ WITH input AS (
         due_at = CASE WHEN w.due_at < now() + locked.lease / 2 THEN now() + locked.lease ELSE w.due_at END
     FROM locked
     WHERE w.occurrence_key = locked.occurrence_key
-    RETURNING w.occurrence_key, w.starts, w.dispatches, w.dispatch_id
+    RETURNING w.occurrence_key, w.starts
 )
 SELECT input.occurrence_key,
        r.state AS terminal_state,
        w.attempt AS live_attempt,
        started.starts,
-       -- The delivery is the first and only copy of this attempt a committed batch published
-       -- (migration 006): the one copy whose start may go uncounted.
-       coalesce(started.dispatches = 1 AND started.dispatch_id = input.dispatch_id, false) AS only_copy,
-       clock_timestamp() AS db_now  -- after any wait for the locks: when the handlers start
+       false AS only_copy,
+       clock_timestamp() AS db_now
 FROM input
 LEFT JOIN chronoq.results r USING (occurrence_key)
 LEFT JOIN chronoq.wheel w USING (occurrence_key)
 LEFT JOIN started USING (occurrence_key);
+
+-- name: lock_first_deliveries
+-- First statement of a group of first deliveries: the same verdict as start_deliveries, but it
+-- only locks the live rows (the fence) and writes nothing. A start counted here could only be
+-- seen if the group committed, and then the successes have left the wheel and a retry resets
+-- the count; the deliveries that are handed back (below) are counted when they come back as
+-- redeliveries, so counting them here too would spend two starts on one run. `starts` is what
+-- this start makes it. `only_copy`: the first and only copy of this attempt a committed timer
+-- batch published (migration 006), the one copy that may run before its start is counted.
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) AS i(occurrence_key, attempt, dispatch_id)
+), locked AS (
+    -- Key order, as every writer of many wheel rows does: no deadlocks. FOR UPDATE re-reads a
+    -- row a timer was still dispatching once its commit lets go, so these are committed values.
+    SELECT w.occurrence_key, w.starts, w.dispatches, w.dispatch_id FROM chronoq.wheel w JOIN input USING (occurrence_key)
+    WHERE w.attempt = input.attempt
+    ORDER BY w.occurrence_key
+    FOR UPDATE OF w
+)
+SELECT input.occurrence_key,
+       r.state AS terminal_state,
+       w.attempt AS live_attempt,
+       locked.starts + 1 AS starts,
+       coalesce(locked.dispatches = 1 AND locked.dispatch_id = input.dispatch_id, false) AS only_copy,
+       clock_timestamp() AS db_now  -- after any wait for the locks: when the handlers start
+FROM input
+LEFT JOIN chronoq.results r USING (occurrence_key)
+LEFT JOIN chronoq.wheel w USING (occurrence_key)
+LEFT JOIN locked USING (occurrence_key);
 
 -- name: lock_live
 -- First statement of a group's transaction: lock the live occurrences about to run, in key
