@@ -36,6 +36,7 @@ from chronoq._store.connection import RawJson
 from chronoq.consumer.context import Cancel, JobContext, Retry
 from chronoq.consumer.job_connection import SAVEPOINT, JobConnection
 from chronoq.consumer.registry import Handler, Worker
+from chronoq.consumer.suspects import SuspectGate
 from chronoq.errors import InvalidJobError, ServiceUnavailableError
 from chronoq.schemas.job import RetryPolicy
 from chronoq.schemas.message import JobMessage, PackMessage
@@ -93,6 +94,7 @@ class GroupExecutor:
         self.name = name
         self.redispatch_after = redispatch_after
         self.delivery_limit = delivery_limit
+        self.gate = SuspectGate()
 
     async def execute(self, conn: asyncpg.Connection, deliveries: list[tuple[bytes, dict[str, Any], bool]]) -> list[Member]:
         """Process the group to the point where every member may be settled (acked, or
@@ -188,8 +190,11 @@ class GroupExecutor:
             runnable = self._runnable(members, statuses)
             if not runnable:
                 return
+            # Started and counted before, and back without an outcome: it may kill this
+            # process too, so it runs with no other group in flight (consumer/suspects.py).
+            suspect = any((statuses[k].starts or 0) > 1 for k in keys)
             failpoint("consumer.before_transaction")
-            async with conn.transaction():
+            async with self.gate.suspect() if suspect else self.gate.ordinary(), conn.transaction():
                 locked, db_started = await outcomes.lock_live(
                     conn, [m.attempt.occurrence_key for m in runnable], [m.attempt.attempt for m in runnable]  # type: ignore[union-attr]
                 )
@@ -199,7 +204,7 @@ class GroupExecutor:
         # own transaction and counts nothing. Only the first copy a committed timer batch
         # published runs here; if it kills the worker, its redelivery above is counted.
         failpoint("consumer.before_transaction")
-        async with conn.transaction():
+        async with self.gate.ordinary(), conn.transaction():
             dispatch_ids = [m.message.dispatch_id for m in members]  # type: ignore[union-attr]
             statuses, db_started = await outcomes.start_locked(conn, keys, attempts, dispatch_ids)
             runnable = self._runnable(members, statuses)
