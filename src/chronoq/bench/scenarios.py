@@ -50,14 +50,19 @@ async def _enqueue_at(p: Pipeline, due_offsets: list[float], mode: str) -> tuple
     return min(ids), max(ids)
 
 
-async def _wait_done(p: Pipeline, first: int, last: int, total: int, progress: Progress, timeout: float) -> None:
+async def _wait_done(
+    p: Pipeline, first: int, last: int, total: int, progress: Progress, timeout: float
+) -> dict[str, float] | None:
+    """Wait until the jobs are done; returns the CPU per job by process meanwhile (bench/cpu.py),
+    None where ``/proc`` is not there."""
+    before = cpu.snapshot(p.pids) if cpu.available() else None
     task = progress.add_task("jobs finished", total=total)
     deadline = time.monotonic() + timeout
     while True:
         pending = await reads.pending_in_range(p.conn, first, last)
         progress.update(task, completed=total - pending)
         if pending == 0:
-            return
+            return cpu.per_job(before, cpu.snapshot(p.pids), total) if before is not None else None
         if time.monotonic() > deadline:
             raise TimeoutError(f"{pending} of {total} jobs still pending after {timeout:.0f}s")
         # Once a second: the count visits every pending row, and the figures come from the
@@ -88,9 +93,7 @@ async def burst(p: Pipeline, *, jobs: int, mode: str, progress: Progress) -> dic
     enqueue_s = time.monotonic() - started
     if enqueue_s >= lead:
         raise RuntimeError(f"enqueue took {enqueue_s:.1f}s, longer than the {lead:.1f}s lead")
-    before = cpu.snapshot(p.pids) if cpu.available() else None
-    await _wait_done(p, first, last, jobs, progress, timeout=60 + jobs / 500)
-    breakdown = cpu.per_job(before, cpu.snapshot(p.pids), jobs) if before is not None else None
+    breakdown = await _wait_done(p, first, last, jobs, progress, timeout=60 + jobs / 500)
     result = _timing(await reads.run_timing(p.conn, first, last), None)
     await reads.delete_jobs_of_queue(p.conn, QUEUE)
     return {"scenario": "burst", "mode": mode, **result, CPU_KEY: breakdown}
@@ -102,9 +105,7 @@ async def steady(p: Pipeline, *, rate: float, duration: float, mode: str, progre
     lead = lead_for(jobs)
     await _vacuum(p)
     first, last = await _enqueue_at(p, [lead + i / rate for i in range(jobs)], mode)
-    before = cpu.snapshot(p.pids) if cpu.available() else None
-    await _wait_done(p, first, last, jobs, progress, timeout=duration + 60 + jobs / 500)
-    breakdown = cpu.per_job(before, cpu.snapshot(p.pids), jobs) if before is not None else None
+    breakdown = await _wait_done(p, first, last, jobs, progress, timeout=duration + 60 + jobs / 500)
     result = _timing(await reads.run_timing(p.conn, first, last), duration)
     await reads.delete_jobs_of_queue(p.conn, QUEUE)
     return {"scenario": "steady", "mode": mode, "offered_rate": rate, "duration_s": duration, **result,

@@ -7,8 +7,8 @@ back alone; then every success is recorded in one statement, the transaction com
 broker gets one ``multiple`` ack.
 
 The order is still the guarantee. The group first locks its live occurrences: the fence,
-nothing else can end them until the group commits. It runs the handlers, records outcomes with the handlers' writes, commits, and
-only then acks. A crash anywhere before the commit loses nothing: the deliveries come back,
+nothing else can end them until the group commits. It runs the handlers, records outcomes with
+the handlers' writes, commits, and only then acks. A crash anywhere before the commit loses nothing: the deliveries come back,
 flagged as redelivered. Those run alone and commit their start before running, so a delivery
 that keeps killing its workers is counted, reaches the delivery limit and ends dead.
 """
@@ -210,8 +210,8 @@ class GroupExecutor:
             runnable = self._runnable(members, statuses)
             for m in runnable:
                 status = statuses[m.attempt.occurrence_key]  # type: ignore[union-attr]
-                if (status.starts is not None and status.starts <= self.delivery_limit and not NO_FENCE
-                        and (status.starts > 1 or not status.only_copy)):
+                if status.starts is not None and status.starts <= self.delivery_limit and not status.only_copy \
+                        and not NO_FENCE:
                     # Started before without an outcome (its worker died), or not the one copy
                     # of this attempt a committed timer batch published first (published again
                     # after its lease ran out, or by a batch that rolled back): an earlier copy

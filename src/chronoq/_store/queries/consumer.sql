@@ -86,8 +86,9 @@ LEFT JOIN started USING (occurrence_key);
 -- seen if the group committed, and then the successes have left the wheel and a retry resets
 -- the count; the deliveries that are handed back (below) are counted when they come back as
 -- redeliveries, so counting them here too would spend two starts on one run. `starts` is what
--- this start makes it. `only_copy`: the first and only copy of this attempt a committed timer
--- batch published (migration 006), the one copy that may run before its start is counted.
+-- this start makes it. `only_copy`: never started, and the first and only copy of this attempt
+-- a committed timer batch published (migration 006): the one copy that may run before its
+-- start is counted; every other live one is handed back.
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) AS i(occurrence_key, attempt, dispatch_id)
 ), locked AS (
@@ -102,7 +103,8 @@ SELECT input.occurrence_key,
        r.state AS terminal_state,
        w.attempt AS live_attempt,
        locked.starts + 1 AS starts,
-       coalesce(locked.dispatches = 1 AND locked.dispatch_id = input.dispatch_id, false) AS only_copy,
+       coalesce(locked.starts = 0 AND locked.dispatches = 1 AND locked.dispatch_id = input.dispatch_id, false)
+           AS only_copy,
        clock_timestamp() AS db_now  -- after any wait for the locks: when the handlers start
 FROM input
 LEFT JOIN chronoq.results r USING (occurrence_key)
