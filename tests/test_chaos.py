@@ -81,4 +81,8 @@ def test_a_build_without_the_fence_is_judged_invalid() -> None:
     report = chaos_run("--seed", "977", "--duration", "20", "--jobs", "500", "--fault-gap", "0.8",
                        "--min-faults", "4", "--drain-timeout", "40", "--broken", timeout=280)
     assert not report["valid"]
-    assert not report["invariants"]["2_no_duplicate_effect"]["ok"], violations(report)
+    # Without dedup and fence a run shows a duplicate effect, a phantom (a handler that ran for an
+    # occurrence that ended otherwise, e.g. cancelled) or a run no dispatch explains; which of
+    # them depends on the faults' timing (CI saw the phantom alone).
+    fence_broken = ("2_no_duplicate_effect", "3_no_phantom", "8_external_duplicates_within_redeliveries")
+    assert any(not report["invariants"][name]["ok"] for name in fence_broken), violations(report)
