@@ -347,6 +347,12 @@ async def test_a_slow_handler_is_not_published_again_while_it_runs(settings, pro
 
 
 async def test_an_unroutable_message_is_not_marked_dispatched(settings, producer: Producer, db) -> None:
+    async def delete_queue() -> None:
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(f"{settings.namespace}.q.vanishing")
+
     job_id = await producer.enqueue("vanishing", {})
     timer = Timer(settings)
     await timer.start()
@@ -356,13 +362,26 @@ async def test_an_unroutable_message_is_not_marked_dispatched(settings, producer
         async with connection:
             channel = await connection.channel()
             await channel.queue_delete(f"{settings.namespace}.q.vanishing")
+        state = "SELECT dispatches, dispatched_at, dispatch_id, last_error, due_at > now() AS later FROM chronoq.wheel WHERE job_id = $1"
         assert await timer.run_once() == 1
-        row = await db.fetchrow("SELECT dispatches, last_error, due_at > now() AS later FROM chronoq.wheel WHERE job_id = $1", job_id)
+        row = await db.fetchrow(state, job_id)
         assert row["dispatches"] == 0 and row["later"] and "NO_ROUTE" in row["last_error"]
+        # The mark went out with the publish; refused, the row is as it was before the claim.
+        assert row["dispatched_at"] is None and row["dispatch_id"] is None
         # The next attempt declares the queue again and goes through.
         await db.execute("UPDATE chronoq.wheel SET due_at = now() WHERE job_id = $1", job_id)
         assert await timer.run_once() == 1
-        assert await db.fetchval("SELECT dispatches FROM chronoq.wheel WHERE job_id = $1", job_id) == 1
+        dispatched = await db.fetchrow(state, job_id)
+        assert dispatched["dispatches"] == 1 and dispatched["dispatch_id"] is not None
+        # Its lease runs out and the queue is gone again: the refused republish leaves the
+        # first dispatch's record as it was.
+        await delete_queue()
+        await db.execute("UPDATE chronoq.wheel SET due_at = now() WHERE job_id = $1", job_id)
+        assert await timer.run_once() == 1
+        again = await db.fetchrow(state, job_id)
+        assert (again["dispatches"], again["dispatched_at"], again["dispatch_id"]) == (
+            1, dispatched["dispatched_at"], dispatched["dispatch_id"])
+        assert again["later"] and "NO_ROUTE" in again["last_error"]
     finally:
         await timer.close()
 

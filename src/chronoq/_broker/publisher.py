@@ -8,6 +8,7 @@ is essential) or a broken channel all count as failures, and the caller leaves t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 
 from pamqp.commands import Basic
 
+from chronoq._broker.connection import BROKER_ERRORS
 from chronoq._broker.topology import Topology, declare_exchanges, declare_queue
 from chronoq.errors import TopologyError
 from chronoq.schemas.message import APP_ID, CONTENT_TYPE
@@ -86,7 +88,12 @@ class ConfirmedPublisher:
                 await self.ensure_queues([queue])
             except TopologyError as exc:
                 refused[queue] = exc
-                self._channel = None  # the broker closed the channel over the refusal
+                # The broker closed the channel over the refusal. A robust channel would reopen
+                # itself in the background and race the fresh one opened next: close it for good.
+                closed, self._channel = self._channel, None
+                if closed is not None:
+                    with contextlib.suppress(*BROKER_ERRORS):
+                        await closed.close()
         return refused
 
     async def publish(self, messages: Sequence[Outgoing], *, dead: bool = False) -> list[BaseException | None]:

@@ -4,6 +4,7 @@ the benchmarks): the same commands an operator runs, configured through CHRONOQ_
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -28,8 +29,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 def spawn(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("ab")
+    # The processes log at this process's level, so `chronoq bench --log-level DEBUG` shows the
+    # timer's batch phases in the logs folder.
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     return subprocess.Popen(
-        [sys.executable, "-m", "chronoq", *args], env=settings_env(settings), stdout=handle, stderr=handle
+        [sys.executable, "-m", "chronoq", *args, "--log-level", level],
+        env=settings_env(settings), stdout=handle, stderr=handle,
     )
 
 

@@ -59,7 +59,8 @@ async def connect(url: str, *, application_name: str = "chronoq") -> asyncpg.Con
 
 
 async def create_pool(
-    url: str, *, min_size: int = 1, max_size: int = 10, application_name: str = "chronoq"
+    url: str, *, min_size: int = 1, max_size: int = 10, application_name: str = "chronoq",
+    synchronous_commit: bool = True,
 ) -> asyncpg.Pool:
     # force_custom_plan: asyncpg prepares every statement, and after five runs Postgres may
     # switch it to a generic plan made for no particular parameters and for the table as it was
@@ -71,7 +72,11 @@ async def create_pool(
             min_size=min_size,
             max_size=max_size,
             init=init_connection,
-            server_settings={"application_name": application_name, "plan_cache_mode": "force_custom_plan"},
+            server_settings={
+                "application_name": application_name,
+                "plan_cache_mode": "force_custom_plan",
+                "synchronous_commit": "on" if synchronous_commit else "off",
+            },
         )
     except CONNECTION_ERRORS as exc:
         raise ServiceUnavailableError(f"cannot connect to Postgres: {type(exc).__name__}: {exc}") from exc

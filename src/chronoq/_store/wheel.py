@@ -22,9 +22,14 @@ async def mark_dispatched(
         await conn.execute(query("mark_dispatched"), list(keys), list(leases), dispatch_id)
 
 
-async def postpone(conn: asyncpg.Connection, keys: Sequence[str], pause: timedelta, error: str) -> None:
-    if keys:
-        await conn.execute(query("postpone_unpublished"), list(keys), pause, error)
+async def postpone(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], pause: timedelta, error: str) -> None:
+    """Claimed rows the broker refused: due again after ``pause``, their dispatch state as claimed."""
+    if rows:
+        await conn.execute(
+            query("postpone_unpublished"),
+            [r["occurrence_key"] for r in rows], [r["dispatches"] for r in rows],
+            [r["dispatched_at"] for r in rows], [r["dispatch_id"] for r in rows], pause, error,
+        )
 
 
 async def next_due(conn: asyncpg.Connection) -> tuple[float, float | None, int]:

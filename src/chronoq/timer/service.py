@@ -65,6 +65,7 @@ class Timer:
         self.name = name or f"timer@{socket.gethostname()}:{os.getpid()}"
         self.topology = Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
         self._pool: asyncpg.Pool | None = None
+        self._dispatch_pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._broker = None
         self._publisher: ConfirmedPublisher | None = None
@@ -80,6 +81,16 @@ class Timer:
 
     async def start(self) -> None:
         self._pool = await create_pool(self.settings.database_url, min_size=1, max_size=3, application_name=self.name)
+        # The batches commit without waiting for the WAL flush (about half a millisecond here,
+        # on every job's way to its worker). A commit lost in a Postgres crash undoes the batch
+        # as a timer crash before its commit does: its rows are due again, published again, and
+        # the workers' dedup absorbs the copies. Nothing committed later can survive without it:
+        # WAL is flushed in order, and a worker's outcome for one of these jobs comes after it
+        # (the worker's lock waits for this commit).
+        self._dispatch_pool = await create_pool(
+            self.settings.database_url, min_size=1, max_size=1, application_name=f"{self.name}-dispatch",
+            synchronous_commit=False,
+        )
         async with self._pool.acquire() as conn:
             if not await maintenance.autovacuum_enabled(conn):
                 # Every dispatch and outcome leaves a dead row in the wheel; without vacuum they
@@ -123,9 +134,10 @@ class Timer:
         if self._broker is not None:
             await self._broker.close()
             self._broker = None
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        for pool in (self._dispatch_pool, self._pool):
+            if pool is not None:
+                await pool.close()
+        self._dispatch_pool = self._pool = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -133,9 +145,9 @@ class Timer:
 
     async def run_once(self) -> int:
         """Claim, judge, publish and mark one batch in one transaction. Returns rows handled."""
-        assert self._pool is not None and self._publisher is not None, "call start() first"
+        assert self._dispatch_pool is not None and self._publisher is not None, "call start() first"
         claim_started = time.perf_counter()
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._dispatch_pool.acquire() as conn, conn.transaction():
             rows = await wheel.claim_due(conn, self.settings.claim_batch)
             if not rows:
                 return 0
@@ -157,22 +169,30 @@ class Timer:
             dispatch_id = secrets.randbits(63)  # tells this batch's copies from any other
             messages, carried = self._messages(to_publish, dispatch_id)
             publishing = asyncio.ensure_future(self._publisher.publish(messages))
-            if armed("timer.before_confirm"):
-                # Die with the publishes in flight: some frames out, their confirms not awaited.
-                await asyncio.wait({publishing}, timeout=0.001)
-                failpoint("timer.before_confirm")
-            failures = await asyncio.wait_for(publishing, PUBLISH_TIMEOUT)
-            confirmed = time.perf_counter()
+            # The mark travels while the confirms do: it only commits after them, and a row the
+            # broker refuses is put back below, so it takes no time on the batch's path.
+            marking = asyncio.ensure_future(wheel.mark_dispatched(
+                conn,
+                [r["occurrence_key"] for r in to_publish],
+                [lease(r, self.settings.redispatch_after) for r in to_publish],
+                dispatch_id,
+            ))
+            try:
+                if armed("timer.before_confirm"):
+                    # Die with the publishes in flight: some frames out, their confirms not awaited.
+                    await asyncio.wait({publishing}, timeout=0.001)
+                    failpoint("timer.before_confirm")
+                failures = await asyncio.wait_for(publishing, PUBLISH_TIMEOUT)
+                confirmed = time.perf_counter()
+            finally:
+                # The connection must be idle again before the transaction commits or rolls back.
+                await asyncio.wait({marking})
+            marking.result()
+            marked = time.perf_counter()
             self.hooks.confirm_latency(confirmed - publish_started)
             failpoint("timer.after_confirm")
             sent = [r for rows_, failure in zip(carried, failures, strict=True) if failure is None for r in rows_]
             refused = [(r, f) for rows_, f in zip(carried, failures, strict=True) if f is not None for r in rows_]
-            await wheel.mark_dispatched(
-                conn,
-                [r["occurrence_key"] for r in sent],
-                [lease(r, self.settings.redispatch_after) for r in sent],
-                dispatch_id,
-            )
             if refused:
                 await self._postpone(conn, refused)
             if unusable:
@@ -195,7 +215,8 @@ class Timer:
                     "refused": len(refused),
                     "claim_ms": round((started - claim_started) * 1000, 2),
                     "confirm_ms": round((confirmed - publish_started) * 1000, 2),
-                    "mark_ms": round((written - confirmed) * 1000, 2),
+                    "mark_wait_ms": round((marked - confirmed) * 1000, 2),  # the mark outlasting the confirms
+                    "apply_ms": round((written - marked) * 1000, 2),
                     "commit_ms": round((committed - written) * 1000, 2),
                 },
             )
@@ -292,7 +313,7 @@ class Timer:
                     "error": type(failure).__name__,
                 },
             )
-        await wheel.postpone(conn, [r["occurrence_key"] for r, _ in refused], UNPUBLISHED_PAUSE, first_error)
+        await wheel.postpone(conn, [r for r, _ in refused], UNPUBLISHED_PAUSE, first_error)
 
     async def prune_once(self) -> dict[str, int] | None:
         """Delete one batch of expired history per table. None: another timer holds the turn."""

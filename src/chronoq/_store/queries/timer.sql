@@ -6,7 +6,8 @@
 -- For a head row (a job's next, undecided tick) it also returns what judging it needs:
 -- the job's schedule and policies, and whether an earlier occurrence is still live.
 WITH due AS (
-    SELECT occurrence_key, job_id, queue, fire_at, run_at, attempt, dispatches, head, backfilled
+    SELECT occurrence_key, job_id, queue, fire_at, run_at, attempt, dispatches, head, backfilled,
+           dispatched_at, dispatch_id
     FROM chronoq.wheel
     WHERE due_at <= now()
     ORDER BY due_at
@@ -22,9 +23,11 @@ SELECT due.*, j.payload::text AS payload, j.max_attempts, j.timeout_ms, j.trace:
 FROM due JOIN chronoq.jobs j ON j.id = due.job_id;
 
 -- name: mark_dispatched
--- After the broker confirmed them: push each row's due_at to its redelivery deadline. If no
--- outcome removes the row by then, a timer publishes the occurrence again. $3 is the batch's
--- dispatch id, which its messages carry (migration 006).
+-- Push each row's due_at to its redelivery deadline: if no outcome removes the row by then, a
+-- timer publishes the occurrence again. $3 is the batch's dispatch id, which its messages carry
+-- (migration 006). The timer sends this while the broker's confirms are on their way, in the
+-- batch's transaction: it commits after the confirms, and a refused row is put back first
+-- (postpone_unpublished), so no other session ever sees a row marked that was not confirmed.
 UPDATE chronoq.wheel w
 SET due_at = now() + d.lease, dispatches = w.dispatches + 1, dispatched_at = now(), last_error = NULL,
     head = false, dispatch_id = $3
@@ -33,11 +36,15 @@ WHERE w.occurrence_key = d.occurrence_key;
 
 -- name: postpone_unpublished
 -- The broker nacked or returned these: they stay due, after a short pause so an unroutable
--- queue cannot spin a timer.
+-- queue cannot spin a timer, with the dispatch state the claim read ($2-$4) put back, as if
+-- mark_dispatched had never touched them.
 -- A head's tick has been judged all the same: it stays due as an ordinary occurrence.
-UPDATE chronoq.wheel
-SET due_at = now() + $2::interval, last_error = $3, head = false
-WHERE occurrence_key = ANY($1::text[]);
+UPDATE chronoq.wheel w
+SET due_at = now() + $5::interval, last_error = $6, head = false,
+    dispatches = p.dispatches, dispatched_at = p.dispatched_at, dispatch_id = p.dispatch_id
+FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::bigint[])
+    AS p(occurrence_key, dispatches, dispatched_at, dispatch_id)
+WHERE w.occurrence_key = p.occurrence_key;
 
 -- name: next_due
 -- The database's clock now, and seconds until the earliest row is due (NULL: the wheel is
