@@ -213,6 +213,8 @@ class Timer:
                     "claimed": len(rows),
                     "published": len(sent),
                     "refused": len(refused),
+                    # From the earliest row's run time to the claim's transaction start.
+                    "wake_ms": round((rows[0]["db_now"] - min(r["run_at"] for r in rows)).total_seconds() * 1000, 2),
                     "claim_ms": round((started - claim_started) * 1000, 2),
                     "confirm_ms": round((confirmed - publish_started) * 1000, 2),
                     "mark_wait_ms": round((marked - confirmed) * 1000, 2),  # the mark outlasting the confirms
