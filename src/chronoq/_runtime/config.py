@@ -25,7 +25,12 @@ DEFAULT_TIMER_MAX_IDLE = timedelta(seconds=5)
 DEFAULT_REDISPATCH_AFTER = timedelta(minutes=5)
 DEFAULT_DELIVERY_LIMIT = 10
 DEFAULT_RETENTION = timedelta(days=7)
-DEFAULT_WORKER_CONCURRENCY = 8
+#: Lanes per worker process. Every group pays a fixed cost (a transaction, two statements, one
+#: ack); the fewer lanes share a flow, the bigger their groups. With fast handlers 4 lanes drained
+#: a 20k burst at 2,653-3,084 jobs/s against 2,326-2,566 with 8, at a tenth less CPU per job
+#: (`chronoq bench burst --jobs 20000 --concurrency N`, docs/benchmarks.md); with a database
+#: write per job both drained about 2,000/s. Slow, I/O-bound handlers want more lanes.
+DEFAULT_WORKER_CONCURRENCY = 4
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_SHUTDOWN_GRACE = timedelta(seconds=30)
 DEFAULT_PACK_SIZE = 100
