@@ -60,23 +60,27 @@ async def connect(url: str, *, application_name: str = "chronoq") -> asyncpg.Con
 
 async def create_pool(
     url: str, *, min_size: int = 1, max_size: int = 10, application_name: str = "chronoq",
-    synchronous_commit: bool = True,
+    synchronous_commit: bool = True, custom_plans: bool = True,
 ) -> asyncpg.Pool:
-    # force_custom_plan: asyncpg prepares every statement, and after five runs Postgres may
-    # switch it to a generic plan made for no particular parameters and for the table as it was
-    # then. A claim planned while the wheel was empty stayed slow for the next burst (1.8k vs
-    # 3.2k jobs/s, `chronoq bench burst --runs 3`); planning each batch statement costs far less.
+    # custom_plans (timers and workers): asyncpg prepares every statement, and after five runs
+    # Postgres may switch it to a generic plan made for no particular parameters and for the
+    # table as it was then. A claim planned while the wheel was empty stayed slow for the next
+    # burst (1.8k vs 3.2k jobs/s, `chronoq bench burst --runs 3`), and generic plans for the
+    # worker's statements, made while the results table was small, drained a 20k burst at 1.5k
+    # instead of 2.6k jobs/s on this server (autovacuum off: nothing re-plans them).
+    # The producer keeps Postgres's default, as on a caller's own connection: force_custom_plan
+    # also re-plans every foreign-key check (one per row) and every trigger statement, and with it
+    # single enqueues ran at 2.6k instead of 3.2-3.6k jobs/s, bulk at 33-38k instead of 60k.
+    # Only what chronoq changes is sent: the server's own settings (a synchronous_commit of
+    # remote_apply for a standby, say) stay in force everywhere else.
+    settings = {"application_name": application_name}
+    if custom_plans:
+        settings["plan_cache_mode"] = "force_custom_plan"
+    if not synchronous_commit:
+        settings["synchronous_commit"] = "off"
     try:
         return await asyncpg.create_pool(
-            url,
-            min_size=min_size,
-            max_size=max_size,
-            init=init_connection,
-            server_settings={
-                "application_name": application_name,
-                "plan_cache_mode": "force_custom_plan",
-                "synchronous_commit": "on" if synchronous_commit else "off",
-            },
+            url, min_size=min_size, max_size=max_size, init=init_connection, server_settings=settings
         )
     except CONNECTION_ERRORS as exc:
         raise ServiceUnavailableError(f"cannot connect to Postgres: {type(exc).__name__}: {exc}") from exc
