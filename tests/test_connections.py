@@ -1,0 +1,45 @@
+"""What each component's Postgres connections change from the server's settings, and what they
+leave alone (chronoq/_store/connection.py)."""
+
+from __future__ import annotations
+
+from chronoq.consumer.registry import Worker
+from chronoq.consumer.service import WorkerService
+from chronoq.producer.client import Producer
+from chronoq.timer.service import Timer
+
+
+async def _settings_of(pool) -> tuple[str, str]:
+    async with pool.acquire() as conn:
+        return await conn.fetchval("SHOW synchronous_commit"), await conn.fetchval("SHOW plan_cache_mode")
+
+
+async def test_only_the_timers_batches_commit_without_waiting_for_the_wal_flush(settings, db) -> None:
+    server = await db.fetchval("SHOW synchronous_commit")
+    assert server != "off"  # otherwise this test proves nothing
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        assert await _settings_of(timer._dispatch_pool) == ("off", "force_custom_plan")  # noqa: SLF001
+        assert await _settings_of(timer._pool) == (server, "force_custom_plan")  # noqa: SLF001 - ingest stays durable
+    finally:
+        await timer.close()
+    worker = Worker()
+
+    @worker.handler("anything")
+    async def anything(ctx, payload: dict) -> None:
+        pass
+
+    service = WorkerService(worker, settings)
+    await service.start()
+    try:
+        assert await _settings_of(service._pool) == (server, "force_custom_plan")  # noqa: SLF001 - the results' commit
+    finally:
+        await service.close()
+
+
+async def test_the_producer_plans_and_commits_as_the_server_says(settings, db) -> None:
+    server = (await db.fetchval("SHOW synchronous_commit"), await db.fetchval("SHOW plan_cache_mode"))
+    async with Producer(settings.database_url) as producer:
+        await producer.enqueue("anything", {})  # opens the pool
+        assert await _settings_of(producer.pool) == server
