@@ -44,6 +44,17 @@ async def test_churn_samples_claims_and_dead_tuples(settings, tmp_path: Path) ->
     assert any("Index Scan" in line for line in summary["explain_claim_after_churn"])
 
 
+async def test_enqueue_reports_single_and_bulk_rates_and_the_bulk_cpu_per_job(settings, tmp_path: Path) -> None:
+    result = chronoq(settings, "bench", "enqueue", "--jobs", "2000", "--runs", "1", "--concurrency", "2",
+                     "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run,) = _document(tmp_path, "enqueue")["runs"]
+    assert run["single_jobs"] == 2000 and run["concurrency"] == 2 and run["bulk_jobs"] == 2000
+    assert run["single_jobs_per_s"] > 0 and run["bulk_jobs_per_s"] > 0
+    # The producer encodes in this run's bench process; Postgres stores: both must show.
+    assert run["cpu_ms_per_job"]["postgres"] > 0 and run["cpu_ms_per_job"]["bench"] > 0
+
+
 async def test_memory_reads_rss_of_timer_and_worker(settings, tmp_path: Path) -> None:
     result = chronoq(settings, "bench", "memory", "--preload", "1000", "--jobs", "300", "--settle", "0.5",
                      "--out", str(tmp_path))

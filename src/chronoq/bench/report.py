@@ -64,7 +64,8 @@ def _show_cpu(console: Console, runs: list[dict[str, Any]]) -> None:
     """CPU milliseconds per job by process class, one column per run (bench/cpu.py)."""
     breakdowns = [r.get(CPU_KEY) or {} for r in runs]
     classes = list(dict.fromkeys(c for b in breakdowns for c in b))
-    table = Table(title="CPU ms per job, by process (from the due instant to the last job done)")
+    table = Table(title="CPU ms per job, by process (burst, steady: from the due instant to the last job "
+                        "done; enqueue: during the bulk enqueue)")
     table.add_column("process")
     for n in range(1, len(runs) + 1):
         table.add_column(f"run {n}", justify="right")

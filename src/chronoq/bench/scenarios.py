@@ -126,10 +126,15 @@ async def enqueue_rates(p: Pipeline, *, jobs: int, concurrency: int) -> dict[str
     await asyncio.gather(*(one_by_one() for _ in range(concurrency)))
     single = single_jobs / (time.perf_counter() - started)
     specs = [{"queue": QUEUE, "payload": {"mode": "noop"}, "delay": far}] * jobs
+    # The bulk enqueue's CPU per job: the producer (this process, "bench") against Postgres,
+    # whose one backend per call bounds the rate.
+    before = cpu.snapshot(p.pids) if cpu.available() else None
     started = time.perf_counter()
     for start in range(0, jobs, 10_000):
         await p.producer.enqueue_many(specs[start : start + 10_000])
     bulk = jobs / (time.perf_counter() - started)
+    breakdown = cpu.per_job(before, cpu.snapshot(p.pids), jobs) if before is not None else None
     await reads.delete_jobs_of_queue(p.conn, QUEUE)
     return {"scenario": "enqueue", "single_jobs": single_jobs, "concurrency": concurrency,
-            "single_jobs_per_s": round(single, 1), "bulk_jobs": jobs, "bulk_jobs_per_s": round(bulk, 1)}
+            "single_jobs_per_s": round(single, 1), "bulk_jobs": jobs, "bulk_jobs_per_s": round(bulk, 1),
+            CPU_KEY: breakdown}
