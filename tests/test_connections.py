@@ -43,3 +43,18 @@ async def test_the_producer_plans_and_commits_as_the_server_says(settings, db) -
     async with Producer(settings.database_url) as producer:
         await producer.enqueue("anything", {})  # opens the pool
         assert await _settings_of(producer.pool) == server
+
+
+async def test_the_producers_lookups_keep_their_index_in_a_generic_plan_made_on_empty_tables(db) -> None:
+    """The producer runs with Postgres's default plan cache mode, which settles on a generic plan
+    after five runs: one made while `jobs` was empty must still look keys up by index."""
+    from chronoq._store.sql import query
+
+    await db.execute("SET plan_cache_mode = force_generic_plan")
+    for name in ("enqueue", "existing_ids"):
+        statement = await db.prepare(query(name))
+        types = [await db.fetchval("SELECT format_type($1::oid, NULL)", t.oid) for t in statement.get_parameters()]
+        await db.execute(f"PREPARE generic_{name} ({', '.join(types)}) AS {query(name)}")
+        nulls = ", ".join("NULL" for _ in types)
+        plan = "\n".join(r[0] for r in await db.fetch(f"EXPLAIN EXECUTE generic_{name} ({nulls})"))
+        assert "Seq Scan on jobs" not in plan and "jobs_queue_key" in plan, (name, plan)

@@ -62,9 +62,16 @@ WITH input AS (
 SELECT id FROM new_jobs;
 
 -- name: existing_ids
-SELECT i.ord::int AS ord, j.id
-FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(queue, key, ord)
-JOIN chronoq.jobs j ON j.queue = i.queue AND j.key = i.key;
+-- One lookup per key through the (queue, key) index, as a subquery per input row: a join here
+-- gets a hash join over all of `jobs` once Postgres settles on a generic plan made while the
+-- table was empty (the producer keeps Postgres's default plan cache mode). OFFSET 0 keeps the
+-- lookup from being evaluated twice, once for the filter and once for the output.
+SELECT ord, id FROM (
+    SELECT i.ord::int AS ord, (SELECT j.id FROM chronoq.jobs j WHERE j.queue = i.queue AND j.key = i.key) AS id
+    FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(queue, key, ord)
+    OFFSET 0
+) AS looked_up
+WHERE id IS NOT NULL;
 
 -- name: cancel_job
 -- Cancels the job and records every live occurrence as cancelled. A worker already running one
