@@ -3,8 +3,14 @@ leave alone (chronoq/_store/connection.py)."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
+from chronoq._store.sql import query
 from chronoq.consumer.registry import Worker
 from chronoq.consumer.service import WorkerService
+from chronoq.errors import ServiceUnavailableError
 from chronoq.producer.client import Producer
 from chronoq.timer.service import Timer
 
@@ -48,8 +54,6 @@ async def test_the_producer_plans_and_commits_as_the_server_says(settings, db) -
 async def test_the_producers_lookups_keep_their_index_in_a_generic_plan_made_on_empty_tables(db) -> None:
     """The producer runs with Postgres's default plan cache mode, which settles on a generic plan
     after five runs: one made while `jobs` was empty must still look keys up by index."""
-    from chronoq._store.sql import query
-
     await db.execute("SET plan_cache_mode = force_generic_plan")
     for name in ("enqueue", "existing_ids"):
         statement = await db.prepare(query(name))
@@ -58,3 +62,21 @@ async def test_the_producers_lookups_keep_their_index_in_a_generic_plan_made_on_
         nulls = ", ".join("NULL" for _ in types)
         plan = "\n".join(r[0] for r in await db.fetch(f"EXPLAIN EXECUTE generic_{name} ({nulls})"))
         assert "Seq Scan on jobs" not in plan and "jobs_queue_key" in plan, (name, plan)
+
+
+async def test_a_service_whose_start_fails_closes_what_it_opened(settings) -> None:
+    """A half-started timer or worker must not leave pools or a reconnecting broker connection
+    behind: asyncio.run would wait for them on the way out and the process would never exit."""
+    unreachable = settings.model_copy(update={"amqp_url": "amqp://guest:guest@127.0.0.1:1/"})
+    worker = Worker()
+
+    @worker.handler("anything")
+    async def anything(ctx, payload: dict) -> None:
+        pass
+
+    for service in (Timer(unreachable), WorkerService(worker, unreachable)):
+        with pytest.raises(ServiceUnavailableError):
+            await service.run()
+        assert service._pool is None or service._pool.is_closing(), type(service).__name__  # noqa: SLF001
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not [t for t in others if not t.done()], others

@@ -104,14 +104,17 @@ class SubmissionIntake:
         self._consumer = (queue, await queue.consume(deliver))
 
     async def close(self) -> None:
-        if self._consumer is not None:
-            queue, tag = self._consumer
+        """Also after a failed start, so that a retry opens a fresh channel."""
+        consumer, self._consumer = self._consumer, None
+        channel, self._channel = self._channel, None
+        if consumer is not None:
+            queue, tag = consumer
             try:
                 await queue.cancel(tag)
             except (*BROKER_ERRORS, RuntimeError):
                 pass
-        if self._channel is not None and not self._channel.is_closed:
+        if channel is not None and not channel.is_closed:
             try:
-                await self._channel.close()
+                await channel.close()
             except (*BROKER_ERRORS, RuntimeError):
                 pass

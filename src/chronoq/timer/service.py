@@ -29,9 +29,9 @@ from chronoq._broker.topology import Topology
 from chronoq._runtime.config import Settings
 from chronoq._runtime.failpoints import armed, failpoint
 from chronoq._runtime.hooks import Hooks
+from chronoq._runtime.service import close_after_failed_start
 from chronoq._store import maintenance, wheel
 from chronoq._store.connection import CONNECTION_ERRORS, connect, create_pool
-from chronoq.errors import ServiceUnavailableError
 from chronoq.schemas.cron import CronError
 from chronoq.timer.ingest import Ingest
 from chronoq.timer.messages import job_message, lease, pack_message
@@ -52,6 +52,9 @@ PRUNE_INTERVAL = 60.0
 PRUNE_BATCH = 10_000
 #: Submissions from other languages being stored at once, per timer.
 SUBMISSION_PREFETCH = 20
+#: Longest wait for the submissions consumer to subscribe, before the timer goes on without it
+#: (and keeps trying in the background).
+INTAKE_START_TIMEOUT = 10.0
 #: Pause when due rows exist but are all locked by other timers' batches.
 LOCKED_ROWS_PAUSE = 0.05
 #: Due time of a parked row (a paused job's next tick): never, until resumed.
@@ -70,6 +73,7 @@ class Timer:
         self._broker = None
         self._publisher: ConfirmedPublisher | None = None
         self._intake: SubmissionIntake | None = None
+        self._intake_retry: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self.ready = asyncio.Event()  # set once connected and listening
@@ -100,11 +104,33 @@ class Timer:
         self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
         self._publisher = ConfirmedPublisher(self._broker, self.topology)
         self._intake = SubmissionIntake(self._broker, self.topology)
-        try:
-            await self._intake.start(SUBMISSION_PREFETCH, Ingest(self._pool, self._publisher, self.topology).handle)
-        except BROKER_ERRORS as exc:  # the broker went away between connecting and subscribing
-            raise ServiceUnavailableError(f"RabbitMQ went away while subscribing: {type(exc).__name__}: {exc}") from exc
+        if not await self._start_intake():
+            # The wheel does not wait for the submissions consumer: after a broker kill, the
+            # consumer's queue could refuse it for minutes while every job queue worked, and a
+            # timer that exited over it and was restarted, again and again, dispatched nothing
+            # (chaos seed 4242). Submissions wait in their queue until the consumer is back.
+            self._intake_retry = asyncio.create_task(self._retry_intake(), name="intake")
         await self._listen()
+
+    async def _start_intake(self) -> bool:
+        """Subscribe to the submissions queue; False (logged) if the broker would not let us."""
+        assert self._intake is not None and self._pool is not None and self._publisher is not None
+        handle = Ingest(self._pool, self._publisher, self.topology).handle
+        try:
+            await asyncio.wait_for(self._intake.start(SUBMISSION_PREFETCH, handle), INTAKE_START_TIMEOUT)
+            return True
+        except (*BROKER_ERRORS, TimeoutError) as exc:
+            log.warning("submission intake unavailable; the timer dispatches meanwhile",
+                        extra={"action": "intake_unavailable", "error": f"{type(exc).__name__}: {exc}"[:300]})
+            await self._intake.close()
+            return False
+
+    async def _retry_intake(self) -> None:
+        while not self._stopping.is_set():
+            await self._pause(FAILURE_PAUSE)
+            if not self._stopping.is_set() and await self._start_intake():
+                log.info("submission intake started", extra={"action": "intake_started", "timer": self.name})
+                return
 
     async def _listen(self) -> None:
         try:
@@ -123,6 +149,10 @@ class Timer:
             self._wake.set()
 
     async def close(self) -> None:
+        if self._intake_retry is not None:
+            self._intake_retry.cancel()
+            await asyncio.gather(self._intake_retry, return_exceptions=True)
+            self._intake_retry = None
         if self._intake is not None:
             await self._intake.close()
             self._intake = None
@@ -369,7 +399,11 @@ class Timer:
 
     async def run(self) -> None:
         """Start, turn the wheel until stop(), close. A batch in progress always finishes."""
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await close_after_failed_start(self.close, log)
+            raise
         self.ready.set()
         log.info("timer started", extra={"action": "timer_started", "timer": self.name})
         pruner = asyncio.create_task(self._prune_forever(), name="pruner")
