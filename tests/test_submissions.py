@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from chronoq import JobContext, Producer, Worker
+from chronoq._broker.topology import Topology
 from chronoq.consumer.service import WorkerService
 from chronoq.schemas.submission import json_schema
 from chronoq.timer import Timer
@@ -131,3 +132,24 @@ async def test_a_keyless_submission_delivered_twice_is_stored_once_by_its_messag
     jobs = await producer.list_jobs(queue="reports")
     expected = "amqp-message:" + hashlib.sha256(b"order-7-reminder").hexdigest()[:32]
     assert len(jobs) == 2 and expected in {j.key for j in jobs}
+
+
+async def test_the_timer_dispatches_while_its_submissions_consumer_cannot_start(settings, producer: Producer, db) -> None:
+    """The submissions queue's neighbour exists with other arguments, so the timer's consumer
+    cannot subscribe: the timer still turns the wheel, and keeps retrying the consumer."""
+    topology = Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(topology.rejected_submissions_queue, durable=True,
+                                    arguments={"x-queue-type": "classic", "x-max-length": 7})
+    job_id = await producer.enqueue("dispatched.anyway", {})
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        assert await timer.run_once() == 1
+        assert await db.fetchval("SELECT dispatches FROM chronoq.wheel WHERE job_id = $1", job_id) == 1
+        assert timer._intake_retry is not None and not timer._intake_retry.done()  # noqa: SLF001
+    finally:
+        await timer.close()
+    assert timer._intake_retry is None  # noqa: SLF001 - closing stops the retries
