@@ -31,14 +31,21 @@ async def run_until_signalled(service: Service, signals: tuple[int, ...] = (sign
 CLOSE_AFTER_FAILED_START = 10.0
 
 
-async def close_after_failed_start(close: Callable[[], Awaitable[None]], log: logging.Logger) -> None:
-    """Close what a service opened before its start failed. Without this a robust AMQP
-    connection stays behind, reconnecting: asyncio.run then cancels its task on the way out, the
-    reconnect loop takes the cancellation for a failed attempt and carries on, and the process
-    never exits. The chaos suite found two such timers alive and idle while their jobs waited
-    (seed 4242). Errors here are logged, never raised: the start's own error is the one to see."""
+async def start_or_close(
+    start: Callable[[], Awaitable[None]], close: Callable[[], Awaitable[None]], log: logging.Logger
+) -> None:
+    """Start a service; if that fails, close what it opened before the error goes on. Without
+    this a robust AMQP connection stays behind, reconnecting: asyncio.run then cancels its task
+    on the way out, the reconnect loop takes the cancellation for a failed attempt and carries
+    on, and the process never exits. The chaos suite found two such timers alive and idle while
+    their jobs waited (seed 4242). Errors while closing are logged, never raised: the start's
+    own error is the one to see."""
     try:
-        await asyncio.wait_for(close(), CLOSE_AFTER_FAILED_START)
-    except Exception as exc:  # noqa: BLE001 - the start's error matters, not this one
-        log.warning("closing after a failed start failed", extra={"action": "close_failed", "error": type(exc).__name__})
-
+        await start()
+    except BaseException:
+        try:
+            await asyncio.wait_for(close(), CLOSE_AFTER_FAILED_START)
+        except Exception as exc:  # noqa: BLE001 - the start's error matters, not this one
+            log.warning("closing after a failed start failed",
+                        extra={"action": "close_failed", "error": type(exc).__name__})
+        raise

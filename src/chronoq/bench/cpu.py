@@ -68,3 +68,14 @@ def per_job(before: Snapshot, after: Snapshot, jobs: int) -> dict[str, float]:
     ms = {cls: round(s * 1000 / jobs, 3) for cls, s in sorted(used.items(), key=lambda kv: -kv[1])}
     ms["total"] = round(sum(used.values()) * 1000 / jobs, 3)
     return ms
+
+
+def begin(pids: dict[str, int]) -> Snapshot | None:
+    """The CPU so far, where ``/proc`` is there (else None): the start of a measured phase."""
+    return snapshot(pids) if available() else None
+
+
+def per_job_since(before: Snapshot | None, pids: dict[str, int], jobs: int) -> dict[str, float] | None:
+    """``per_job`` from ``begin``'s snapshot to now; None where there was none."""
+    return per_job(before, snapshot(pids), jobs) if before is not None else None
+

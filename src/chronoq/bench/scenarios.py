@@ -55,14 +55,14 @@ async def _wait_done(
 ) -> dict[str, float] | None:
     """Wait until the jobs are done; returns the CPU per job by process meanwhile (bench/cpu.py),
     None where ``/proc`` is not there."""
-    before = cpu.snapshot(p.pids) if cpu.available() else None
+    before = cpu.begin(p.pids)
     task = progress.add_task("jobs finished", total=total)
     deadline = time.monotonic() + timeout
     while True:
         pending = await reads.pending_in_range(p.conn, first, last)
         progress.update(task, completed=total - pending)
         if pending == 0:
-            return cpu.per_job(before, cpu.snapshot(p.pids), total) if before is not None else None
+            return cpu.per_job_since(before, p.pids, total)
         if time.monotonic() > deadline:
             raise TimeoutError(f"{pending} of {total} jobs still pending after {timeout:.0f}s")
         # Once a second: the count visits every pending row, and the figures come from the
@@ -128,12 +128,12 @@ async def enqueue_rates(p: Pipeline, *, jobs: int, concurrency: int) -> dict[str
     specs = [{"queue": QUEUE, "payload": {"mode": "noop"}, "delay": far}] * jobs
     # The bulk enqueue's CPU per job: the producer (this process, "bench") against Postgres,
     # whose one backend per call bounds the rate.
-    before = cpu.snapshot(p.pids) if cpu.available() else None
+    before = cpu.begin(p.pids)
     started = time.perf_counter()
     for start in range(0, jobs, 10_000):
         await p.producer.enqueue_many(specs[start : start + 10_000])
     bulk = jobs / (time.perf_counter() - started)
-    breakdown = cpu.per_job(before, cpu.snapshot(p.pids), jobs) if before is not None else None
+    breakdown = cpu.per_job_since(before, p.pids, jobs)
     await reads.delete_jobs_of_queue(p.conn, QUEUE)
     return {"scenario": "enqueue", "single_jobs": single_jobs, "concurrency": concurrency,
             "single_jobs_per_s": round(single, 1), "bulk_jobs": jobs, "bulk_jobs_per_s": round(bulk, 1),

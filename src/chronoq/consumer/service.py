@@ -30,7 +30,7 @@ from chronoq._broker.topology import Topology
 from chronoq._runtime.config import Settings
 from chronoq._runtime.failpoints import failpoint
 from chronoq._runtime.hooks import Hooks
-from chronoq._runtime.service import close_after_failed_start
+from chronoq._runtime.service import start_or_close
 from chronoq._store.connection import CONNECTION_ERRORS, create_pool
 from chronoq.consumer.group import GroupExecutor, describe
 from chronoq.consumer.registry import Worker
@@ -332,11 +332,7 @@ class WorkerService:
             await self._pool.close()
 
     async def run(self) -> None:
-        try:
-            await self.start()
-        except BaseException:
-            await close_after_failed_start(self.close, log)
-            raise
+        await start_or_close(self.start, self.close, log)
         try:
             await self._stopping.wait()
             await self.drain()

@@ -29,7 +29,7 @@ from chronoq._broker.topology import Topology
 from chronoq._runtime.config import Settings
 from chronoq._runtime.failpoints import armed, failpoint
 from chronoq._runtime.hooks import Hooks
-from chronoq._runtime.service import close_after_failed_start
+from chronoq._runtime.service import start_or_close
 from chronoq._store import maintenance, wheel
 from chronoq._store.connection import CONNECTION_ERRORS, connect, create_pool
 from chronoq.schemas.cron import CronError
@@ -216,7 +216,8 @@ class Timer:
                 confirmed = time.perf_counter()
             finally:
                 # The connection must be idle again before the transaction commits or rolls back.
-                await asyncio.wait({marking})
+                # (gather also retrieves the mark's error when the publish failed first.)
+                await asyncio.gather(marking, return_exceptions=True)
             marking.result()
             marked = time.perf_counter()
             self.hooks.confirm_latency(confirmed - publish_started)
@@ -399,11 +400,7 @@ class Timer:
 
     async def run(self) -> None:
         """Start, turn the wheel until stop(), close. A batch in progress always finishes."""
-        try:
-            await self.start()
-        except BaseException:
-            await close_after_failed_start(self.close, log)
-            raise
+        await start_or_close(self.start, self.close, log)
         self.ready.set()
         log.info("timer started", extra={"action": "timer_started", "timer": self.name})
         pruner = asyncio.create_task(self._prune_forever(), name="pruner")
