@@ -44,6 +44,8 @@ class Proxy:
         self._call(self._close()).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def add_latency(self, low: float, high: float, seconds: float) -> None:
         """Delay every chunk by low..high seconds for the next ``seconds``."""

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 
 from chronoq.errors import ServiceUnavailableError
+
+log = logging.getLogger("chronoq.broker")
 
 #: Errors that mean the broker is unreachable or the connection or channel broke.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
@@ -23,11 +28,27 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 #: Seconds between reconnection attempts after the broker went away.
 RECONNECT_INTERVAL = 1.0
 
+#: Seconds a broker call made while stopping may take. A robust channel waits for its connection
+#: to come back before it sends anything, so without a bound a consumer cancel or a channel close
+#: made while the broker is unreachable waits for ever, and SIGTERM never ends the process.
+STOPPING_CALL_TIMEOUT = 3.0
+
+
+async def while_stopping(call: Awaitable[Any]) -> None:
+    """Make a best-effort broker call on the way out (cancel a consumer, close a channel): a
+    broken connection or a broker that does not answer in time is not an error then, since the
+    broker requeues whatever the closed connection still held."""
+    try:
+        async with asyncio.timeout(STOPPING_CALL_TIMEOUT):
+            await call
+    except (*BROKER_ERRORS, RuntimeError, TimeoutError):
+        pass
+
 
 async def connect(url: str, *, name: str) -> AbstractRobustConnection:
     """A robust connection: it reconnects by itself and restores channels and consumers."""
     try:
-        return await aio_pika.connect_robust(
+        connection = await aio_pika.connect_robust(
             url, client_properties={"connection_name": name}, reconnect_interval=RECONNECT_INTERVAL
         )
     except (*BROKER_ERRORS, StopAsyncIteration) as exc:
@@ -40,3 +61,23 @@ async def connect(url: str, *, name: str) -> AbstractRobustConnection:
         # A broker shutting down closes the handshake with CONNECTION_FORCED, which aiormq
         # surfaces as a cancellation of its own.
         raise ServiceUnavailableError("cannot connect to RabbitMQ: the broker closed the connection") from exc
+    _log_losses(connection, name)
+    return connection
+
+
+def _log_losses(connection: AbstractRobustConnection, name: str) -> None:
+    """One warning when the connection breaks and one line when it is back, so that an operator
+    sees why a service is idle (aio-pika's own reconnect chatter is silenced, see logs.py)."""
+
+    def lost(sender: AbstractConnection | None, exc: BaseException | None) -> None:
+        if connection.close_called:  # our own close() on the way out
+            return
+        log.warning("broker connection lost; reconnecting", extra={
+            "action": "broker_connection_lost", "connection": name,
+            "error": type(exc).__name__ if exc is not None else None})
+
+    def restored(sender: AbstractConnection | None) -> None:
+        log.info("broker connection restored", extra={"action": "broker_connection_restored", "connection": name})
+
+    connection.close_callbacks.add(lost)
+    connection.reconnect_callbacks.add(restored)

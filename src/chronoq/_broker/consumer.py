@@ -3,13 +3,14 @@ callback as a driver-free :class:`Incoming`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
-from chronoq._broker.connection import BROKER_ERRORS
+from chronoq._broker.connection import BROKER_ERRORS, while_stopping
 from chronoq._broker.topology import Topology, declare_queue, declare_submissions
 
 
@@ -69,19 +70,13 @@ class Subscription:
 
     async def cancel(self) -> None:
         """Stop receiving new deliveries; those already received can still be settled."""
-        for queue, tag in self._consumers:
-            try:
-                await queue.cancel(tag)
-            except (*BROKER_ERRORS, RuntimeError):
-                pass
-        self._consumers.clear()
+        consumers, self._consumers = self._consumers, []
+        if self._connection.connected.is_set():  # else the broker dropped them with the connection
+            await asyncio.gather(*(while_stopping(queue.cancel(tag)) for queue, tag in consumers))
 
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:
-            try:
-                await self._channel.close()
-            except (*BROKER_ERRORS, RuntimeError):
-                pass
+            await while_stopping(self._channel.close())
 
 
 class SubmissionIntake:
@@ -109,12 +104,6 @@ class SubmissionIntake:
         channel, self._channel = self._channel, None
         if consumer is not None:
             queue, tag = consumer
-            try:
-                await queue.cancel(tag)
-            except (*BROKER_ERRORS, RuntimeError):
-                pass
+            await while_stopping(queue.cancel(tag))
         if channel is not None and not channel.is_closed:
-            try:
-                await channel.close()
-            except (*BROKER_ERRORS, RuntimeError):
-                pass
+            await while_stopping(channel.close())

@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 
 from pamqp.commands import Basic
 
-from chronoq._broker.connection import BROKER_ERRORS
+from chronoq._broker.connection import BROKER_ERRORS, while_stopping
 from chronoq._broker.topology import Topology, declare_exchanges, declare_queue
 from chronoq.errors import TopologyError
 from chronoq.schemas.message import APP_ID, CONTENT_TYPE
@@ -148,4 +148,4 @@ class ConfirmedPublisher:
 
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+            await while_stopping(self._channel.close())

@@ -295,9 +295,7 @@ class WorkerService:
         self._stopping.set()
 
     async def drain(self) -> None:
-        for lane in self._lanes:
-            if lane.subscription is not None:
-                await lane.subscription.cancel()
+        await asyncio.gather(*(lane.subscription.cancel() for lane in self._lanes if lane.subscription is not None))
         self.draining = True
         for lane in self._lanes:  # idle lanes wait for a delivery that will not come
             if lane.task is not None and not lane.busy:
@@ -321,9 +319,7 @@ class WorkerService:
             await lane.hand_back_buffered()
 
     async def close(self) -> None:
-        for lane in self._lanes:
-            if lane.subscription is not None:
-                await lane.subscription.close()
+        await asyncio.gather(*(lane.subscription.close() for lane in self._lanes if lane.subscription is not None))
         if self._publisher is not None:
             await self._publisher.close()
         if self._broker is not None:

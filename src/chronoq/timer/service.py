@@ -406,6 +406,8 @@ class Timer:
         pruner = asyncio.create_task(self._prune_forever(), name="pruner")
         try:
             while not self._stopping.is_set():
+                if not await self._broker_reachable():
+                    break
                 try:
                     handled = await self.run_once()
                     if handled < self.settings.claim_batch and not self._stopping.is_set():
@@ -419,6 +421,26 @@ class Timer:
             await asyncio.gather(pruner, return_exceptions=True)
             await self.close()
             log.info("timer stopped", extra={"action": "timer_stopped", "timer": self.name})
+
+    async def _broker_reachable(self) -> bool:
+        """Wait, claiming nothing, while the broker connection is down; False if stopped first.
+        A claimed batch would wait for a publish that cannot happen with its rows locked, out of
+        reach of the timers that can still publish, and would delay a SIGTERM by its timeout."""
+        assert self._broker is not None, "call start() first"
+        if self._broker.connected.is_set():
+            return True
+        log.warning("waiting for the broker", extra={"action": "timer_waiting_for_broker", "timer": self.name})
+        back = asyncio.ensure_future(self._broker.connected.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({back, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (back, stopping):
+                waiter.cancel()
+        if self._stopping.is_set():
+            return False
+        log.info("broker back", extra={"action": "timer_broker_back", "timer": self.name})
+        return True
 
     async def _recover(self, exc: Exception, *, expected: bool) -> None:
         """The batch rolled back and its rows stay due; wait a moment and carry on."""
