@@ -109,8 +109,42 @@ def management(method: str, path: str, body: dict[str, Any] | None = None) -> An
 
 def queues(namespace: str) -> list[dict[str, Any]]:
     """The namespace's queues with their depths (the management API's figures lag ~5 s)."""
-    listing = management("GET", "/api/queues/%2F?columns=name,messages,messages_ready,messages_unacknowledged,consumers")
+    listing = management("GET", "/api/queues/%2F?columns=name,type,messages,messages_ready,messages_unacknowledged,consumers")
     return [q for q in listing if q["name"].startswith(f"{namespace}.")]
+
+
+def _eval_on_quorum_queue(queue: str, body: str) -> str:
+    """``rabbitmqctl eval`` with ``Member`` bound to the queue's Raft member on this node."""
+    erlang = ("{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<\"/\">>, queue, <<\"%s\">>)),"
+              " {RaName, _} = amqqueue:get_pid(Q), Member = {RaName, node()}, %s" % (queue, body))
+    done = _run("rabbitmqctl", "eval", erlang, timeout=60)
+    return (done.stdout + done.stderr).strip()[:300]
+
+
+def quorum_queue_depth(queue: str) -> int | None:
+    """Messages in a quorum queue, ready or unacked, asked of its leader now (the management API
+    and ``rabbitmqctl list_queues`` show figures the leader last published, every few seconds,
+    and none at all for a queue that has not had a leader since the broker started). None if no
+    leader answered within 5 s."""
+    answer = _eval_on_quorum_queue(queue, "case ra:leader_query(Member, fun rabbit_fifo:query_messages_total/1,"
+                                          " 5000) of {ok, {_, Total}, _} -> Total; Other -> Other end.")
+    return int(answer) if answer.isdigit() else None
+
+
+def quorum_status(queue: str) -> Any:
+    """The Raft state of each member of a quorum queue, for the report."""
+    done = _run("rabbitmq-queues", "quorum_status", queue, "--formatter", "json", timeout=60)
+    try:
+        return json.loads(done.stdout)
+    except ValueError:
+        return (done.stderr or done.stdout).strip()[:300]
+
+
+def restart_quorum_queue(queue: str) -> str:
+    """What an operator does for a quorum queue left without a leader after a broker restart (a
+    RabbitMQ issue, see chaos/README.md): restart its member on this node if it is not running,
+    and ask it to stand for election. Returns what each call answered."""
+    return _eval_on_quorum_queue(queue, "{rabbit_quorum_queue:restart_server(Member), ra:trigger_election(Member)}.")
 
 
 def broker_state() -> dict[str, Any]:
