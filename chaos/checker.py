@@ -101,7 +101,8 @@ async def ask_the_queue(queue: str) -> tuple[int | None, dict | None]:
     repair = {"queue": queue, "raft": await asyncio.to_thread(services.quorum_status, queue),
               "restart": await asyncio.to_thread(services.restart_quorum_queue, queue)}
     end = time.monotonic() + QUEUES_EMPTY_DEADLINE_S
-    while depth is None and time.monotonic() < end:  # each ask waits up to 5 s for a leader
+    # Each ask takes a second or more (rabbitmqctl starts an Erlang VM), up to 5 s for a leader.
+    while depth is None and time.monotonic() < end:
         depth = await asyncio.to_thread(services.quorum_queue_depth, queue)
     return depth, repair
 

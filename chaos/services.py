@@ -140,6 +140,12 @@ def quorum_status(queue: str) -> Any:
         return (done.stderr or done.stdout).strip()[:300]
 
 
+def stop_quorum_queue(queue: str) -> str:
+    """Stop the queue's member on this node: the state RabbitMQ can leave a quorum queue in after
+    a restart (no leader, no figures), for testing the checker's repair."""
+    return _eval_on_quorum_queue(queue, "ra:stop_server(quorum_queues, Member).")
+
+
 def restart_quorum_queue(queue: str) -> str:
     """What an operator does for a quorum queue left without a leader after a broker restart (a
     RabbitMQ issue, see chaos/README.md): restart its member on this node if it is not running,

@@ -103,9 +103,7 @@ async def test_the_checker_restarts_a_quorum_queue_left_without_leader_and_still
         declared = await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
         await channel.default_exchange.publish(aio_pika.Message(b"left behind"), routing_key=queue)
         assert services.quorum_queue_depth(queue) == 1
-        stop = ("{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<\"/\">>, queue, <<\"%s\">>)),"
-                " ra:stop_server(quorum_queues, amqqueue:get_pid(Q))." % queue)
-        assert subprocess.run(["rabbitmqctl", "eval", stop], capture_output=True, timeout=60).returncode == 0
+        assert services.stop_quorum_queue(queue) == "ok"
         assert services.quorum_queue_depth(queue) is None  # no leader to answer
 
         depth, repair = await ask_the_queue(queue)

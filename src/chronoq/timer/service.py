@@ -437,10 +437,7 @@ class Timer:
         finally:
             for waiter in (back, stopping):
                 waiter.cancel()
-        if self._stopping.is_set():
-            return False
-        log.info("broker back", extra={"action": "timer_broker_back", "timer": self.name})
-        return True
+        return not self._stopping.is_set()  # the connection logs its own restoration
 
     async def _recover(self, exc: Exception, *, expected: bool) -> None:
         """The batch rolled back and its rows stay due; wait a moment and carry on."""
