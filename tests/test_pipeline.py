@@ -638,6 +638,57 @@ async def test_handlers_writes_commit_durably_and_a_handler_that_never_uses_the_
     assert await db.fetchval("SELECT to_regclass('touched') IS NOT NULL")
 
 
+async def test_handlers_statements_are_planned_as_postgres_does_by_default_and_chronoqs_own_stay_custom(
+    settings, producer: Producer
+) -> None:
+    """The worker's session plans chronoq's statements per call (force_custom_plan); a handler's
+    savepoint plans its statements as Postgres does by default, and a kept or a rolled-back
+    savepoint leaves the session as it was."""
+    worker = Worker()
+    seen: list[tuple[str, str, str]] = []
+
+    @worker.handler("plans")
+    async def plans(ctx: JobContext, payload: dict) -> None:
+        own = await ctx.db.fetchval("SHOW plan_cache_mode")
+        session = await ctx.db.fetchval("SELECT reset_val FROM pg_settings WHERE name = 'plan_cache_mode'")
+        seen.append((payload["kind"], own, session))
+        if payload["kind"] == "fails":
+            raise RuntimeError("after using ctx.db")
+
+    ids = [await producer.enqueue("plans", {"kind": kind}, max_attempts=1) for kind in ("fails", "keeps", "keeps")]
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        await all_finished(producer, ids)
+    assert sorted(seen) == [("fails", "auto", "force_custom_plan"), ("keeps", "auto", "force_custom_plan"),
+                            ("keeps", "auto", "force_custom_plan")]
+
+
+async def test_a_kept_or_undone_savepoint_and_the_results_statement_leave_the_session_planning_as_before(settings) -> None:
+    """What a group sends around a handler's savepoint, and the statement recording its
+    successes (whose foreign-key checks run with kept plans), on a session like the worker's."""
+    from chronoq._store import outcomes
+    from chronoq.consumer.group import _KEEP_JOB, _UNDO_JOB
+    from chronoq.consumer.job_connection import OPEN
+
+    conn = await asyncpg_connect(settings.database_url, server_settings={"plan_cache_mode": "force_custom_plan"})
+    try:
+        async def mode() -> str:
+            return await conn.fetchval("SHOW plan_cache_mode")
+
+        async with conn.transaction():
+            await conn.execute(OPEN)
+            assert await mode() == "auto"
+            await conn.execute(_KEEP_JOB)
+            assert await mode() == "force_custom_plan"
+            await conn.execute(OPEN)
+            await conn.execute(_UNDO_JOB)
+            assert await mode() == "force_custom_plan"
+            assert await outcomes.record_successes(conn, [], [], [], [], "test") == 0
+            assert await mode() == "auto"  # only until this transaction ends
+        assert await mode() == "force_custom_plan"
+    finally:
+        await conn.close()
+
+
 async def test_queues_declared_by_an_earlier_version_with_other_limits_are_used_as_they_are(settings, producer: Producer) -> None:
     """RabbitMQ refuses to change a queue's arguments. A job queue and the submissions queue
     declared before the delivery limit and dead-lettering changed keep working as they are."""

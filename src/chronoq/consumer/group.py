@@ -57,7 +57,7 @@ NO_FENCE = os.environ.get("CHRONOQ_CHAOS_NO_FENCE") == "1"
 #: Database errors that say "try again", not "this job is broken".
 TRANSIENT_CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 # Ending a handler's savepoint (opened on its first use of ctx.db): one round trip.
-_KEEP_JOB = f"RELEASE SAVEPOINT {SAVEPOINT}"
+_KEEP_JOB = f"RELEASE SAVEPOINT {SAVEPOINT}; SET LOCAL plan_cache_mode TO DEFAULT"  # see job_connection.OPEN
 _UNDO_JOB = f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}"
 
 

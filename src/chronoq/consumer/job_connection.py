@@ -16,6 +16,13 @@ from typing import Any
 import asyncpg
 
 SAVEPOINT = "chronoq_job"
+#: Opening the savepoint also plans the handler's statements as Postgres does by default
+#: (``auto``: a prepared statement keeps a plan after five runs), for this savepoint only. The
+#: worker's session asks for custom plans for chronoq's own statements (_store/connection.py),
+#: and under that every statement of a handler, and every foreign-key check and trigger
+#: statement it causes, was planned again on every run. Releasing the savepoint sets the
+#: session's value back (group.py); rolling it back undoes the setting with it.
+OPEN = f"SAVEPOINT {SAVEPOINT}; SET LOCAL plan_cache_mode = auto"
 
 
 class JobConnection:
@@ -29,7 +36,7 @@ class JobConnection:
 
     async def _open(self) -> None:
         if not self.opened:
-            await self._conn.execute(f"SAVEPOINT {SAVEPOINT}")
+            await self._conn.execute(OPEN)
             self.opened = True
 
     def __getattr__(self, name: str) -> Any:

@@ -126,6 +126,11 @@ SELECT occurrence_key, clock_timestamp() AS db_now FROM (
 -- name: record_successes
 -- The group's successes, in its transaction, with the handlers' own writes: remove each
 -- occurrence from the wheel and record its result.
+-- set_config(..., true) is SET LOCAL, run once while the statement runs: the plan of the statement
+-- itself was made before, custom as the worker's session asks (_store/connection.py), but the
+-- foreign-key check of each results row, at the statement's end, then runs the plan Postgres
+-- keeps for it instead of planning it again per row (41 us a row against 11.5 on the slow
+-- machine; docs/benchmarks.md, eighth sitting). The rest of the transaction is the commit.
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::jsonb[], $4::timestamptz[])
         AS i(occurrence_key, attempt, result, started_at)
@@ -141,4 +146,4 @@ WITH input AS (
     ON CONFLICT (occurrence_key) DO NOTHING
     RETURNING 1
 )
-SELECT count(*) FROM recorded;
+SELECT count(*), (SELECT set_config('plan_cache_mode', 'auto', true)) FROM recorded;
