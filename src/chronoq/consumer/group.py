@@ -16,6 +16,7 @@ that keeps killing its workers is counted, reaches the delivery limit and ends d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -59,6 +60,7 @@ TRANSIENT_CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError
 # Ending a handler's savepoint (opened on its first use of ctx.db): one round trip.
 _KEEP_JOB = f"RELEASE SAVEPOINT {SAVEPOINT}; SET LOCAL plan_cache_mode TO DEFAULT"  # see job_connection.OPEN
 _UNDO_JOB = f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}"
+_NO_SPAN = contextlib.nullcontext()  # stateless: one serves every untraced handler
 
 
 @dataclass
@@ -252,6 +254,7 @@ class GroupExecutor:
         if not runnable:
             return
         clock_started = time.perf_counter()
+        traced = tracing.enabled()
         successes: list[tuple[Member, Any, datetime]] = []
         for m in runnable:
             if time.perf_counter() - clock_started > GROUP_TIME_BUDGET:
@@ -271,7 +274,7 @@ class GroupExecutor:
             else:
                 m.lateness_s = (started_at - m.attempt.run_at).total_seconds()  # type: ignore[union-attr]
                 handler_clock = time.perf_counter()
-                result = await self._run_one(conn, m, started_at)
+                result = await self._run_one(conn, m, started_at, traced)
                 m.seconds = time.perf_counter() - handler_clock
             if result is not _FAILED:
                 successes.append((m, result, started_at))
@@ -291,7 +294,7 @@ class GroupExecutor:
                 m.action = "succeeded"
         await self._copy_dead_letters([m for m in runnable if m.dead_letter])
 
-    async def _run_one(self, conn: asyncpg.Connection, m: Member, started_at: datetime) -> Any:
+    async def _run_one(self, conn: asyncpg.Connection, m: Member, started_at: datetime, traced: bool) -> Any:
         """Run one handler inside the group's savepoint. Returns its encoded result, or _FAILED
         after recording the failure (its writes rolled back)."""
         assert m.message is not None and m.handler is not None and m.attempt is not None
@@ -307,10 +310,14 @@ class GroupExecutor:
             idempotency_key=m.message.occurrence_key, db=db,  # type: ignore[arg-type]
             redelivered=m.redelivered,
         )
-        span_attributes = {"chronoq.job_id": m.message.job_id, "chronoq.attempt": m.message.attempt,
-                           "chronoq.occurrence": m.message.occurrence_key}
+        # Whether tracing is on is asked once per group: the question costs an environment
+        # lookup in OpenTelemetry's API, and untraced jobs then pay for no span at all.
+        scope = tracing.handler_span(m.message.queue, m.headers, {
+            "chronoq.job_id": m.message.job_id, "chronoq.attempt": m.message.attempt,
+            "chronoq.occurrence": m.message.occurrence_key,
+        }) if traced else _NO_SPAN
         try:
-            with tracing.handler_span(m.message.queue, m.headers, span_attributes) as span:
+            with scope as span:
                 try:
                     async with asyncio.timeout(self._timeout(m).total_seconds()):  # no task per job, unlike wait_for
                         value = await m.handler.fn(ctx, payload)
