@@ -85,7 +85,7 @@ def test_a_build_without_the_fence_is_judged_invalid() -> None:
     # The workers' failpoints at 3 % rather than 0.5 %: a kill between commit and ack is what
     # makes a redelivery of a job that already ran, and at 0.5 % a 500-job run has about two of
     # them, sometimes none; a CI run then broke only invariants 1 and 7 (it did not drain), which
-    # says nothing about the fence. At 3 % three runs had 23-27 failpoint deaths and 3-10
+    # says nothing about the fence. At 3 % three runs had 23-27 failpoint deaths and 5-10
     # duplicate effects each.
     report = chaos_run("--seed", "977", "--duration", "20", "--jobs", "500", "--fault-gap", "0.8",
                        "--min-faults", "4", "--drain-timeout", "40", "--failpoint-rate", "0.03", "--broken",
