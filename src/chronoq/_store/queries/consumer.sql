@@ -70,14 +70,14 @@ WITH input AS (
     RETURNING w.occurrence_key, w.starts
 )
 SELECT input.occurrence_key,
-       r.state AS terminal_state,
-       w.attempt AS live_attempt,
+       -- Subqueries, not joins: one primary-key lookup per delivery whatever the statistics say
+       -- (see lock_first_deliveries).
+       (SELECT r.state FROM chronoq.results r WHERE r.occurrence_key = input.occurrence_key) AS terminal_state,
+       (SELECT w.attempt FROM chronoq.wheel w WHERE w.occurrence_key = input.occurrence_key) AS live_attempt,
        started.starts,
        false AS only_copy,
        clock_timestamp() AS db_now
 FROM input
-LEFT JOIN chronoq.results r USING (occurrence_key)
-LEFT JOIN chronoq.wheel w USING (occurrence_key)
 LEFT JOIN started USING (occurrence_key);
 
 -- name: lock_first_deliveries
@@ -100,15 +100,16 @@ WITH input AS (
     FOR UPDATE OF w
 )
 SELECT input.occurrence_key,
-       r.state AS terminal_state,
-       w.attempt AS live_attempt,
+       -- Subqueries, not joins: one primary-key lookup per delivery. As joins, with statistics
+       -- that had not seen the results table grow (autovacuum off), the planner scanned all of
+       -- it for every group (docs/benchmarks.md, eighth sitting).
+       (SELECT r.state FROM chronoq.results r WHERE r.occurrence_key = input.occurrence_key) AS terminal_state,
+       (SELECT w.attempt FROM chronoq.wheel w WHERE w.occurrence_key = input.occurrence_key) AS live_attempt,
        locked.starts + 1 AS starts,
        coalesce(locked.starts = 0 AND locked.dispatches = 1 AND locked.dispatch_id = input.dispatch_id, false)
            AS only_copy,
        clock_timestamp() AS db_now  -- after any wait for the locks: when the handlers start
 FROM input
-LEFT JOIN chronoq.results r USING (occurrence_key)
-LEFT JOIN chronoq.wheel w USING (occurrence_key)
 LEFT JOIN locked USING (occurrence_key);
 
 -- name: lock_live

@@ -20,7 +20,13 @@ SELECT due.*, j.payload::text AS payload, j.max_attempts, j.timeout_ms, j.trace:
        CASE WHEN due.head AND j.overlap = 'skip' THEN
            EXISTS (SELECT FROM chronoq.wheel o WHERE o.job_id = due.job_id AND NOT o.head)
        END AS previous_running
-FROM due JOIN chronoq.jobs j ON j.id = due.job_id;
+FROM due
+-- One jobs_pkey lookup per claimed row, whatever the planner believes about how many are due:
+-- with statistics older than the wheel's contents (autovacuum off, or not yet run) it expected
+-- hundreds of due rows where there were three, and hashed the whole jobs table for every claim,
+-- a third of Postgres's CPU at 200 jobs/s (docs/benchmarks.md, eighth sitting). OFFSET 0 keeps
+-- the planner from merging this back into a join it may plan that way.
+CROSS JOIN LATERAL (SELECT * FROM chronoq.jobs WHERE id = due.job_id OFFSET 0) AS j;
 
 -- name: mark_dispatched
 -- Push each row's due_at to its redelivery deadline: if no outcome removes the row by then, a
