@@ -1,0 +1,58 @@
+"""The timer's claim and the worker's group statements find their rows by key whatever the
+planner's statistics say. On a server where autovacuum is off, or has not analyzed the tables
+yet, the statistics can be those of empty tables while the tables hold many rows; plans made from
+them hashed whole tables once per claim or group (docs/benchmarks.md, eighth sitting)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from chronoq import Producer
+from chronoq._store.sql import query
+
+#: Future one-shot jobs in the wheel: enough that a whole-table scan is not what the rows need.
+FUTURE_JOBS = 20_000
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+async def explain(conn: asyncpg.Connection, statement: str, *args: Any) -> list[dict[str, Any]]:
+    document = orjson.loads(await conn.fetchval("EXPLAIN (FORMAT JSON) " + query(statement), *args))
+    return list(nodes(document[0]["Plan"]))
+
+
+def whole_table_reads(plan: list[dict[str, Any]]) -> list[str]:
+    """Sequential scans of chronoq's tables, and hash tables built from anything."""
+    return [f"{n['Node Type']} {n.get('Relation Name', '')}".strip() for n in plan
+            if n["Node Type"] == "Hash" or (n["Node Type"] == "Seq Scan" and n.get("Relation Name") != "i")]
+
+
+async def test_claim_and_group_lock_look_rows_up_by_key_under_statistics_of_empty_tables(settings, producer: Producer) -> None:
+    conn = await asyncpg.connect(settings.database_url, server_settings={"plan_cache_mode": "force_custom_plan"})
+    try:
+        await conn.execute("VACUUM ANALYZE chronoq.wheel, chronoq.jobs, chronoq.results")  # statistics: empty
+        await producer.enqueue_many([{"queue": "later", "payload": {}, "delay": timedelta(hours=1)}] * FUTURE_JOBS)
+        # A recurring job that skips overlapping runs: judging its due tick asks whether an
+        # earlier occurrence is still live, which must not mean reading the whole wheel.
+        await producer.schedule("ticks", {}, cron="* * * * * *", overlap="skip")
+        key = await conn.fetchval("SELECT occurrence_key FROM chronoq.wheel LIMIT 1")
+        # Finished occurrences pile up in results too (kept for the retention period).
+        await conn.execute("""
+            INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt)
+            SELECT 'done:' || n, (SELECT min(id) FROM chronoq.jobs), 'later', now(), 'succeeded', 1
+            FROM generate_series(1, $1) AS n""", FUTURE_JOBS)
+
+        assert whole_table_reads(await explain(conn, "claim_due", 1000)) == []
+        assert whole_table_reads(await explain(conn, "lock_first_deliveries", [key], [1], [1])) == []
+        assert whole_table_reads(await explain(conn, "start_deliveries", [key], [1], [timedelta(minutes=5)])) == []
+    finally:
+        await conn.close()
