@@ -326,6 +326,29 @@ async def test_only_the_first_committed_copy_of_an_attempt_may_count_its_start_w
     assert await db.fetchval("SELECT starts FROM chronoq.wheel WHERE occurrence_key = $1", key) == 0
 
 
+async def test_two_copies_of_one_occurrence_in_one_group_are_judged_by_the_first(settings, producer: Producer, db) -> None:
+    """A group can hold a rolled-back batch's copy and the committed batch's copy of one
+    occurrence. Only the first runs (the other is a duplicate), so the verdict must be the first
+    copy's own, whatever order Postgres returns the rows in: an orphan first is handed back."""
+    from chronoq._store import outcomes, wheel
+
+    await producer.enqueue("twice", {})
+    key = await db.fetchval("SELECT occurrence_key FROM chronoq.wheel")
+    async with db.transaction():
+        await wheel.mark_dispatched(db, [key], [timedelta(seconds=30)], 7)  # the committed batch
+
+    async def first_verdict(dispatch_ids: list[int]) -> bool:
+        async with db.transaction():
+            statuses, _ = await outcomes.start_locked(db, [key] * len(dispatch_ids), [1] * len(dispatch_ids),
+                                                      dispatch_ids)
+        return statuses[key].only_copy
+
+    assert await first_verdict([8, 7]) is False  # the orphan came first: it goes back
+    assert await first_verdict([7, 8]) is True
+    assert await first_verdict([8, 7, 7]) is False
+    assert await first_verdict([7, 8, 8]) is True
+
+
 async def test_a_slow_handler_is_not_published_again_while_it_runs(settings, producer: Producer, db) -> None:
     settings = settings.model_copy(update={"redispatch_after": timedelta(seconds=1)})
     worker = Worker()

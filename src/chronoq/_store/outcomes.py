@@ -69,8 +69,15 @@ async def start_many(
 
 
 def _statuses(rows: list[asyncpg.Record]) -> dict[str, OccurrenceStatus]:
-    return {r["occurrence_key"]: OccurrenceStatus(r["terminal_state"], r["live_attempt"], r["starts"], r["only_copy"])
-            for r in rows}
+    """By occurrence, from rows in the group's order: for an occurrence delivered twice in one
+    group the first delivery's verdict, since it is the copy that may run (the others are
+    duplicates); ``only_copy`` differs between copies published by different batches."""
+    statuses: dict[str, OccurrenceStatus] = {}
+    for r in rows:
+        if r["occurrence_key"] not in statuses:
+            statuses[r["occurrence_key"]] = OccurrenceStatus(r["terminal_state"], r["live_attempt"], r["starts"],
+                                                             r["only_copy"])
+    return statuses
 
 
 async def start_locked(

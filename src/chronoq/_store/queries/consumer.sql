@@ -89,8 +89,12 @@ LEFT JOIN started USING (occurrence_key);
 -- this start makes it. `only_copy`: never started, and the first and only copy of this attempt
 -- a committed timer batch published (migration 006): the one copy that may run before its
 -- start is counted; every other live one is handed back.
+-- One row per delivery, in the group's order: a group can hold two copies of one occurrence
+-- (a rolled-back batch's and the next batch's), and only the first may run, judged by its own
+-- dispatch id (_store/outcomes.py keeps the first row of each occurrence).
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) AS i(occurrence_key, attempt, dispatch_id)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) WITH ORDINALITY
+        AS i(occurrence_key, attempt, dispatch_id, position)
 ), locked AS (
     -- Key order, as every writer of many wheel rows does: no deadlocks. FOR UPDATE re-reads a
     -- row a timer was still dispatching once its commit lets go, so these are committed values.
@@ -110,7 +114,8 @@ SELECT input.occurrence_key,
            AS only_copy,
        clock_timestamp() AS db_now  -- after any wait for the locks: when the handlers start
 FROM input
-LEFT JOIN locked USING (occurrence_key);
+LEFT JOIN locked USING (occurrence_key)
+ORDER BY input.position;
 
 -- name: lock_live
 -- First statement of a group's transaction: lock the live occurrences about to run, in key
