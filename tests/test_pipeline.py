@@ -689,27 +689,29 @@ async def test_a_kept_or_undone_savepoint_and_the_results_statement_leave_the_se
     """What a group sends around a handler's savepoint, and the statement recording its
     successes (whose foreign-key checks run with kept plans), on a session like the worker's."""
     from chronoq._store import outcomes
+    from chronoq._store.connection import create_pool
     from chronoq.consumer.group import _KEEP_JOB, _UNDO_JOB
     from chronoq.consumer.job_connection import OPEN
 
-    conn = await asyncpg_connect(settings.database_url, server_settings={"plan_cache_mode": "force_custom_plan"})
+    pool = await create_pool(settings.database_url, max_size=1, custom_plans=True)  # as the worker's
     try:
-        async def mode() -> str:
-            return await conn.fetchval("SHOW plan_cache_mode")
+        async with pool.acquire() as conn:
+            async def mode() -> str:
+                return await conn.fetchval("SHOW plan_cache_mode")
 
-        async with conn.transaction():
-            await conn.execute(OPEN)
-            assert await mode() == "auto"
-            await conn.execute(_KEEP_JOB)
+            async with conn.transaction():
+                await conn.execute(OPEN)
+                assert await mode() == "auto"
+                await conn.execute(_KEEP_JOB)
+                assert await mode() == "force_custom_plan"
+                await conn.execute(OPEN)
+                await conn.execute(_UNDO_JOB)
+                assert await mode() == "force_custom_plan"
+                assert await outcomes.record_successes(conn, [], [], [], [], "test") == 0
+                assert await mode() == "auto"  # only until this transaction ends
             assert await mode() == "force_custom_plan"
-            await conn.execute(OPEN)
-            await conn.execute(_UNDO_JOB)
-            assert await mode() == "force_custom_plan"
-            assert await outcomes.record_successes(conn, [], [], [], [], "test") == 0
-            assert await mode() == "auto"  # only until this transaction ends
-        assert await mode() == "force_custom_plan"
     finally:
-        await conn.close()
+        await pool.close()
 
 
 async def test_queues_declared_by_an_earlier_version_with_other_limits_are_used_as_they_are(settings, producer: Producer) -> None:
