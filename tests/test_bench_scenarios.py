@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncpg
 import orjson
 import pytest
 
+from chronoq._store import bench as store
 from tests.test_cli import chronoq
+from tests.test_roles import as_role
 
 
 def _document(out: Path, scenario: str) -> dict:
@@ -26,9 +29,26 @@ async def test_scale_reports_claims_lateness_and_ratios(settings, tmp_path: Path
     for row in document["runs"]:
         assert row["claim_p50_ms"] > 0 and row["claim_p99_ms"] >= row["claim_p50_ms"]
         assert row["lateness_p50_ms"] is not None and row["achieved_rate"] > 0
+        assert row["checkpointed"] is True  # the preload written back before anything is timed
     ratio = document["summary"]["ratio_largest_to_smallest"]
     assert ratio["sizes"] == [100, 1000] and ratio["claim_p50_ms"] > 0
     assert document["environment"]["autovacuum"] in ("on", "off")
+
+
+async def test_a_role_that_may_not_checkpoint_gets_false_not_an_error(settings) -> None:
+    admin = await asyncpg.connect(settings.database_url)
+    try:
+        await admin.execute("DROP ROLE IF EXISTS chronoq_test_no_checkpoint; CREATE ROLE chronoq_test_no_checkpoint LOGIN")
+        plain = await asyncpg.connect(as_role(settings.database_url, "chronoq_test_no_checkpoint"))
+        try:
+            assert await store.checkpoint(plain) is False
+            assert await plain.fetchval("SELECT 1") == 1  # the connection is still usable
+        finally:
+            await plain.close()
+        assert await store.checkpoint(admin) is True
+    finally:
+        await admin.execute("DROP ROLE IF EXISTS chronoq_test_no_checkpoint")
+        await admin.close()
 
 
 async def test_churn_samples_claims_and_dead_tuples(settings, tmp_path: Path) -> None:

@@ -76,6 +76,16 @@ async def vacuum_analyze(conn: asyncpg.Connection) -> None:
     await conn.execute(query("vacuum_analyze_wheel"))
 
 
+async def checkpoint(conn: asyncpg.Connection) -> bool:
+    """Write every dirty page back now. False where the role may not (it needs superuser or
+    pg_checkpoint): the run goes on, its figures then include the write-back."""
+    try:
+        await conn.execute(query("checkpoint"))
+    except asyncpg.InsufficientPrivilegeError:
+        return False
+    return True
+
+
 async def wheel_stats(conn: asyncpg.Connection) -> dict[str, object]:
     await conn.fetchval(query("flush_stats"))
     row = await conn.fetchrow(query("wheel_stats"))

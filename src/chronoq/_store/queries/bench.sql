@@ -27,6 +27,12 @@ FROM chronoq.wheel WHERE queue = $1;
 -- leave them on a server where it runs.
 VACUUM ANALYZE chronoq.wheel, chronoq.jobs;
 
+-- name: checkpoint
+-- After a bulk preload, before anything is timed: the preload's WAL starts checkpoints that
+-- write its pages back for minutes, through the measurements (in the ninth sitting one ran for
+-- 72 s across the 10^7 step's lateness runs). Needs superuser or the pg_checkpoint role.
+CHECKPOINT;
+
 -- name: wheel_stats
 -- Live and dead tuples of the wheel (pg_stat_user_tables), its vacuums, and the size of its heap
 -- and due_at index. Counters are flushed by each backend at most once a second, so they lag.
