@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 import pytest
@@ -100,6 +101,8 @@ async def test_bench_runs_and_records_its_environment(settings, tmp_path) -> Non
     assert cpu["total"] >= cpu["worker"] + cpu["timer"]
     assert document["median"]["cpu_ms_per_job"] == cpu  # one run: its own breakdown
     assert "CPU ms per job" in result.stdout
+    logs = re.search(r"timer and worker logs: (\S+)", result.stdout)
+    assert logs is not None and (Path(logs.group(1)) / "timer-0.log").is_file(), result.stdout
     assert {"machine", "packages", "postgres", "settings"} <= set(document["environment"])
     assert "database_url" not in document["environment"]["settings"]  # no credentials in results
 

@@ -46,6 +46,7 @@ async def run_bench(settings: Settings, scenario: str, options: dict[str, Any]) 
     columns = PROGRESS_COLUMNS
     async with pipeline(settings, timers=options["timers"], workers=options["workers"]) as p:
         environment = await describe(settings, p.conn)
+        logs = p.logs
         with Progress(*columns, console=console, transient=True, refresh_per_second=PROGRESS_REFRESH) as progress:
             await _warm_up(p, scenario, options, progress)
             for _ in range(options["runs"]):
@@ -62,6 +63,8 @@ async def run_bench(settings: Settings, scenario: str, options: dict[str, Any]) 
     show(console, title, runs)
     path = write(Path(options["out"]), scenario, runs, environment, options)
     console.print(f"results: {path}")
+    # With --log-level DEBUG the timer's log has each batch's phases (wake, claim, confirm, commit).
+    console.print(f"timer and worker logs: {logs}")
     return 0
 
 
