@@ -20,6 +20,28 @@ async def _settings_of(pool) -> tuple[str, str]:
         return await conn.fetchval("SHOW synchronous_commit"), await conn.fetchval("SHOW plan_cache_mode")
 
 
+async def test_the_timers_sessions_are_not_reset_on_release_but_open_transactions_still_end(settings) -> None:
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        pool = timer._dispatch_pool  # noqa: SLF001 - one connection: the next acquire gets it back
+        async with pool.acquire() as conn:
+            pid = conn.get_server_pid()
+            await conn.execute("SET work_mem = '7MB'")
+            await conn.execute("BEGIN")  # left open, as a batch that raised mid-way would
+        async with pool.acquire() as conn:
+            assert conn.get_server_pid() == pid
+            assert not conn.is_in_transaction()  # asyncpg still rolls back on release
+            assert await conn.fetchval("SHOW work_mem") == "7MB"  # no RESET ALL (nor its three siblings)
+    finally:
+        await timer.close()
+    async with Producer(settings.database_url) as producer:
+        async with producer.pool.acquire() as conn:
+            await conn.execute("SET work_mem = '7MB'")
+        async with producer.pool.acquire() as conn:
+            assert await conn.fetchval("SHOW work_mem") != "7MB"  # a caller-facing pool is reset
+
+
 async def test_only_the_timers_batches_commit_without_waiting_for_the_wal_flush(settings, db) -> None:
     server = await db.fetchval("SHOW synchronous_commit")
     assert server != "off"  # otherwise this test proves nothing

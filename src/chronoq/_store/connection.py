@@ -49,6 +49,12 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """A pool's reset for sessions only chronoq's own statements use: asyncpg still rolls back
+    an open transaction and drops listeners on release; the reset query's four statements
+    (advisory locks, cursors, LISTENs, settings) would find nothing to undo."""
+
+
 async def connect(url: str, *, application_name: str = "chronoq") -> asyncpg.Connection:
     try:
         conn = await asyncpg.connect(url, server_settings={"application_name": application_name})
@@ -60,7 +66,7 @@ async def connect(url: str, *, application_name: str = "chronoq") -> asyncpg.Con
 
 async def create_pool(
     url: str, *, min_size: int = 1, max_size: int = 10, application_name: str = "chronoq",
-    synchronous_commit: bool = True, custom_plans: bool = True,
+    synchronous_commit: bool = True, custom_plans: bool = True, reset_on_release: bool = True,
 ) -> asyncpg.Pool:
     # custom_plans (timers and workers): asyncpg prepares every statement, and after five runs
     # Postgres may switch it to a generic plan made for no particular parameters and for the
@@ -80,7 +86,8 @@ async def create_pool(
         settings["synchronous_commit"] = "off"
     try:
         return await asyncpg.create_pool(
-            url, min_size=min_size, max_size=max_size, init=init_connection, server_settings=settings
+            url, min_size=min_size, max_size=max_size, init=init_connection, server_settings=settings,
+            reset=None if reset_on_release else _keep_session,
         )
     except CONNECTION_ERRORS as exc:
         raise ServiceUnavailableError(f"cannot connect to Postgres: {type(exc).__name__}: {exc}") from exc
