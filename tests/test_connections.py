@@ -7,7 +7,9 @@ import asyncio
 
 import pytest
 
+from chronoq._store.connection import create_pool
 from chronoq._store.sql import query
+from chronoq.consumer.job_connection import JobConnection, WorkerConnection
 from chronoq.consumer.registry import Worker
 from chronoq.consumer.service import WorkerService
 from chronoq.errors import ServiceUnavailableError
@@ -40,6 +42,27 @@ async def test_the_timers_sessions_are_not_reset_on_release_but_open_transaction
             await conn.execute("SET work_mem = '7MB'")
         async with producer.pool.acquire() as conn:
             assert await conn.fetchval("SHOW work_mem") != "7MB"  # a caller-facing pool is reset
+
+
+async def test_a_workers_connection_is_reset_on_release_only_after_a_handler_used_it(settings) -> None:
+    pool = await create_pool(settings.database_url, max_size=1, connection_class=WorkerConnection)
+    try:
+        async with pool.acquire() as conn:  # chronoq's own statements only: nothing to undo
+            await conn.execute("SET work_mem = '7MB'")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW work_mem") == "7MB"  # not reset
+            async with conn.transaction():
+                db = JobConnection(conn)  # what a handler gets as ctx.db
+                await db.execute("SET work_mem = '9MB'")  # session-wide: outlives the group
+                await conn.execute("RELEASE SAVEPOINT chronoq_job")
+            assert await conn.fetchval("SHOW work_mem") == "9MB"
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW work_mem") != "9MB"  # reset: the next group starts clean
+            await conn.execute("SET work_mem = '7MB'")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW work_mem") == "7MB"  # and the mark does not stick
+    finally:
+        await pool.close()
 
 
 async def test_only_the_timers_batches_commit_without_waiting_for_the_wal_flush(settings, db) -> None:

@@ -67,6 +67,7 @@ async def connect(url: str, *, application_name: str = "chronoq") -> asyncpg.Con
 async def create_pool(
     url: str, *, min_size: int = 1, max_size: int = 10, application_name: str = "chronoq",
     synchronous_commit: bool = True, custom_plans: bool = True, reset_on_release: bool = True,
+    connection_class: type[asyncpg.Connection] = asyncpg.Connection,
 ) -> asyncpg.Pool:
     # custom_plans (timers and workers): asyncpg prepares every statement, and after five runs
     # Postgres may switch it to a generic plan made for no particular parameters and for the
@@ -87,7 +88,7 @@ async def create_pool(
     try:
         return await asyncpg.create_pool(
             url, min_size=min_size, max_size=max_size, init=init_connection, server_settings=settings,
-            reset=None if reset_on_release else _keep_session,
+            reset=None if reset_on_release else _keep_session, connection_class=connection_class,
         )
     except CONNECTION_ERRORS as exc:
         raise ServiceUnavailableError(f"cannot connect to Postgres: {type(exc).__name__}: {exc}") from exc
