@@ -9,7 +9,7 @@ import pytest
 
 from chronoq._store.connection import create_pool
 from chronoq._store.sql import query
-from chronoq.consumer.job_connection import JobConnection, WorkerConnection
+from chronoq.consumer.job_connection import JobConnection
 from chronoq.consumer.registry import Worker
 from chronoq.consumer.service import WorkerService
 from chronoq.errors import ServiceUnavailableError
@@ -45,7 +45,7 @@ async def test_the_timers_sessions_are_not_reset_on_release_but_open_transaction
 
 
 async def test_a_workers_connection_is_reset_on_release_only_after_a_handler_used_it(settings) -> None:
-    pool = await create_pool(settings.database_url, max_size=1, connection_class=WorkerConnection)
+    pool = await create_pool(settings.database_url, max_size=1, own_sessions=True)  # as the worker's
     try:
         async with pool.acquire() as conn:  # chronoq's own statements only: nothing to undo
             await conn.execute("SET work_mem = '7MB'")

@@ -49,10 +49,26 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    """A pool's reset for sessions only chronoq's own statements use: asyncpg still rolls back
-    an open transaction and drops listeners on release; the reset query's four statements
-    (advisory locks, cursors, LISTENs, settings) would find nothing to undo."""
+class OwnSession(asyncpg.Connection):
+    """A pooled connection that runs chronoq's own statements, which leave no session state
+    behind: on release asyncpg still rolls back an open transaction and drops listeners, but the
+    reset query (advisory locks, cursors, LISTENs, settings: four statements, one round trip) is
+    sent only if the connection was lent to other code since (``lend``: a handler's ``ctx.db``)."""
+
+    __slots__ = ("_lent",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lent = False
+
+    def lend(self) -> None:
+        self._lent = True
+
+    def get_reset_query(self) -> str:  # what asyncpg's reset on release sends
+        if not self._lent:
+            return ""
+        self._lent = False
+        return super().get_reset_query()
 
 
 async def connect(url: str, *, application_name: str = "chronoq") -> asyncpg.Connection:
@@ -66,8 +82,7 @@ async def connect(url: str, *, application_name: str = "chronoq") -> asyncpg.Con
 
 async def create_pool(
     url: str, *, min_size: int = 1, max_size: int = 10, application_name: str = "chronoq",
-    synchronous_commit: bool = True, custom_plans: bool = True, reset_on_release: bool = True,
-    connection_class: type[asyncpg.Connection] = asyncpg.Connection,
+    synchronous_commit: bool = True, custom_plans: bool = True, own_sessions: bool = False,
 ) -> asyncpg.Pool:
     # custom_plans (timers and workers): asyncpg prepares every statement, and after five runs
     # Postgres may switch it to a generic plan made for no particular parameters and for the
@@ -78,6 +93,8 @@ async def create_pool(
     # The producer keeps Postgres's default, as on a caller's own connection: force_custom_plan
     # also re-plans every foreign-key check (one per row) and every trigger statement, and with it
     # single enqueues ran at 2.6k instead of 3.2-3.6k jobs/s, bulk at 33-38k instead of 60k.
+    # own_sessions (timers and workers): connections no caller acquires (see OwnSession); the
+    # producer's pool is public (Producer.pool) and is always reset.
     # Only what chronoq changes is sent: the server's own settings (a synchronous_commit of
     # remote_apply for a standby, say) stay in force everywhere else.
     settings = {"application_name": application_name}
@@ -88,7 +105,7 @@ async def create_pool(
     try:
         return await asyncpg.create_pool(
             url, min_size=min_size, max_size=max_size, init=init_connection, server_settings=settings,
-            reset=None if reset_on_release else _keep_session, connection_class=connection_class,
+            connection_class=OwnSession if own_sessions else asyncpg.Connection,
         )
     except CONNECTION_ERRORS as exc:
         raise ServiceUnavailableError(f"cannot connect to Postgres: {type(exc).__name__}: {exc}") from exc

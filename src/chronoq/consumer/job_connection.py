@@ -9,7 +9,7 @@ opened the first time the handler uses ``ctx.db`` (any coroutine method, ``trans
 What a handler does on ``ctx.db`` may outlive its group (a session ``SET``, a ``LISTEN``, an
 advisory lock), so the connection it used is reset when the group hands it back to the pool.
 A connection no handler touched ran only chronoq's own statements, which leave nothing behind:
-it skips the reset, a round trip of four statements per group (``WorkerConnection``).
+it skips the reset, a round trip of four statements per group (``_store.connection.OwnSession``).
 """
 
 from __future__ import annotations
@@ -30,25 +30,6 @@ SAVEPOINT = "chronoq_job"
 OPEN = f"SAVEPOINT {SAVEPOINT}; SET LOCAL plan_cache_mode = auto"
 
 
-class WorkerConnection(asyncpg.Connection):
-    """The worker pool's connections: reset on release only after a handler used them."""
-
-    __slots__ = ("_handler_used",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._handler_used = False
-
-    def mark_handler_used(self) -> None:
-        self._handler_used = True
-
-    def get_reset_query(self) -> str:  # asyncpg's reset on release sends what this returns
-        if not self._handler_used:
-            return ""
-        self._handler_used = False
-        return super().get_reset_query()
-
-
 class JobConnection:
     """Duck-typed ``asyncpg.Connection`` for one handler; see the module docstring."""
 
@@ -61,9 +42,9 @@ class JobConnection:
     async def _open(self) -> None:
         if not self.opened:
             # Before anything runs: from here on, the handler may leave session state behind.
-            mark = getattr(self._conn, "mark_handler_used", None)  # through the pool's proxy
-            if mark is not None:
-                mark()
+            lend = getattr(self._conn, "lend", None)  # through the pool's proxy; a plain connection has none
+            if lend is not None:
+                lend()
             await self._conn.execute(OPEN)
             self.opened = True
 

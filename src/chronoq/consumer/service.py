@@ -33,7 +33,6 @@ from chronoq._runtime.hooks import Hooks
 from chronoq._runtime.service import start_or_close
 from chronoq._store.connection import CONNECTION_ERRORS, create_pool
 from chronoq.consumer.group import GroupExecutor, describe
-from chronoq.consumer.job_connection import WorkerConnection
 from chronoq.consumer.registry import Worker
 from chronoq.errors import ServiceUnavailableError
 from chronoq.schemas.message import PACK_HEADER
@@ -136,7 +135,7 @@ class WorkerService:
     async def start(self) -> None:
         self._pool = await create_pool(
             self.settings.database_url, min_size=1, max_size=self.concurrency + 1, application_name=self.name,
-            connection_class=WorkerConnection,  # reset on release only after a handler used it
+            own_sessions=True,  # reset on release only after a handler used it (job_connection.py)
         )
         self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
         self._publisher = ConfirmedPublisher(self._broker, self.topology)
