@@ -67,3 +67,20 @@ async def test_only_one_timer_prunes_at_a_time(settings, db) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+async def test_deleting_jobs_by_hand_deletes_their_occurrences_and_history(producer: Producer, db) -> None:
+    # The wheel has no foreign key to its job (migration 007: it made bulk enqueue pay one
+    # lookup and one row lock per job); a statement-level trigger does what its cascade did.
+    assert await db.fetchval(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'chronoq.wheel'::regclass AND contype = 'f'"
+    ) == 0
+    doomed = [await producer.enqueue("history", {}, delay=3600) for _ in range(3)]
+    cron = await producer.schedule("history", {}, cron="0 0 1 1 *")
+    kept = await producer.enqueue("history", {}, delay=3600)
+    cancelled = await producer.enqueue("history", {}, delay=3600)
+    await producer.cancel(cancelled)  # leaves a 'cancelled' result row
+    await db.execute("DELETE FROM chronoq.jobs WHERE id = ANY($1)", [*doomed, cron, cancelled])
+    left = await db.fetch("SELECT job_id FROM chronoq.wheel")
+    assert [r["job_id"] for r in left] == [kept]
+    assert await db.fetchval("SELECT count(*) FROM chronoq.results") == 0
