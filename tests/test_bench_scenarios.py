@@ -64,6 +64,29 @@ async def test_churn_samples_claims_and_dead_tuples(settings, tmp_path: Path) ->
     assert any("Index Scan" in line for line in summary["explain_claim_after_churn"])
 
 
+async def test_churn_with_a_naptime_switches_autovacuum_on_for_the_run_and_resets_it(settings, tmp_path: Path) -> None:
+    result = chronoq(settings, "bench", "churn", "--jobs", "1000", "--preload", "100", "--claim-batch", "100",
+                     "--autovacuum-naptime", "2s", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = _document(tmp_path, "churn")["summary"]
+    assert summary["autovacuum"] is True and summary["autovacuum_switched_on_for_run"] is True
+    assert summary["autovacuum_naptime"] == "2s"
+    conn = await asyncpg.connect(settings.database_url)
+    try:  # nothing of the run is left in postgresql.auto.conf
+        left = await conn.fetch("SELECT name FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf' "
+                                "AND name IN ('autovacuum', 'autovacuum_naptime')")
+        assert left == []
+    finally:
+        await conn.close()
+
+
+def test_churn_refuses_a_naptime_postgres_would_not_take(settings, tmp_path: Path) -> None:
+    result = chronoq(settings, "bench", "churn", "--autovacuum-naptime", "500ms", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "autovacuum naptime must be between 1s and 24d, got '500ms'" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
 async def test_enqueue_reports_single_and_bulk_rates_and_the_bulk_cpu_per_job(settings, tmp_path: Path) -> None:
     result = chronoq(settings, "bench", "enqueue", "--jobs", "2000", "--runs", "1", "--concurrency", "2",
                      "--out", str(tmp_path))

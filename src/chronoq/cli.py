@@ -42,6 +42,13 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _naptime(text: str) -> timedelta:
+    naptime = _duration(text)
+    if not timedelta(seconds=1) <= naptime <= timedelta(days=24):  # Postgres's range for the setting
+        raise argparse.ArgumentTypeError(f"autovacuum naptime must be between 1s and 24d, got {text!r}")
+    return naptime
+
+
 def _counts(text: str) -> list[int]:
     try:
         counts = [int(part) for part in text.split(",")]
@@ -187,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="churn/memory: future jobs preloaded (default 1000000)")
     bench.add_argument("--autovacuum", choices=["server", "on"], default="server",
                        help="churn: 'on' switches autovacuum on for the run (ALTER SYSTEM, superuser), reset after")
+    bench.add_argument("--autovacuum-naptime", type=_naptime, default=None,
+                       help="churn: autovacuum on with this launcher naptime for the run, e.g. 5s (ALTER SYSTEM, "
+                            "superuser; the server's default is 60s), reset after")
     bench.add_argument("--settle", type=float, default=6.0, help="memory: seconds idle before reading RSS (default 6)")
     bench.add_argument("--keep", action="store_true", help="scale/churn/memory: keep the preloaded jobs")
     bench.add_argument("--output", default="bench-lateness.png", help="plot: the PNG to write")
@@ -290,7 +300,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             options = {k: getattr(args, k) for k in ("jobs", "rate", "duration", "find_max", "handler", "workers",
                                                      "timers", "runs", "warmup", "out", "sizes", "claim_batches", "preload",
-                                                     "autovacuum", "settle", "keep", "inputs", "output")}
+                                                     "autovacuum", "autovacuum_naptime", "settle", "keep", "inputs",
+                                                     "output")}
             if options["jobs"] is None:
                 options["jobs"] = 1_000_000 if args.scenario == "churn" else 20_000
             options["concurrency"] = settings.concurrency

@@ -4,6 +4,7 @@ on for a run on a server where it is off."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +12,9 @@ import asyncpg
 
 from chronoq._store.sql import query
 
+#: How long set_autovacuum_on waits for a reload to reach its session: 5 s in all.
+RELOAD_POLL = timedelta(milliseconds=50)
+RELOAD_POLLS = 100
 _JOB_COLUMNS = ("id", "queue", "payload", "max_attempts", "backoff_base_ms", "backoff_cap_ms", "jitter", "timeout_ms")
 _WHEEL_COLUMNS = ("occurrence_key", "job_id", "queue", "fire_at", "run_at", "due_at", "head")
 #: The job defaults of a plain ``enqueue`` (3 attempts, 1 s .. 1 h backoff, 10 % jitter, 5 min timeout).
@@ -106,12 +110,27 @@ async def explain_claim(conn: asyncpg.Connection, limit: int) -> list[str]:
     return plan
 
 
-async def set_autovacuum_on(conn: asyncpg.Connection) -> None:
+async def set_autovacuum_on(conn: asyncpg.Connection, naptime: timedelta | None = None) -> None:
     """``ALTER SYSTEM`` (superuser): overrides postgresql.conf and its conf.d until reset."""
     await conn.execute(query("autovacuum_on"))
+    if naptime is not None:
+        # ALTER SYSTEM takes no parameters: the value is formatted, from a timedelta only.
+        await conn.execute(f"ALTER SYSTEM SET autovacuum_naptime = '{int(naptime.total_seconds() * 1000)}ms'")
     await conn.fetchval(query("reload_conf"))
+    # pg_reload_conf() only signals the postmaster, which signals every backend, this one
+    # included: wait (bounded) until this session sees the new settings, so that what the run
+    # records is what it ran with.
+    for _ in range(RELOAD_POLLS):
+        if await conn.fetchval("SHOW autovacuum") == "on":
+            return
+        await asyncio.sleep(RELOAD_POLL.total_seconds())
 
 
 async def reset_autovacuum(conn: asyncpg.Connection) -> None:
     await conn.execute(query("autovacuum_reset"))
+    await conn.execute(query("autovacuum_naptime_reset"))
     await conn.fetchval(query("reload_conf"))
+
+
+async def autovacuum_naptime(conn: asyncpg.Connection) -> str:
+    return await conn.fetchval("SHOW autovacuum_naptime")

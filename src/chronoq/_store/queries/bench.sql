@@ -53,7 +53,11 @@ SELECT pg_stat_force_next_flush();
 ALTER SYSTEM SET autovacuum = on;
 
 -- name: autovacuum_reset
+-- (ALTER SYSTEM runs in no transaction block, an implicit one of several statements included.)
 ALTER SYSTEM RESET autovacuum;
+
+-- name: autovacuum_naptime_reset
+ALTER SYSTEM RESET autovacuum_naptime;
 
 -- name: reload_conf
 SELECT pg_reload_conf();
