@@ -92,6 +92,13 @@ def test_infrastructure_images(services: dict) -> None:
     assert env.get("POSTGRES_DB") == "chronoq"
 
 
+def test_postgres_runs_autovacuum_often_enough_for_the_wheel(services: dict) -> None:
+    command = services["postgres"]["command"]
+    assert command[0] == "postgres"  # the image's entrypoint passes options to the server
+    options = dict(command[i + 1].split("=", 1) for i, flag in enumerate(command) if flag == "-c")
+    assert options["autovacuum_naptime"] == "5s"
+
+
 def test_rabbitmq_ports_published(services: dict) -> None:
     assert {5672, 15672} <= _container_ports(services["rabbitmq"])
 
