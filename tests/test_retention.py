@@ -84,3 +84,25 @@ async def test_deleting_jobs_by_hand_deletes_their_occurrences_and_history(produ
     left = await db.fetch("SELECT job_id FROM chronoq.wheel")
     assert [r["job_id"] for r in left] == [kept]
     assert await db.fetchval("SELECT count(*) FROM chronoq.results") == 0
+
+
+async def test_a_timer_drops_an_occurrence_whose_job_is_gone_and_runs_the_rest(settings, producer: Producer, db,
+                                                                               caplog) -> None:
+    worker = Worker()
+
+    @worker.handler("history")
+    async def history(ctx: JobContext, payload: dict) -> None:
+        return None
+
+    # What a job deleted by hand leaves if its next tick was being written meanwhile.
+    await db.execute("INSERT INTO chronoq.wheel (occurrence_key, job_id, queue, fire_at, run_at, due_at) "
+                     "VALUES ('999999999@2026-01-01T00:00:00.000000Z', 999999999, 'history', now(), now(), now())")
+    job = await producer.enqueue("history", {})
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        await all_finished(producer, [job], timeout=30)
+
+        async def dropped() -> bool:
+            return await db.fetchval("SELECT count(*) FROM chronoq.wheel WHERE job_id = 999999999") == 0
+
+        await eventually(dropped, what="the timer to drop the occurrence of a job that is gone")
+    assert [r.job_id for r in caplog.records if getattr(r, "action", None) == "orphan_dropped"] == [999999999]

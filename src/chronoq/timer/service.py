@@ -184,6 +184,11 @@ class Timer:
             if not rows:
                 return 0
             failpoint("timer.after_claim")
+            claimed = len(rows)
+            if orphans := [r for r in rows if r["kind"] is None]:
+                rows = await self._drop_orphans(conn, rows, orphans)
+                if not rows:
+                    return claimed
             started = time.perf_counter()
             to_publish = [r for r in rows if not r["head"]]
             plans: list[tuple[asyncpg.Record, Plan]] = []
@@ -255,7 +260,18 @@ class Timer:
                     "commit_ms": round((committed - written) * 1000, 2),
                 },
             )
-        return len(rows)
+        return claimed
+
+    async def _drop_orphans(
+        self, conn: asyncpg.Connection, rows: list[asyncpg.Record], orphans: list[asyncpg.Record]
+    ) -> list[asyncpg.Record]:
+        """Occurrences whose job no longer exists (deleted by hand): nothing to run, nowhere to
+        record an outcome. They leave the wheel in this batch's transaction; the rest go on."""
+        await wheel.drop(conn, [r["occurrence_key"] for r in orphans])
+        for r in orphans:
+            log.warning("dropped an occurrence whose job no longer exists",
+                        extra={"action": "orphan_dropped", "job_id": r["job_id"], "occurrence": r["occurrence_key"]})
+        return [r for r in rows if r["kind"] is not None]
 
     def _messages(
         self, rows: list[asyncpg.Record], dispatch_id: int

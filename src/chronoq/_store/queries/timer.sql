@@ -29,7 +29,10 @@ FROM due
 -- hundreds of due rows where there were three, and hashed the whole jobs table for every claim,
 -- a third of Postgres's CPU at 200 jobs/s (docs/benchmarks.md, eighth sitting). OFFSET 0 keeps
 -- the planner from merging this back into a join it may plan that way.
-CROSS JOIN LATERAL (SELECT * FROM chronoq.jobs WHERE id = due.job_id OFFSET 0) AS j;
+-- A LEFT join: a row whose job is gone (no foreign key since migration 007; a job deleted by
+-- hand while its next tick was being written) comes back with j.kind NULL, and the timer drops
+-- it, instead of claiming it again in every batch.
+LEFT JOIN LATERAL (SELECT * FROM chronoq.jobs WHERE id = due.job_id OFFSET 0) AS j ON true;
 
 -- name: mark_dispatched
 -- Push each row's due_at to its redelivery deadline: if no outcome removes the row by then, a
