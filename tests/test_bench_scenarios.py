@@ -61,6 +61,9 @@ async def test_churn_samples_claims_and_dead_tuples(settings, tmp_path: Path) ->
     assert all(s["claim_p50_ms"] > 0 and s["wheel_dead"] is not None for s in samples)
     summary = document["summary"]
     assert summary["claim_p50_growth"] > 0 and summary["autovacuum_switched_on_for_run"] is False
+    # Growth as a trend over the run, not a ratio of two samples that an autovacuum pass can flip.
+    assert isinstance(summary["claim_buffers_per_100k_jobs"], float)
+    assert summary["claim_p50_second_half_vs_first"] > 0 and summary["claim_buffers_second_half_vs_first"] > 0
     assert any("Index Scan" in line for line in summary["explain_claim_after_churn"])
 
 

@@ -139,6 +139,24 @@ async def churn(url: str, *, jobs: int, batch: int, lease: timedelta, progress: 
     return samples
 
 
+def _trend(samples: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Growth over the run, robust to where the last sample falls in an autovacuum cycle: the
+    least-squares slope against jobs done, and the second half's median against the first's."""
+    jobs = [s["jobs_done"] / 100_000 for s in samples]
+    trend: dict[str, float | None] = {}
+    for key, name in (("claim_p50_ms", "claim_p50"), ("claim_buffers", "claim_buffers")):
+        values = [s[key] for s in samples]
+        slope = statistics.linear_regression(jobs, values).slope if len(set(jobs)) > 1 else 0.0
+        trend[f"{name}{'_ms' if key.endswith('_ms') else ''}_per_100k_jobs"] = round(slope, 3)
+        half = len(values) // 2
+        if half:
+            first, second = statistics.median(values[:half]), statistics.median(values[half:])
+            trend[f"{name}_second_half_vs_first"] = round(second / first, 2) if first else None
+        else:
+            trend[f"{name}_second_half_vs_first"] = None
+    return trend
+
+
 async def _reset_autovacuum(url: str) -> None:
     """On a new connection, retried for a minute: the run's own may be the one that broke (the
     server restarted), and autovacuum must not stay switched on behind the operator's back."""
@@ -185,6 +203,7 @@ async def measure(settings: Settings, options: dict[str, Any], progress: Progres
         await conn.close()
     first, last = samples[0], samples[-1]
     growth = round(last["claim_p50_ms"] / first["claim_p50_ms"], 2) if first["claim_p50_ms"] else None
+    trend = _trend(samples)
     summary = {
         "autovacuum": autovacuum,
         "autovacuum_switched_on_for_run": switched,
@@ -195,6 +214,7 @@ async def measure(settings: Settings, options: dict[str, Any], progress: Progres
         "claim_p50_first_ms": first["claim_p50_ms"],
         "claim_p50_last_ms": last["claim_p50_ms"],
         "claim_p50_growth": growth,
+        **trend,
         "claim_buffers_first": first["claim_buffers"],
         "claim_buffers_last": last["claim_buffers"],
         "plan_buffers_first": first["plan_buffers"],
@@ -206,7 +226,10 @@ async def measure(settings: Settings, options: dict[str, Any], progress: Progres
     title = (f"chronoq bench churn ({options['jobs']:,} jobs, {options['preload']:,} future jobs preloaded, "
              f"claim batch {settings.claim_batch}, autovacuum {'on' if autovacuum else 'OFF'}, naptime {naptime})")
     notes = [(f"claim p50 first interval {first['claim_p50_ms']} ms, last {last['claim_p50_ms']} ms: x{growth}; "
-              f"buffers per claim {first['claim_buffers']} -> {last['claim_buffers']}")]
+              f"buffers per claim {first['claim_buffers']} -> {last['claim_buffers']}"),
+             (f"trend per 100k jobs: claim p50 {trend['claim_p50_ms_per_100k_jobs']:+} ms, buffers per claim "
+              f"{trend['claim_buffers_per_100k_jobs']:+}; second half against first (medians): claim p50 "
+              f"x{trend['claim_p50_second_half_vs_first']}, buffers x{trend['claim_buffers_second_half_vs_first']}")]
     if not autovacuum:
         notes.append("autovacuum is off on this server: dead wheel rows stay until a manual VACUUM "
                      "(--autovacuum on switches it on for the run)")
