@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from chronoq import Producer
 from tests.conftest import child_env
+from tests.harness import eventually
 
 
 def chronoq(settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -147,3 +150,57 @@ async def test_status_watch_is_a_live_view_that_quits_on_ctrl_c(settings, produc
             process.kill()
             process.communicate()
         os.close(master)
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Live child processes of ``pid``: their command lines, from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # gone meanwhile
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if int(fields.get("PPid", "0")) == pid and not fields.get("State", "").startswith("Z"):
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return not (Path("/proc") / str(pid) / "status").read_text().split("State:\t", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+async def test_a_killed_bench_takes_its_timer_and_worker_with_it(settings, tmp_path: Path) -> None:
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "chronoq", "bench", "steady", "--rate", "50", "--duration", "120", "--runs", "1",
+         "--warmup", "0", "--out", str(tmp_path)],
+        env=child_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    fleet: dict[int, str] = {}
+    try:
+
+        async def started() -> bool:
+            fleet.update(_children(bench.pid))
+            return any(" timer" in c for c in fleet.values()) and any(" worker" in c for c in fleet.values())
+
+        await eventually(started, what="the bench to start its timer and worker")
+        bench.kill()  # no cleanup of its own can run
+        bench.wait()
+
+        async def gone() -> bool:
+            return not any(_alive(pid) for pid in fleet)
+
+        await eventually(gone, timeout=45, what="the timer and worker to stop after the bench died")
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        for pid in fleet:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -4,6 +4,7 @@ the benchmarks): the same commands an operator runs, configured through CHRONOQ_
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -15,6 +16,8 @@ from pathlib import Path
 from chronoq._runtime.config import Settings
 
 READY_TIMEOUT = 30.0
+PR_SET_PDEATHSIG = 1  # prctl(2)
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -34,8 +37,19 @@ def spawn(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[by
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     return subprocess.Popen(
         [sys.executable, "-m", "chronoq", *args, "--log-level", level],
-        env=settings_env(settings), stdout=handle, stderr=handle,
+        # preexec_fn runs between fork and exec; it only calls a function resolved beforehand
+        # (no import, no dlopen, no lock that another thread of this process could hold).
+        env=settings_env(settings), stdout=handle, stderr=handle, preexec_fn=_stop_with_parent,  # noqa: PLW1509
     )
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: have Linux send it SIGTERM when the process that started it
+    dies, however it dies. A benchmark or demo that is killed (SIGKILL, or a SIGTERM that ends
+    it before its own cleanup) would otherwise leave its timers and workers running, loading
+    the machine and filling the bench queue. Elsewhere a no-op."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 async def wait_ready(log: Path, marker: bytes, proc: subprocess.Popen[bytes]) -> None:
