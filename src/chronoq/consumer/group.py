@@ -247,7 +247,7 @@ class GroupExecutor:
 
     async def _run_locked(
         self, conn: asyncpg.Connection, runnable: list[Member], statuses: dict[str, outcomes.OccurrenceStatus],
-        locked: set[str], db_started: datetime | None,
+        locked: set[str], db_started: datetime,
     ) -> None:
         """Inside the group's transaction, the live occurrences locked: run, record, and let
         the caller commit."""
@@ -263,7 +263,6 @@ class GroupExecutor:
             if m.attempt.occurrence_key not in locked and not NO_FENCE:  # type: ignore[union-attr]
                 m.action = "duplicate"  # ended between the start and the lock
                 continue
-            assert db_started is not None
             started_at = db_started + timedelta(seconds=time.perf_counter() - clock_started)
             starts = statuses[m.attempt.occurrence_key].starts  # type: ignore[union-attr]
             if starts is not None and starts > self.delivery_limit:

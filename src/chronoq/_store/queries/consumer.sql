@@ -121,13 +121,14 @@ ORDER BY input.position;
 -- First statement of a group's transaction: lock the live occurrences about to run, in key
 -- order (so that two groups never deadlock), and read the database clock the group started at.
 -- Holding these locks is the fence: no other delivery, cancel or timer can end them meanwhile.
-SELECT occurrence_key, clock_timestamp() AS db_now FROM (
+-- One row, whether anything was locked or not: the clock is read after the locks either way.
+SELECT coalesce(array_agg(occurrence_key), '{}') AS locked, clock_timestamp() AS db_now FROM (
     SELECT w.occurrence_key FROM chronoq.wheel w
     JOIN unnest($1::text[], $2::int[]) AS i(occurrence_key, attempt)
       ON w.occurrence_key = i.occurrence_key AND w.attempt = i.attempt
     ORDER BY w.occurrence_key
     FOR UPDATE OF w
-) AS locked;
+) AS live;
 
 -- name: record_successes
 -- The group's successes, in its transaction, with the handlers' own writes: remove each
