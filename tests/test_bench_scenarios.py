@@ -3,6 +3,7 @@ has the figures each scenario promises."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -80,6 +81,21 @@ async def test_churn_with_a_naptime_switches_autovacuum_on_for_the_run_and_reset
                                 "AND name IN ('autovacuum', 'autovacuum_naptime')")
         assert left == []
     finally:
+        await conn.close()
+
+
+async def test_the_naptime_asked_for_is_what_the_session_runs_with_also_when_autovacuum_was_on(settings) -> None:
+    # What the churn run records comes from this session after the call (a reload only signals).
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await store.set_autovacuum_on(conn)
+        for seconds in (3, 7):
+            await store.set_autovacuum_on(conn, naptime=timedelta(seconds=seconds))
+            running_with = await store.autovacuum_settings(conn)
+            assert (running_with["enabled"], running_with["naptime_s"], running_with["naptime"]) == (True, seconds,
+                                                                                                     f"{seconds}s")
+    finally:
+        await store.reset_autovacuum(conn)
         await conn.close()
 
 

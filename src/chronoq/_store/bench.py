@@ -114,14 +114,15 @@ async def set_autovacuum_on(conn: asyncpg.Connection, naptime: timedelta | None 
     """``ALTER SYSTEM`` (superuser): overrides postgresql.conf and its conf.d until reset."""
     await conn.execute(query("autovacuum_on"))
     if naptime is not None:
-        # ALTER SYSTEM takes no parameters: the value is formatted, from a timedelta only.
-        await conn.execute(f"ALTER SYSTEM SET autovacuum_naptime = '{int(naptime.total_seconds() * 1000)}ms'")
+        await conn.execute(query("autovacuum_naptime_set").format(milliseconds=naptime // timedelta(milliseconds=1)))
     await conn.fetchval(query("reload_conf"))
     # pg_reload_conf() only signals the postmaster, which signals every backend, this one
-    # included: wait (bounded) until this session sees the new settings, so that what the run
-    # records is what it ran with.
+    # included: wait (bounded) until this session runs with what was asked, so that what the
+    # run records is what it ran with. Postgres rounds the naptime to whole seconds.
+    naptime_s = None if naptime is None else int(naptime.total_seconds() + 0.5)
     for _ in range(RELOAD_POLLS):
-        if await conn.fetchval("SHOW autovacuum") == "on":
+        now = await autovacuum_settings(conn)
+        if now["enabled"] and naptime_s in (None, now["naptime_s"]):
             return
         await asyncio.sleep(RELOAD_POLL.total_seconds())
 
@@ -132,5 +133,5 @@ async def reset_autovacuum(conn: asyncpg.Connection) -> None:
     await conn.fetchval(query("reload_conf"))
 
 
-async def autovacuum_naptime(conn: asyncpg.Connection) -> str:
-    return await conn.fetchval("SHOW autovacuum_naptime")
+async def autovacuum_settings(conn: asyncpg.Connection) -> asyncpg.Record:
+    return await conn.fetchrow(query("autovacuum_settings"))

@@ -30,7 +30,7 @@ from rich.progress import Progress
 
 from chronoq._runtime.config import Settings
 from chronoq._store import bench as store
-from chronoq._store import maintenance, outcomes, wheel
+from chronoq._store import outcomes, wheel
 from chronoq._store.connection import CONNECTION_ERRORS
 from chronoq.bench.report import Measured
 from chronoq.bench.scale import (
@@ -176,14 +176,14 @@ async def _reset_autovacuum(url: str) -> None:
 
 async def measure(settings: Settings, options: dict[str, Any], progress: Progress) -> Measured:
     conn = await connect(settings.database_url)
-    naptime = options.get("autovacuum_naptime")
-    switched = options["autovacuum"] == "on" or naptime is not None
+    asked_naptime = options.get("autovacuum_naptime")
+    switched = options["autovacuum"] == "on" or asked_naptime is not None
     block = (0, -1)
     try:
         if switched:
-            await store.set_autovacuum_on(conn, naptime=naptime)
-        autovacuum = await maintenance.autovacuum_enabled(conn)
-        naptime = await store.autovacuum_naptime(conn)
+            await store.set_autovacuum_on(conn, naptime=asked_naptime)
+        running_with = await store.autovacuum_settings(conn)
+        autovacuum, naptime = running_with["enabled"], running_with["naptime"]
         block, _ = await preload_future(conn, options["preload"], 0, progress)
         await store.vacuum_analyze(conn)
         samples = await churn(settings.database_url, jobs=options["jobs"], batch=settings.claim_batch,

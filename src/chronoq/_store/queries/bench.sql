@@ -52,6 +52,17 @@ SELECT pg_stat_force_next_flush();
 -- The churn benchmark's opt-in on a server where autovacuum is off (needs a superuser).
 ALTER SYSTEM SET autovacuum = on;
 
+-- name: autovacuum_naptime_set
+-- ALTER SYSTEM takes no parameters: {milliseconds} is formatted in, from an int only.
+ALTER SYSTEM SET autovacuum_naptime = '{milliseconds}ms';
+
+-- name: autovacuum_settings
+-- What this session runs with: whether autovacuum is on, the naptime in whole seconds (the
+-- setting's unit) and as Postgres shows it.
+SELECT current_setting('autovacuum')::boolean AS enabled,
+       (SELECT setting::int FROM pg_settings WHERE name = 'autovacuum_naptime') AS naptime_s,
+       current_setting('autovacuum_naptime') AS naptime;
+
 -- name: autovacuum_reset
 -- (ALTER SYSTEM runs in no transaction block, an implicit one of several statements included.)
 ALTER SYSTEM RESET autovacuum;
