@@ -143,17 +143,14 @@ def _trend(samples: list[dict[str, Any]]) -> dict[str, float | None]:
     """Growth over the run, robust to where the last sample falls in an autovacuum cycle: the
     least-squares slope against jobs done, and the second half's median against the first's."""
     jobs = [s["jobs_done"] / 100_000 for s in samples]
+    half = len(samples) // 2
     trend: dict[str, float | None] = {}
     for key, name in (("claim_p50_ms", "claim_p50"), ("claim_buffers", "claim_buffers")):
         values = [s[key] for s in samples]
         slope = statistics.linear_regression(jobs, values).slope if len(set(jobs)) > 1 else 0.0
-        trend[f"{name}{'_ms' if key.endswith('_ms') else ''}_per_100k_jobs"] = round(slope, 3)
-        half = len(values) // 2
-        if half:
-            first, second = statistics.median(values[:half]), statistics.median(values[half:])
-            trend[f"{name}_second_half_vs_first"] = round(second / first, 2) if first else None
-        else:
-            trend[f"{name}_second_half_vs_first"] = None
+        first = statistics.median(values[:half]) if half else 0
+        trend[f"{key}_per_100k_jobs"] = round(slope, 3)
+        trend[f"{name}_second_half_vs_first"] = round(statistics.median(values[half:]) / first, 2) if first else None
     return trend
 
 

@@ -185,8 +185,8 @@ class Timer:
                 return 0
             failpoint("timer.after_claim")
             claimed = len(rows)
-            if orphans := [r for r in rows if r["kind"] is None]:
-                rows = await self._drop_orphans(conn, rows, orphans)
+            if any(r["kind"] is None for r in rows):
+                rows = await self._drop_orphans(conn, rows)
                 if not rows:
                     return claimed
             started = time.perf_counter()
@@ -262,12 +262,11 @@ class Timer:
             )
         return claimed
 
-    async def _drop_orphans(
-        self, conn: asyncpg.Connection, rows: list[asyncpg.Record], orphans: list[asyncpg.Record]
-    ) -> list[asyncpg.Record]:
+    async def _drop_orphans(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
         """Occurrences whose job no longer exists (deleted by hand): nothing to run, nowhere to
-        record an outcome. They leave the wheel in this batch's transaction; the rest go on."""
-        await wheel.drop(conn, [r["occurrence_key"] for r in orphans])
+        record an outcome. They leave the wheel in this batch's transaction; returns the rest."""
+        orphans = [r for r in rows if r["kind"] is None]
+        await wheel.drop(conn, [r["occurrence_key"] for r in orphans])  # one statement for all
         for r in orphans:
             log.warning("dropped an occurrence whose job no longer exists",
                         extra={"action": "orphan_dropped", "job_id": r["job_id"], "occurrence": r["occurrence_key"]})
