@@ -7,10 +7,12 @@
 -- same machine (docs/benchmarks.md, tenth sitting).
 --
 -- What keeps the reference: every statement that inserts a wheel row takes its job id from a
--- job row it reads or inserts in the same statement (producer.sql, schedules.sql, timer.sql,
--- dead.sql), and jobs are deleted only by retention, which deletes one-shot jobs with no
--- occurrence left, or by hand. For the latter, the trigger below does what ON DELETE CASCADE
--- did: deleting jobs deletes their occurrences, in the same statement.
+-- job row it reads or writes in the same statement (producer.sql, dead.sql), or from a row its
+-- transaction holds (timer.sql: the claimed head; schedules.sql: the job just written); and jobs are
+-- deleted only by retention, which deletes one-shot jobs with no occurrence left, or by hand.
+-- For the latter, the trigger below does what ON DELETE CASCADE did: deleting jobs deletes
+-- their occurrences, in the same statement. A row left behind all the same (a job deleted by
+-- hand while its next tick was being written) is dropped by the timer that claims it.
 ALTER TABLE chronoq.wheel DROP CONSTRAINT wheel_job_id_fkey;
 
 CREATE FUNCTION chronoq.delete_occurrences_of_deleted_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
