@@ -34,6 +34,7 @@ from chronoq._runtime.service import start_or_close
 from chronoq._store.connection import CONNECTION_ERRORS, create_pool
 from chronoq.consumer.group import GroupExecutor, describe
 from chronoq.consumer.registry import Worker
+from chronoq.consumer.turns import Turns
 from chronoq.errors import ServiceUnavailableError
 from chronoq.schemas.message import PACK_HEADER
 
@@ -73,11 +74,22 @@ class Lane:
 
     async def _receive(self, message: Incoming) -> None:
         await self.inbox.put(message)
+        if self.inbox.qsize() == self.service.batch_size:
+            self.service.turns.wake()  # a full batch no longer waits for its turn
+
+    def _full(self) -> bool:
+        # The delivery the loop holds counts: it left the inbox.
+        return self.inbox.qsize() + 1 >= self.service.batch_size
 
     async def _loop(self) -> None:
         s = self.service
         while True:
             first = await self.inbox.get()
+            try:
+                await s.turns.wait(self._full)
+            except asyncio.CancelledError:  # drain() cancels a lane that waits: hand it back
+                await asyncio.shield(first.requeue())
+                raise
             if s.draining:  # no new group once shutdown began: drain() hands the buffer back
                 self.inbox.put_nowait(first)
                 return
@@ -85,6 +97,7 @@ class Lane:
             while len(group) < s.batch_size and not self.inbox.empty():
                 group.append(self.inbox.get_nowait())
             self.busy = True
+            s.turns.started()
             try:
                 # Shielded: if the broker closes the channel under it, a group being committed
                 # is still committed; its ack then fails harmlessly and redeliveries are
@@ -96,6 +109,7 @@ class Lane:
                 log.exception("lane failed to settle a group", extra={"action": "lane_error", "lane": self.number})
             finally:
                 self.busy = False
+                s.turns.ended()
 
     async def hand_back_buffered(self) -> None:
         while not self.inbox.empty():
@@ -119,6 +133,7 @@ class WorkerService:
         self.queues = worker.select(queues)
         self.concurrency = concurrency or settings.concurrency
         self.batch_size = settings.batch_size
+        self.turns = Turns()
         self.name = name or f"worker@{socket.gethostname()}:{os.getpid()}"
         self.topology = Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
         self._pool: asyncpg.Pool | None = None

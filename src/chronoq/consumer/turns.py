@@ -1,0 +1,58 @@
+"""Lanes take turns while handlers are fast, so that a burst runs in few, large groups.
+
+Each lane has its own channel and inbox, and RabbitMQ spreads deliveries across them. A lane that
+started a group with whatever its inbox held the moment it was free ran small groups in a burst:
+four lanes shared the inflow, 15 jobs a group on average where 32 fit, and every group paid a
+transaction, two statements, a commit and an ack (docs/benchmarks.md, eleventh sitting).
+
+So a lane with a partial group waits while another lane's group runs, until one of: no group
+runs, its inbox holds a full batch, or ``linger`` has passed since it began waiting. Fast
+handlers then take turns in large groups; slow handlers, whose groups outlast the linger, still
+run side by side, ``concurrency`` at once; and an idle worker starts a delivery at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+#: Longest a delivery waits for another lane's group before its own group starts anyway.
+DEFAULT_LINGER = 0.010
+
+
+class Turns:
+    def __init__(self, linger: float = DEFAULT_LINGER) -> None:
+        self.linger = linger
+        self.running = 0  # groups in progress, over all lanes
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def wait(self, full: Callable[[], bool]) -> None:
+        """Return when the caller's group should start: ``full()`` says its inbox holds a batch.
+        The caller calls :meth:`started` before its next ``await``."""
+        if not self.running or full():
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.linger
+        while self.running and not full():
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except TimeoutError:
+                return
+            finally:
+                self._waiters.remove(waiter)
+
+    def started(self) -> None:
+        self.running += 1
+
+    def ended(self) -> None:
+        self.running -= 1
+        self.wake()
+
+    def wake(self) -> None:
+        """Something a waiting lane checks has changed: each looks again."""
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
