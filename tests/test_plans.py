@@ -59,3 +59,28 @@ async def test_claim_and_group_lock_look_rows_up_by_key_under_statistics_of_empt
             assert whole_table_reads(await explain(conn, "start_deliveries", [key], [1], [timedelta(minutes=5)])) == []
     finally:
         await pool.close()
+
+
+async def test_the_timer_counts_the_due_backlog_only_when_asked(settings, producer: Producer) -> None:
+    """The timer reads next_due after every batch that did not fill; the backlog count in it (a
+    scan of the wheel when the statistics expect many due rows) runs at most once a second."""
+    from chronoq._store import wheel
+
+    await producer.enqueue_many([{"queue": "now", "payload": {}}] * 5)
+    pool = await create_pool(settings.database_url, max_size=1, custom_plans=True)
+    try:
+        async with pool.acquire() as conn:
+            assert (await wheel.next_due(conn, count_backlog=True))[2] == 5
+            assert (await wheel.next_due(conn, count_backlog=False))[2] is None
+
+            async def counting_scans(count_backlog: bool) -> list[dict[str, Any]]:
+                document = orjson.loads(await conn.fetchval(
+                    "EXPLAIN (ANALYZE, FORMAT JSON) " + query("next_due"), count_backlog))
+                return [n for n in nodes(document[0]["Plan"])
+                        if "due_at <= now()" in n.get("Filter", "") + n.get("Index Cond", "")]
+
+            assert [n["Actual Loops"] for n in await counting_scans(True)] == [1]
+            # Not asked: the count is planned away, or at least never runs.
+            assert all(n["Actual Loops"] == 0 for n in await counting_scans(False))
+    finally:
+        await pool.close()

@@ -32,9 +32,10 @@ async def postpone(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], pau
         )
 
 
-async def next_due(conn: asyncpg.Connection) -> tuple[float, float | None, int]:
-    """(database epoch now, seconds until the earliest due row or None, rows due now)."""
-    row = await conn.fetchrow(query("next_due"))
+async def next_due(conn: asyncpg.Connection, *, count_backlog: bool) -> tuple[float, float | None, int | None]:
+    """(database epoch now, seconds until the earliest due row or None, rows due now if
+    ``count_backlog``, else None)."""
+    row = await conn.fetchrow(query("next_due"), count_backlog)
     return row["db_now"], row["due_in"], row["backlog"]
 
 

@@ -57,6 +57,8 @@ SUBMISSION_PREFETCH = 20
 INTAKE_START_TIMEOUT = 10.0
 #: Pause when due rows exist but are all locked by other timers' batches.
 LOCKED_ROWS_PAUSE = 0.05
+#: Seconds between counts of the due backlog (the chronoq_due_backlog gauge): see next_due.
+BACKLOG_INTERVAL = 1.0
 #: Due time of a parked row (a paused job's next tick): never, until resumed.
 INFINITY = datetime.max.replace(tzinfo=UTC)
 
@@ -82,6 +84,7 @@ class Timer:
         self._planned_wake = 0.0
         self._clock_offset = 0.0
         self._claimed_nothing_while_due = False
+        self._backlog_due = 0.0  # host monotonic time of the next backlog count
 
     async def start(self) -> None:
         # Only the timer's own statements run on its sessions: no reset on release (OwnSession).
@@ -391,10 +394,13 @@ class Timer:
         # Until the new wake time is known, any NOTIFY must wake us: clear first, never after.
         self._planned_wake = math.inf
         self._wake.clear()
+        count_backlog = time.monotonic() >= self._backlog_due
         async with self._pool.acquire() as conn:
-            db_now, due_in, backlog = await wheel.next_due(conn)
-        self.hooks.due_backlog(backlog)
+            db_now, due_in, backlog = await wheel.next_due(conn, count_backlog=count_backlog)
         host_now = time.monotonic()
+        if backlog is not None:
+            self.hooks.due_backlog(backlog)
+            self._backlog_due = host_now + BACKLOG_INTERVAL
         self._clock_offset = db_now - host_now
         wait = self.settings.timer_max_idle.total_seconds()
         if due_in is not None:

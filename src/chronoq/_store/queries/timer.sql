@@ -62,11 +62,14 @@ WHERE w.occurrence_key = p.occurrence_key;
 -- The database's clock now, and seconds until the earliest row is due (NULL: the wheel is
 -- empty). The timer sleeps that long; the clock reading maps NOTIFY payloads to its own clock.
 -- min(due_at) is the first entry of the due_at index. The backlog (rows due, not yet claimed)
--- is for the metrics; it only counts due rows, and is read only when the timer is about to
--- sleep, that is when the backlog is small.
+-- is for the metrics, counted only when $1 asks (at most once a second, timer/service.py): with
+-- statistics that expect many due rows the count is a scan of the whole wheel, and the timer
+-- reads this after every batch that did not fill, hundreds of times a second at 1,300 jobs/s
+-- (docs/benchmarks.md, eleventh sitting). The CASE keeps the count's subplan from running
+-- otherwise.
 SELECT extract(epoch FROM now())::float8 AS db_now,
        (SELECT extract(epoch FROM min(due_at) - now())::float8 FROM chronoq.wheel) AS due_in,
-       (SELECT count(*) FROM chronoq.wheel WHERE due_at <= now()) AS backlog;
+       CASE WHEN $1::boolean THEN (SELECT count(*) FROM chronoq.wheel WHERE due_at <= now()) END AS backlog;
 
 -- name: record_unrun_ticks
 -- The tick ledger: a nominal tick that will not run gets its terminal row — 'skipped' with the
