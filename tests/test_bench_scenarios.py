@@ -23,7 +23,7 @@ def _document(out: Path, scenario: str) -> dict:
 @pytest.mark.timeout(60)
 async def test_scale_reports_claims_lateness_and_ratios(settings, tmp_path: Path) -> None:
     result = chronoq(settings, "bench", "scale", "--sizes", "100,1000", "--claim-batches", "3", "--rate", "100",
-                     "--duration", "1", "--runs", "1", "--out", str(tmp_path), timeout=55)
+                     "--duration", "1", "--runs", "1", "--warmup", "0.5", "--out", str(tmp_path), timeout=55)
     assert result.returncode == 0, result.stdout + result.stderr
     document = _document(tmp_path, "scale")
     assert [r["scheduled"] for r in document["runs"]] == [100, 1000]

@@ -183,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--timers", type=int, default=1, help="timer processes (default 1)")
     bench.add_argument("--runs", type=int, default=3, help="repetitions; medians are reported (default 3)")
     bench.add_argument("--warmup", type=float, default=2.0,
-                       help="burst/steady: a run whose figures are dropped comes first, so that pools, "
-                            "channels and queues are open: steady runs SECONDS at the offered rate, "
+                       help="burst/steady/scale: a run whose figures are dropped comes first, so that pools, "
+                            "channels and queues are open: steady and scale's lateness run SECONDS at the offered rate, "
                             "burst drains SECONDS x 1,000 jobs (default 2; 0: none)")
     bench.add_argument("--out", default="bench-results", help="folder for the JSON results")
     bench.add_argument("--sizes", type=_counts, default=[10_000, 1_000_000, 10_000_000],

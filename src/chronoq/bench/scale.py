@@ -9,7 +9,7 @@ the future, preloaded with COPY (sizes are cumulative: each step adds rows). The
   the configured ``claim_batch``) and marked dispatched (``mark_dispatched``), one transaction
   per batch as the timer does, from this process with no timer running; p50/p99 per batch;
 - lateness: the real timer and worker processes run ``steady`` (``--rate`` for ``--duration``,
-  ``--runs`` times, medians).
+  ``--runs`` times, medians), after a warm-up run whose figures are dropped (``--warmup``).
 
 The target is the largest size within 1.5x of the smallest for both; the ratios are reported.
 Preloaded jobs are deleted at the end unless ``--keep`` (at 10^7 a dedicated database that is
@@ -134,6 +134,12 @@ async def claim_durations(conn: asyncpg.Connection, *, batches: int, batch: int,
 
 async def _lateness(settings: Settings, options: dict[str, Any], progress: Progress) -> dict[str, Any]:
     async with pipeline(settings, timers=options["timers"], workers=options["workers"]) as p:
+        if (warmup := options.get("warmup", 0.0)) > 0:
+            # Dropped, as steady's own warm-up is (bench/command.py): the pipeline is new at each
+            # size, and a first run that opens pools and channels was 3-6x the next runs' p99.
+            # Without it, the first 10^7 pass read 1.88x the 10^4 p99 and a re-run 1.02x
+            # (docs/benchmarks.md, tenth and eleventh sittings).
+            await scenarios.steady(p, rate=options["rate"], duration=warmup, mode=options["handler"], progress=progress)
         runs = [await scenarios.steady(p, rate=options["rate"], duration=options["duration"], mode=options["handler"],
                                        progress=progress)
                 for _ in range(options["runs"])]
