@@ -48,7 +48,7 @@ async def run_bench(settings: Settings, scenario: str, options: dict[str, Any]) 
         environment = await describe(settings, p.conn)
         logs = p.logs
         with Progress(*columns, console=console, transient=True, refresh_per_second=PROGRESS_REFRESH) as progress:
-            await _warm_up(p, scenario, options, progress)
+            await scenarios.warm_up(p, scenario, options, progress)
             for _ in range(options["runs"]):
                 if scenario == "burst":
                     runs.append(await scenarios.burst(p, jobs=options["jobs"], mode=options["handler"], progress=progress))
@@ -83,19 +83,6 @@ async def _run_measured(settings: Settings, scenario: str, options: dict[str, An
     path = write(Path(options["out"]), scenario, measured.rows, environment, options, measured.summary)
     console.print(f"results: {path}")
     return 0
-
-
-async def _warm_up(p, scenario: str, options: dict[str, Any], progress: Progress) -> None:
-    """A short run whose figures are dropped: a freshly started worker opens its database
-    connections and the timer its channel and queue on first use, which the first measured
-    run would otherwise pay for (its p99 was 3-6x the next runs' at 200 jobs/s)."""
-    seconds = options.get("warmup", 0.0)
-    if seconds <= 0 or scenario not in ("burst", "steady"):
-        return
-    if scenario == "burst":
-        await scenarios.burst(p, jobs=max(int(seconds * 1000), 1), mode=options["handler"], progress=progress)
-    else:
-        await scenarios.steady(p, rate=options["rate"], duration=seconds, mode=options["handler"], progress=progress)
 
 
 async def _find_max(p, options: dict[str, Any], progress: Progress) -> dict[str, Any]:

@@ -134,12 +134,9 @@ async def claim_durations(conn: asyncpg.Connection, *, batches: int, batch: int,
 
 async def _lateness(settings: Settings, options: dict[str, Any], progress: Progress) -> dict[str, Any]:
     async with pipeline(settings, timers=options["timers"], workers=options["workers"]) as p:
-        if (warmup := options.get("warmup", 0.0)) > 0:
-            # Dropped, as steady's own warm-up is (bench/command.py): the pipeline is new at each
-            # size, and a first run that opens pools and channels was 3-6x the next runs' p99.
-            # Without it, the first 10^7 pass read 1.88x the 10^4 p99 and a re-run 1.02x
-            # (docs/benchmarks.md, tenth and eleventh sittings).
-            await scenarios.steady(p, rate=options["rate"], duration=warmup, mode=options["handler"], progress=progress)
+        # The pipeline is new at each size: without a warm-up, the first 10^7 pass read 1.88x the
+        # 10^4 p99 and a re-run 1.02x (docs/benchmarks.md, tenth and eleventh sittings).
+        await scenarios.warm_up(p, "steady", options, progress)
         runs = [await scenarios.steady(p, rate=options["rate"], duration=options["duration"], mode=options["handler"],
                                        progress=progress)
                 for _ in range(options["runs"])]
