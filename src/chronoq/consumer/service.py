@@ -74,7 +74,7 @@ class Lane:
 
     async def _receive(self, message: Incoming) -> None:
         await self.inbox.put(message)
-        if self.inbox.qsize() + 1 == self.service.batch_size:  # with the delivery _loop holds: full
+        if self._full():
             self.service.turns.wake()  # a full batch no longer waits for its turn
 
     def _full(self) -> bool:
