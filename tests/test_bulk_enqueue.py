@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 import asyncpg
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel, model_serializer
 
 from chronoq import InvalidJobError, JobContext, Producer, RetryPolicy, Worker
 from chronoq.consumer.service import WorkerService
@@ -146,6 +148,38 @@ async def test_a_bad_job_in_the_middle_stores_nothing(producer: Producer, db, ba
         await producer.enqueue_many(good[:2500] + [bad] + good[2500:])
     assert caught.value.field == field
     assert "item 2500 of the batch" in str(caught.value)
+    assert await _stored(db) == (0, 0)
+
+
+class Signal(BaseModel):
+    """A payload that says when the bulk enqueue's encoder reaches it (payload models are dumped
+    as they are encoded, part by part)."""
+
+    reached: ClassVar[asyncio.Event]
+    n: int
+
+    @model_serializer
+    def _dump(self) -> dict:
+        Signal.reached.set()
+        return {"n": self.n}
+
+
+async def test_a_bulk_enqueue_cancelled_while_parts_are_being_written_stores_nothing(producer: Producer, settings,
+                                                                                    db) -> None:
+    Signal.reached = asyncio.Event()
+    items = [{"queue": "ok", "payload": {"i": i}} for i in range(20_000)]
+    items[6000] = {"queue": "ok", "payload": Signal(n=6000)}  # by then, earlier parts are in Postgres
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        enqueuing = asyncio.create_task(producer.enqueue_many(items, connection=conn))
+        await Signal.reached.wait()
+        enqueuing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await enqueuing
+        assert await conn.fetchval("SELECT 1") == 1  # no COPY left half-way on the connection
+        assert not conn.is_in_transaction()
+    finally:
+        await conn.close()
     assert await _stored(db) == (0, 0)
 
 

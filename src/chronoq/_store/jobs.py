@@ -67,8 +67,12 @@ _WHEEL_COLUMNS = ("occurrence_key", "job_id", "queue", "fire_at", "run_at", "due
 #: Jobs per pair of COPYs (see enqueue_many): small enough that Postgres starts early and the
 #: last part's wheel rows are few, big enough that per-statement costs stay in the noise.
 BULK_PART = 1000
-#: Jobs validated between two looks at the event loop, which meanwhile feeds the running COPY.
-_SLICE = 250
+#: Parts encoded ahead of the COPYs: enough that Postgres never waits for the next one, few
+#: enough that a bulk enqueue's memory stays a few parts whatever its size.
+_PARTS_AHEAD = 2
+#: Jobs validated between two looks at the event loop. Each look lets the writer send a COPY's
+#: data or start the next COPY; Postgres idles for as long as this process does not look.
+_SLICE = 50
 #: COPY's binary format: signature, flags, header extension length; a tuple count of -1 ends it.
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 _COPY_TRAILER = b"\xff\xff"
@@ -82,6 +86,16 @@ _NULL = b"\xff\xff\xff\xff"
 
 def _text(value: bytes) -> bytes:
     return len(value).to_bytes(4, "big") + value
+
+
+@dataclass
+class _Part:
+    """Up to ``BULK_PART`` keyless jobs: their ``jobs`` COPY data, and what their ``wheel`` rows
+    need: id, queue as COPY text, due time (microseconds since 2000) or None and the delay that
+    gives it."""
+
+    job_rows: bytearray
+    occurrences: list[tuple[int, bytes, int | None, timedelta | None]]
 
 
 class _BulkCopy:
@@ -99,22 +113,19 @@ class _BulkCopy:
         self.keyed: list[tuple[int, JobSpec, bytes]] = []
         self.queues: list[str] = []
         self.exhausted = False
-        #: Due times of delays, by the database's clock: filled by the caller (``due_times``).
+        #: Due times of delays, by the database's clock: filled by the writer (``due_times``).
         self.delayed: dict[timedelta, int] = {}
-        # The current part's keyless jobs: id, queue as COPY text, due time (microseconds
-        # since 2000) or None and the delay that gives it.
-        self._part: list[tuple[int, bytes, int | None, timedelta | None]] = []
         self._queue_fields: dict[str, bytes] = {}
         self._options: dict[tuple, tuple[RetryPolicy, bytes]] = {}
 
-    async def next_part(self) -> bytearray | None:
-        """Validate and encode the next ``BULK_PART`` jobs; their ``jobs`` COPY data, or None if
-        none of them is keyless. Validation happens here, as the input is iterated: a bad job
-        raises from here, before any of its part is sent."""
-        self._part = []
+    async def next_part(self) -> _Part | None:
+        """Validate and encode the next ``BULK_PART`` jobs; None if none of them is keyless.
+        Validation happens here, as the input is iterated: a bad job raises from here, before
+        any of its part is sent."""
+        occurrences: list[tuple[int, bytes, int | None, timedelta | None]] = []
         data = bytearray(_COPY_HEADER)
         for _ in range(0, BULK_PART, _SLICE):
-            await asyncio.sleep(0)  # let the loop feed the COPY that is running meanwhile
+            await asyncio.sleep(0)  # let the writer feed Postgres meanwhile
             for index, (spec, payload) in itertools.islice(self._jobs, _SLICE):
                 self.queues.append(spec.queue)
                 if spec.key is not None:
@@ -131,16 +142,16 @@ class _BulkCopy:
                 data += payload
                 data += self._job_options(spec)
                 if spec.run_at is not None:
-                    self._part.append((job_id, queue, (spec.run_at - _PG_EPOCH) // _MICROSECOND, None))
+                    occurrences.append((job_id, queue, (spec.run_at - _PG_EPOCH) // _MICROSECOND, None))
                 else:
-                    self._part.append((job_id, queue, None, spec.delay or timedelta(0)))
+                    occurrences.append((job_id, queue, None, spec.delay or timedelta(0)))
             if len(self.queues) == len(self._ids):
                 self.exhausted = True
                 break
-        if not self._part:
+        if not occurrences:
             return None
         data += _COPY_TRAILER
-        return data
+        return _Part(data, occurrences)
 
     def _job_options(self, spec: JobSpec) -> bytes:
         retry = spec.retry
@@ -158,19 +169,19 @@ class _BulkCopy:
             )))
         return cached[1]
 
-    def new_delays(self) -> list[timedelta]:
-        return list({delay for _, _, _, delay in self._part if delay is not None and delay not in self.delayed})
+    def new_delays(self, part: _Part) -> list[timedelta]:
+        return list({delay for _, _, _, delay in part.occurrences if delay is not None and delay not in self.delayed})
 
     def due_times(self, delays: Sequence[timedelta], times: Sequence[datetime]) -> None:
         for delay, at in zip(delays, times, strict=True):
             self.delayed[delay] = (at - _PG_EPOCH) // _MICROSECOND
 
-    def wheel_rows(self) -> bytes:
+    def wheel_rows(self, part: _Part) -> bytes:
         """The part's first occurrences as ``wheel`` COPY data. The occurrence key is
         ``chronoq.occurrence_key(job_id, fire_at)``, built here (a test holds the two equal)."""
         times: dict[int, tuple[str, bytes]] = {}
         rows = [_COPY_HEADER]
-        for job_id, queue, at, delay in self._part:
+        for job_id, queue, at, delay in part.occurrences:
             if at is None:
                 at = self.delayed[delay]
             encoded = times.get(at)
@@ -198,39 +209,27 @@ async def enqueue_many(
     transaction of its own, or a savepoint inside the connection's current transaction, so a
     bad job leaves a caller's transaction usable.
 
-    Keyless jobs go in by COPY, a part at a time, in a pipeline: while Postgres writes one
-    part's wheel rows (the costly half: four indexes and the foreign key check), this process
-    validates and encodes the next part, so the two CPUs work at once."""
+    Keyless jobs go in by COPY, a part at a time, in a pipeline: a writer task sends each
+    part's ``jobs`` then ``wheel`` rows while this task validates and encodes the parts after
+    it, so that Postgres and this process work at once, on the two CPUs."""
     async with conn.transaction():
         ids = await conn.fetchval(query("allocate_job_ids"), count)
         batch = _BulkCopy(jobs, ids, orjson.dumps(trace) if trace else None)
-        running: asyncio.Future | None = None  # the COPY in flight while this process encodes
+        parts: asyncio.Queue[_Part | None] = asyncio.Queue(_PARTS_AHEAD)
+        writer = asyncio.ensure_future(_write_parts(conn, batch, parts))
         try:
-            while not batch.exhausted:
-                job_rows = await batch.next_part()
-                if running is not None:
-                    await running
-                    running = None
-                if job_rows is None:
-                    continue
-                if delays := batch.new_delays():
-                    batch.due_times(delays, await conn.fetchval(query("now_plus"), delays))
-                # A memoryview: bytes would be taken for a file name.
-                running = asyncio.ensure_future(conn.copy_to_table(
-                    "jobs", schema_name="chronoq", columns=_JOB_COLUMNS, format="binary", source=memoryview(job_rows)
-                ))
-                await asyncio.sleep(0)  # the COPY starts; its wheel rows are encoded meanwhile
-                wheel_rows = batch.wheel_rows()
-                await running
-                running = asyncio.ensure_future(conn.copy_to_table(
-                    "wheel", schema_name="chronoq", columns=_WHEEL_COLUMNS, format="binary", source=memoryview(wheel_rows)
-                ))
-            if running is not None:
-                await running
-                running = None
+            while not batch.exhausted and not writer.done():
+                part = await batch.next_part()
+                if part is not None:
+                    await _put(parts, part, writer)
+            await _put(parts, None, writer)
+            await writer
         finally:
-            if running is not None:  # a bad job (or a cancel) meanwhile: let the COPY end, then roll back
-                await asyncio.gather(running, return_exceptions=True)
+            if not writer.done():  # a bad job (or a cancel): the COPY running ends, then roll back
+                while not parts.empty():
+                    parts.get_nowait()  # parts not yet sent are never sent
+                parts.put_nowait(None)
+                await asyncio.gather(writer, return_exceptions=True)
         existing: list[int] = []
         if batch.keyed:
             indexes = [index for index, _, _ in batch.keyed]
@@ -239,6 +238,36 @@ async def enqueue_many(
                     ids[index] = stored.job_id
                     existing.append(index)
     return BulkEnqueued(ids, batch.queues, existing)
+
+
+async def _write_parts(conn: asyncpg.Connection, batch: _BulkCopy, parts: asyncio.Queue[_Part | None]) -> None:
+    """The bulk enqueue's writer: each part's ``jobs`` COPY, then its ``wheel`` COPY, until None."""
+    while (part := await parts.get()) is not None:
+        if delays := batch.new_delays(part):
+            batch.due_times(delays, await conn.fetchval(query("now_plus"), delays))
+        # A memoryview: bytes would be taken for a file name.
+        copying = asyncio.ensure_future(conn.copy_to_table(
+            "jobs", schema_name="chronoq", columns=_JOB_COLUMNS, format="binary", source=memoryview(part.job_rows)
+        ))
+        await asyncio.sleep(0)  # the COPY starts; its wheel rows are encoded meanwhile
+        try:
+            wheel_rows = batch.wheel_rows(part)
+        finally:
+            await copying
+        await conn.copy_to_table(
+            "wheel", schema_name="chronoq", columns=_WHEEL_COLUMNS, format="binary", source=memoryview(wheel_rows)
+        )
+
+
+async def _put(parts: asyncio.Queue[_Part | None], part: _Part | None, writer: asyncio.Future) -> None:
+    """Hand a part (or the end, None) to the writer, unless the writer has stopped (failed)."""
+    if writer.done():
+        return
+    put = asyncio.ensure_future(parts.put(part))
+    try:
+        await asyncio.wait((put, writer), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        put.cancel()  # the writer stopped first, or we are cancelled: the part is not handed on
 
 
 async def _enqueue_keyed(
