@@ -80,3 +80,27 @@ async def test_cli_migrate_creates_a_missing_database_and_is_idempotent(services
         admin = await asyncpg.connect(services.admin_database_url)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_migration_008_removes_one_shot_jobs_whose_results_were_already_pruned(empty_database) -> None:
+    # Before 008, the pruner found finished one-shot jobs by age; after it, by their results. A
+    # job whose result was pruned before the upgrade has none left to be found by: 008 removes it.
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await apply(conn, until=7)
+        await conn.execute("""
+            INSERT INTO chronoq.jobs (id, queue, kind, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms,
+                                      cron, timezone)
+            VALUES (1, 'q', 'once', 1, 0, 0, 0, 1000, NULL, NULL), (2, 'q', 'once', 1, 0, 0, 0, 1000, NULL, NULL),
+                   (3, 'q', 'once', 1, 0, 0, 0, 1000, NULL, NULL), (4, 'q', 'cron', 1, 0, 0, 0, 1000, '* * * * *', 'UTC');
+            INSERT INTO chronoq.wheel (occurrence_key, job_id, queue, fire_at, run_at, due_at)
+            VALUES (chronoq.occurrence_key(2, now()), 2, 'q', now(), now(), now());
+            INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt)
+            VALUES (chronoq.occurrence_key(3, now()), 3, 'q', now(), 'succeeded', 1);
+        """)
+        assert [m.version for m in await apply(conn)] == [8]
+        # 1: its result pruned earlier, gone; 2: scheduled, 3: finished and kept, 4: recurring.
+        assert [r["id"] for r in await conn.fetch("SELECT id FROM chronoq.jobs ORDER BY id")] == [2, 3, 4]
+        assert await conn.fetchval("SELECT to_regclass('chronoq.jobs_once_created')") is None
+    finally:
+        await conn.close()

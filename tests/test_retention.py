@@ -24,8 +24,13 @@ async def test_old_results_attempts_and_finished_jobs_are_pruned_recent_and_live
         await all_finished(producer, [*old, recent], timeout=30)
     live = await producer.enqueue("history", {"fail_once": False}, delay=3600)
     cron = await producer.schedule("history", {"fail_once": False}, cron="0 0 1 1 *")
-    # Age the first three jobs' history past the retention period (8 days > 7 by default).
-    await db.execute("UPDATE chronoq.results SET finished_at = finished_at - interval '8 days' WHERE job_id = ANY($1)", old)
+    # A past tick of the recurring job, recorded as skipped: its result goes, the job stays.
+    await db.execute("INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt) "
+                     "VALUES (chronoq.occurrence_key($1, '2020-01-01'), $1, 'history', '2020-01-01', 'skipped', 0)", cron)
+    # Age the old jobs' history past the retention period (8 days > 7 by default). The live job is
+    # as old, but it has no result yet: pruning follows results, not the jobs' age.
+    await db.execute("UPDATE chronoq.results SET finished_at = finished_at - interval '8 days' WHERE job_id = ANY($1)",
+                     [*old, cron])
     await db.execute("UPDATE chronoq.attempts SET finished_at = finished_at - interval '8 days' WHERE job_id = ANY($1)", old)
     await db.execute("UPDATE chronoq.jobs SET created_at = created_at - interval '8 days' WHERE id = ANY($1)", old + [live, cron])
     timer = Timer(settings)
@@ -34,11 +39,34 @@ async def test_old_results_attempts_and_finished_jobs_are_pruned_recent_and_live
         counts = await timer.prune_once()
     finally:
         await timer.close()
-    assert counts == {"results": 3, "attempts": 1, "jobs": 3}
+    assert counts == {"results": 4, "attempts": 1, "jobs": 3}
     remaining = {r["id"] for r in await db.fetch("SELECT id FROM chronoq.jobs")}
     assert remaining == {recent, live, cron}  # finished old one-shots gone; live and recurring kept
     assert await db.fetchval("SELECT count(*) FROM chronoq.results WHERE job_id = $1", recent) == 1
     assert await db.fetchval("SELECT count(*) FROM chronoq.wheel WHERE job_id = ANY($1)", [live, cron]) == 2
+
+
+async def test_a_one_shot_job_with_a_result_or_an_occurrence_left_is_not_pruned(settings, producer: Producer,
+                                                                                  db) -> None:
+    # A job with two results, one of them expired: the other, recent one is kept, so is the job.
+    twice = await producer.enqueue("history", {}, delay=3600)
+    await producer.cancel(twice)
+    await db.execute("INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt, finished_at) "
+                     "VALUES (chronoq.occurrence_key($1, '2020-01-01'), $1, 'history', '2020-01-01', 'cancelled', 1, "
+                     "now() - interval '8 days')", twice)
+    # A job with an expired result and an occurrence in the wheel again (as a replay leaves it).
+    replayed = await producer.enqueue("history", {}, delay=3600)
+    await db.execute("INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt, finished_at) "
+                     "VALUES (chronoq.occurrence_key($1, '2020-01-01'), $1, 'history', '2020-01-01', 'dead', 1, "
+                     "now() - interval '8 days')", replayed)
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        counts = await timer.prune_once()
+    finally:
+        await timer.close()
+    assert counts == {"results": 2, "attempts": 0, "jobs": 0}
+    assert {r["id"] for r in await db.fetch("SELECT id FROM chronoq.jobs")} == {replayed, twice}
 
 
 async def test_a_running_timer_prunes_by_itself(settings, producer: Producer, db) -> None:

@@ -82,15 +82,16 @@ async def ensure_database(url: str) -> bool:
     return True
 
 
-async def apply(conn: asyncpg.Connection) -> list[Migration]:
-    """Apply the migrations not yet applied; returns the ones this call applied."""
+async def apply(conn: asyncpg.Connection, *, until: int | None = None) -> list[Migration]:
+    """Apply the migrations not yet applied (up to version ``until``, for tests of an upgrade
+    from an older schema); returns the ones this call applied."""
     applied: list[Migration] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
         await conn.execute(_BOOKKEEPING)
         done = {r["version"] for r in await conn.fetch("SELECT version FROM chronoq.schema_migrations")}
         for m in migrations():
-            if m.version in done:
+            if m.version in done or (until is not None and m.version > until):
                 continue
             await conn.execute(m.sql)
             await conn.execute(

@@ -66,8 +66,13 @@ async def prune(conn: asyncpg.Connection, retention: timedelta, batch: int) -> d
     async with conn.transaction():
         if not await conn.fetchval(query("try_prune_lock")):
             return None
-        counts = {}
-        for table in ("results", "attempts", "jobs"):
-            status = await conn.execute(query(f"prune_{table}"), retention, batch)
-            counts[table] = int(status.split()[-1])
-        return counts
+        job_ids = [r["job_id"] for r in await conn.fetch(query("prune_results"), retention, batch)]
+        attempts = await conn.execute(query("prune_attempts"), retention, batch)
+        # Finished one-shot jobs go with their (last) result: nothing else leads to them.
+        jobs = await conn.execute(query("prune_jobs"), list(set(job_ids)))
+        return {"results": len(job_ids), "attempts": _count(attempts), "jobs": _count(jobs)}
+
+
+def _count(status: str) -> int:
+    """Rows a statement touched, from its status ("DELETE 42")."""
+    return int(status.split()[-1])

@@ -102,14 +102,15 @@ SELECT pg_try_advisory_xact_lock(7236784365301);
 
 -- name: prune_results
 -- Terminal rows (and skipped ticks) older than the retention period, oldest first, a batch at
--- a time through the finished_at index.
+-- a time through the finished_at index. Returns their jobs' ids, for prune_jobs.
 WITH doomed AS (
     SELECT occurrence_key FROM chronoq.results
     WHERE finished_at < now() - $1::interval
     ORDER BY finished_at
     LIMIT $2
 )
-DELETE FROM chronoq.results r USING doomed WHERE r.occurrence_key = doomed.occurrence_key;
+DELETE FROM chronoq.results r USING doomed WHERE r.occurrence_key = doomed.occurrence_key
+RETURNING r.job_id;
 
 -- name: prune_attempts
 WITH doomed AS (
@@ -121,14 +122,11 @@ WITH doomed AS (
 DELETE FROM chronoq.attempts a USING doomed WHERE a.id = doomed.id;
 
 -- name: prune_jobs
--- One-shot jobs older than the retention period with nothing left: no live occurrence, no
--- result kept. Recurring jobs stay until cancelled and deleted by their owner.
-WITH doomed AS (
-    SELECT j.id FROM chronoq.jobs j
-    WHERE j.kind = 'once' AND j.created_at < now() - $1::interval
-      AND NOT EXISTS (SELECT FROM chronoq.wheel w WHERE w.job_id = j.id)
-      AND NOT EXISTS (SELECT FROM chronoq.results r WHERE r.job_id = j.id)
-    ORDER BY j.created_at
-    LIMIT $2
-)
-DELETE FROM chronoq.jobs j USING doomed WHERE j.id = doomed.id;
+-- The one-shot jobs among those whose results were just pruned ($1), once nothing of theirs is
+-- left: no live occurrence (a replayed one), no other result. A one-shot job leaves the wheel
+-- only with its result written, so this finds every finished one (migration 008). Recurring
+-- jobs stay until cancelled and deleted by their owner.
+DELETE FROM chronoq.jobs j
+WHERE j.id = ANY($1::bigint[]) AND j.kind = 'once'
+  AND NOT EXISTS (SELECT FROM chronoq.wheel w WHERE w.job_id = j.id)
+  AND NOT EXISTS (SELECT FROM chronoq.results r WHERE r.job_id = j.id);
