@@ -10,6 +10,15 @@ from chronoq.timer import Timer
 from tests.harness import all_finished, eventually, running
 
 
+async def _prune_once(settings) -> dict[str, int] | None:
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        return await timer.prune_once()
+    finally:
+        await timer.close()
+
+
 async def test_old_results_attempts_and_finished_jobs_are_pruned_recent_and_live_ones_kept(settings, producer: Producer, db) -> None:
     worker = Worker()
 
@@ -33,12 +42,7 @@ async def test_old_results_attempts_and_finished_jobs_are_pruned_recent_and_live
                      [*old, cron])
     await db.execute("UPDATE chronoq.attempts SET finished_at = finished_at - interval '8 days' WHERE job_id = ANY($1)", old)
     await db.execute("UPDATE chronoq.jobs SET created_at = created_at - interval '8 days' WHERE id = ANY($1)", old + [live, cron])
-    timer = Timer(settings)
-    await timer.start()
-    try:
-        counts = await timer.prune_once()
-    finally:
-        await timer.close()
+    counts = await _prune_once(settings)
     assert counts == {"results": 4, "attempts": 1, "jobs": 3}
     remaining = {r["id"] for r in await db.fetch("SELECT id FROM chronoq.jobs")}
     assert remaining == {recent, live, cron}  # finished old one-shots gone; live and recurring kept
@@ -59,12 +63,7 @@ async def test_a_one_shot_job_with_a_result_or_an_occurrence_left_is_not_pruned(
     await db.execute("INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt, finished_at) "
                      "VALUES (chronoq.occurrence_key($1, '2020-01-01'), $1, 'history', '2020-01-01', 'dead', 1, "
                      "now() - interval '8 days')", replayed)
-    timer = Timer(settings)
-    await timer.start()
-    try:
-        counts = await timer.prune_once()
-    finally:
-        await timer.close()
+    counts = await _prune_once(settings)
     assert counts == {"results": 2, "attempts": 0, "jobs": 0}
     assert {r["id"] for r in await db.fetch("SELECT id FROM chronoq.jobs")} == {replayed, twice}
 
