@@ -11,7 +11,7 @@
 -- itself is deleted. So a one-shot job with neither an occurrence nor a result is one whose
 -- result retention has pruned. The pruner deletes such jobs in the transaction that prunes
 -- their results, by the job ids that delete returns (timer.sql: prune_results, prune_jobs).
-DROP INDEX chronoq.jobs_once_created;
+DROP INDEX IF EXISTS chronoq.jobs_once_created;
 
 -- One-shot jobs whose results were pruned before this migration, but not yet the jobs
 -- themselves: no result is left to lead the pruner to them. One scan of jobs, once.
