@@ -83,7 +83,9 @@ async def test_timer_killed_after_confirms_before_commit_publishes_twice_with_on
     assert await doomed.exited() == -9  # died holding a confirmed message, before its commit
     # Its claim rolled back with its connection: the row is still due, never marked dispatched.
     assert await db.fetchval("SELECT dispatches FROM chronoq.wheel WHERE job_id = $1", job_id) == 0
-    service = WorkerService(worker, settings)
+    # One lane: the two copies run in the order they were published, the orphan first. (Side by
+    # side, either may take the row's lock first; the other is then deferred or a duplicate.)
+    service = WorkerService(worker, settings.model_copy(update={"concurrency": 1}))
     async with running(Timer(settings)):
 
         async def republished() -> bool:

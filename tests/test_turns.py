@@ -10,7 +10,7 @@ from chronoq import JobContext, Producer, Worker
 from chronoq.consumer.service import WorkerService
 from chronoq.consumer.turns import Turns
 from chronoq.timer import Timer
-from tests.harness import all_finished, running
+from tests.harness import all_finished, dispatch_once, running
 
 LONG = 60.0  # a linger no test waits out
 
@@ -92,3 +92,23 @@ async def test_slow_handlers_still_run_concurrency_at_once(settings, producer: P
         ids = await producer.enqueue_many([{"queue": "slow", "payload": {"n": n}} for n in range(3)])
         await all_finished(producer, ids)
     assert service.outcomes["succeeded"] == 3
+
+
+async def test_fast_deliveries_arriving_together_run_in_few_groups_whatever_the_lane_count(settings, producer: Producer,
+                                                                                             db) -> None:
+    """The lanes share one inbox: twenty deliveries of a fast handler, published at once, run
+    in one or two groups (one transaction each), not spread over the four lanes."""
+    worker = Worker()
+
+    @worker.handler("fast")
+    async def fast(ctx: JobContext, payload: dict) -> int:
+        return await ctx.db.fetchval("SELECT txid_current()")  # the group's transaction
+
+    ids = await producer.enqueue_many([{"queue": "fast", "payload": {"n": n}} for n in range(20)])
+    assert await dispatch_once(settings) == 20  # all in the queue before the worker subscribes
+    service = WorkerService(worker, settings.model_copy(update={"concurrency": 4}))
+    service.times.observe("fast", 0.0001)  # a handler this worker has seen run fast
+    async with running(service):
+        await all_finished(producer, ids)
+    transactions = await db.fetchval("SELECT count(DISTINCT result) FROM chronoq.results WHERE job_id = ANY($1)", ids)
+    assert transactions <= 2

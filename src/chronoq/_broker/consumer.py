@@ -8,7 +8,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import MessageProcessError
 
 from chronoq._broker.connection import BROKER_ERRORS, while_stopping
 from chronoq._broker.topology import Topology, declare_queue, declare_submissions
@@ -23,6 +29,9 @@ class Incoming:
     headers: dict[str, Any]
     redelivered: bool
     _message: AbstractIncomingMessage
+    #: The channel it came on (a robust channel is a new one after a reconnect): its delivery
+    #: tag means something only there.
+    channel: object = None
 
     @property
     def message_id(self) -> str | None:
@@ -43,7 +52,7 @@ class Incoming:
 async def _settle(action: Awaitable[None]) -> None:
     try:
         await action
-    except (*BROKER_ERRORS, RuntimeError):
+    except (*BROKER_ERRORS, RuntimeError, MessageProcessError):  # gone with its channel, or settled already
         pass
 
 
@@ -61,7 +70,8 @@ class Subscription:
         await self._channel.set_qos(prefetch_count=prefetch)
 
         async def deliver(message: AbstractIncomingMessage) -> None:
-            await callback(Incoming(message.body, dict(message.headers or {}), bool(message.redelivered), message))
+            await callback(Incoming(message.body, dict(message.headers or {}), bool(message.redelivered), message,
+                                    message.channel))
 
         for queue in queues:
             declared = await declare_queue(self._channel, self._topology, queue)

@@ -26,11 +26,9 @@ DEFAULT_REDISPATCH_AFTER = timedelta(minutes=5)
 DEFAULT_DELIVERY_LIMIT = 10
 DEFAULT_RETENTION = timedelta(days=7)
 #: Lanes per worker process: handlers at once. Every group pays a fixed cost (a transaction, two
-#: statements, one ack), so lanes take turns while handlers are fast (consumer/turns.py) and a
-#: burst still runs in large groups; slow, I/O-bound handlers, whose groups outlast the turn's
-#: 10 ms, run side by side and want more lanes. With fast handlers 4 lanes drained a 20k burst
-#: at 2,653-3,084 jobs/s against 2,326-2,566 with 8 before lanes took turns (`chronoq bench burst
-#: --jobs 20000 --concurrency N`, docs/benchmarks.md, sixth and eleventh sittings).
+#: statements, one ack), so the lanes share one inbox and take turns while handlers are fast
+#: (consumer/turns.py): a burst, or a timer's batch, runs in few large groups. Slow, I/O-bound
+#: handlers run one per group (consumer/handler_times.py), side by side, and want more lanes.
 DEFAULT_WORKER_CONCURRENCY = 4
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_SHUTDOWN_GRACE = timedelta(seconds=30)

@@ -1,10 +1,12 @@
-"""The worker service: lanes that consume job queues and run their deliveries in groups.
+"""The worker service: one channel consumes the job queues into one inbox, and lanes run its
+deliveries in groups.
 
-A lane is one channel, one database connection and one loop: it takes the deliveries buffered
-for it (up to ``batch_size``), runs them as one group (one transaction, one commit), and settles
-them with one ``multiple`` ack. ``concurrency`` lanes run at once. Prefetch per lane is twice the
-batch, so the next group is already buffered while one runs; nothing beyond that waits in this
-process's memory where another worker could be running it.
+A lane is one database connection and one loop: it takes the next deliveries from the inbox (up
+to ``batch_size``, or as many as fit in a short time of handler time), runs them as one group
+(one transaction, one commit), and settles them with one ``multiple`` ack once every earlier
+delivery is settled too (consumer/acks.py). ``concurrency`` lanes run at once. The prefetch lets
+every lane hold a full group with one more buffered; nothing beyond that waits in this process's
+memory where another worker could be running it.
 
 Shutdown has two stages: stop receiving, let the groups in progress finish within the grace
 period, hand back what was buffered; then cancel what is left (its transaction rolls back and
@@ -14,6 +16,7 @@ the broker redelivers).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -32,7 +35,9 @@ from chronoq._runtime.failpoints import failpoint
 from chronoq._runtime.hooks import Hooks
 from chronoq._runtime.service import start_or_close
 from chronoq._store.connection import CONNECTION_ERRORS, create_pool
-from chronoq.consumer.group import GroupExecutor, describe
+from chronoq.consumer.acks import ChannelAcks
+from chronoq.consumer.group import GroupExecutor, Member, describe
+from chronoq.consumer.handler_times import GROUP_TIME, HandlerTimes
 from chronoq.consumer.registry import Worker
 from chronoq.consumer.turns import Turns
 from chronoq.errors import ServiceUnavailableError
@@ -57,47 +62,35 @@ DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class Lane:
-    def __init__(self, service: "WorkerService", number: int) -> None:
+    """One loop: it takes the next group from the worker's inbox, runs it, and settles it."""
+
+    def __init__(self, service: WorkerService, number: int) -> None:
         self.service = service
         self.number = number
-        self.inbox: asyncio.Queue[Incoming] = asyncio.Queue()
-        self.subscription: Subscription | None = None
         self.task: asyncio.Task[None] | None = None
         self.busy = False
 
-    async def start(self) -> None:
-        s = self.service
-        assert s._broker is not None
-        self.subscription = Subscription(s._broker, s.topology)
-        await self.subscription.start(s.queues, s.batch_size * 2, self._receive)
+    def start(self) -> None:
         self.task = asyncio.create_task(self._loop(), name=f"lane-{self.number}")
-
-    async def _receive(self, message: Incoming) -> None:
-        await self.inbox.put(message)
-        if self._full():
-            self.service.turns.wake()  # a full batch no longer waits for its turn
-
-    def _full(self) -> bool:
-        # The delivery the loop holds counts: it left the inbox.
-        return self.inbox.qsize() + 1 >= self.service.batch_size
 
     async def _loop(self) -> None:
         s = self.service
         while True:
-            first = await self.inbox.get()
-            try:
-                await s.turns.wait(self._full)
-            except asyncio.CancelledError:  # drain() cancels a lane that waits: hand it back
-                await asyncio.shield(first.requeue())
-                raise
-            if s.draining:  # no new group once shutdown began: drain() hands the buffer back
-                self.inbox.put_nowait(first)
-                return
-            group = [first]
-            while len(group) < s.batch_size and not self.inbox.empty():
-                group.append(self.inbox.get_nowait())
-            self.busy = True
-            s.turns.started()
+            # One lane at a time picks the next group, so that deliveries arriving while a
+            # group runs gather in one group instead of one held back in each waiting lane.
+            async with s.picking:
+                first = await s.inbox.get()
+                try:
+                    await s.turns.wait(functools.partial(s.group_ready, first))
+                except asyncio.CancelledError:  # drain() cancels a lane that waits: hand it back
+                    await asyncio.shield(s.acks.settle(first, "requeue"))
+                    raise
+                if s.draining:  # no new group once shutdown began: drain() hands the inbox back
+                    s.inbox.put_nowait(first)
+                    return
+                group = s.take_group(first)
+                self.busy = True
+                s.turns.started()
             try:
                 # Shielded: if the broker closes the channel under it, a group being committed
                 # is still committed; its ack then fails harmlessly and redeliveries are
@@ -110,10 +103,7 @@ class Lane:
             finally:
                 self.busy = False
                 s.turns.ended()
-
-    async def hand_back_buffered(self) -> None:
-        while not self.inbox.empty():
-            await self.inbox.get_nowait().requeue()
+                await asyncio.shield(s.acks.release(group))  # nothing of it is left unsettled
 
 
 class WorkerService:
@@ -134,6 +124,12 @@ class WorkerService:
         self.concurrency = concurrency or settings.concurrency
         self.batch_size = settings.batch_size
         self.turns = Turns()
+        self.times = HandlerTimes()
+        # One channel feeds one inbox; the lanes take their groups from it (Lane._loop).
+        self.inbox: asyncio.Queue[Incoming] = asyncio.Queue()
+        self.acks = ChannelAcks()
+        self.picking = asyncio.Lock()
+        self._subscription: Subscription | None = None
         self.name = name or f"worker@{socket.gethostname()}:{os.getpid()}"
         self.topology = Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
         self._pool: asyncpg.Pool | None = None
@@ -160,9 +156,13 @@ class WorkerService:
             hooks=self.hooks,
         )
         self._lanes = [Lane(self, n) for n in range(self.concurrency)]
+        for lane in self._lanes:
+            lane.start()
+        self._subscription = Subscription(self._broker, self.topology)
         try:
-            for lane in self._lanes:
-                await lane.start()
+            # Enough for every lane to run a full batch with one more buffered: nothing beyond
+            # that waits in this process's memory where another worker could be running it.
+            await self._subscription.start(self.queues, self.batch_size * (self.concurrency + 1), self._receive)
         except BROKER_ERRORS as exc:  # the broker went away between connecting and subscribing
             raise ServiceUnavailableError(f"RabbitMQ went away while subscribing: {type(exc).__name__}: {exc}") from exc
         self.ready.set()
@@ -171,6 +171,35 @@ class WorkerService:
             extra={"action": "worker_started", "worker": self.name, "queues": self.queues,
                    "concurrency": self.concurrency, "batch_size": self.batch_size},
         )
+
+    async def _receive(self, message: Incoming) -> None:
+        self.acks.received(message)
+        self.inbox.put_nowait(message)
+        if self.inbox.qsize() >= self.batch_size:
+            self.turns.wake()  # a full batch no longer waits for its turn
+
+    def group_ready(self, first: Incoming) -> bool:
+        """Whether a group starting with ``first`` is as large as it should be: a full batch is
+        there, or enough to fill the group's handler time (consumer/handler_times.py), judged
+        by ``first``'s queue."""
+        # The delivery the picking lane holds counts: it left the inbox.
+        waiting = self.inbox.qsize() + 1
+        return waiting >= self.batch_size or self.times.estimate(first) * waiting >= GROUP_TIME
+
+    def take_group(self, first: Incoming) -> list[Incoming]:
+        """``first`` and what follows it in the inbox, up to a batch or the group's time."""
+        group = [first]
+        planned = self.times.estimate(first)
+        while len(group) < self.batch_size and planned < GROUP_TIME and not self.inbox.empty():
+            message = self.inbox.get_nowait()
+            group.append(message)
+            planned += self.times.estimate(message)
+        return group
+
+    def _observe(self, members: Sequence[Member]) -> None:
+        for m in members:
+            if m.lateness_s is not None and m.message is not None:  # its handler ran
+                self.times.observe(m.message.queue, m.seconds)
 
     async def _process(self, group: list[Incoming]) -> None:
         task = asyncio.create_task(self._settle(group))
@@ -197,7 +226,7 @@ class WorkerService:
         assert self._executor is not None and self._pool is not None
         members = self._executor.parse_pack(message.body)
         if not members:
-            await message.dead_letter()
+            await self.acks.settle(message, "dead_letter")
             self.outcomes["rejected"] += 1
             return
         try:
@@ -225,12 +254,13 @@ class WorkerService:
             log.warning("pack not processed; returned to the queue",
                         extra={"action": "delivery_requeued", "error": type(exc).__name__, "count": len(members)})
             await asyncio.sleep(UNAVAILABLE_PAUSE)
-            await message.requeue()
+            await self.acks.settle(message, "requeue")
             return
+        self._observe(members)
         if any(m.action == "deferred" for m in members):
-            await message.requeue()
+            await self.acks.settle(message, "requeue")
         else:
-            await message.ack()
+            await self.acks.settle(message, "ack")
         self.outcomes.update(m.action for m in members)
 
     async def _settle_group(self, group: list[Incoming]) -> None:
@@ -242,22 +272,21 @@ class WorkerService:
             async with self._pool.acquire() as conn:
                 members = await self._executor.execute(conn, [(m.body, m.headers, m.redelivered) for m in group])
             failpoint("consumer.after_commit")
-            last_done = None
+            self._observe(members)
+            done = []
             for message, member in zip(group, members, strict=True):
                 if member.action == "isolate":
                     await self._settle_alone(message)
                 elif member.action == "rejected":
                     # Unparseable, or for a queue without handler: the broker moves it to the
                     # dead-letter queue (x-dead-letter-exchange), where an operator can read it.
-                    await message.dead_letter()
+                    await self.acks.settle(message, "dead_letter")
                 elif member.action == "deferred":
-                    await message.requeue()  # the group ran out of time before starting it
+                    await self.acks.settle(message, "requeue")  # the group ran out of time before starting it
                 else:
-                    last_done = message
-            # Every earlier delivery on this lane's channel is now settled or done: one ack
-            # settles the group.
-            if last_done is not None:
-                await last_done.ack(multiple=True)
+                    done.append(message)
+            # One multiple ack, once every earlier delivery of the channel is settled or done.
+            await self.acks.done(done)
             settled = True
             self.outcomes.update(m.action for m in members if m.action != "isolate")
         except DETERMINISTIC_ERRORS as exc:
@@ -272,7 +301,7 @@ class WorkerService:
                       extra={"action": "delivery_rejected", "error": type(exc).__name__}, exc_info=True)
             async with self._pool.acquire() as conn:
                 await self._executor.bury_unprocessable(conn, group[0].body, group[0].headers, describe(exc))
-            await group[0].dead_letter()
+            await self.acks.settle(group[0], "dead_letter")
             settled = True
             self.outcomes["rejected"] += 1
         except Exception as exc:  # a worker must outlive anything one group can throw
@@ -287,31 +316,33 @@ class WorkerService:
             )
             await asyncio.sleep(UNAVAILABLE_PAUSE)
             for message in group:
-                await message.requeue()
+                await self.acks.settle(message, "requeue")
             settled = True
         finally:
             if not settled:  # cancelled by drain(): hand the deliveries back now
                 for message in group:
-                    await asyncio.shield(message.requeue())
+                    await asyncio.shield(self.acks.settle(message, "requeue"))
 
     async def _settle_alone(self, message: Incoming) -> None:
         """Run one delivery as a group of its own and settle it on its own (no multiple ack)."""
         assert self._executor is not None and self._pool is not None
         async with self._pool.acquire() as conn:
             (member,) = await self._executor.execute(conn, [(message.body, message.headers, message.redelivered)])
+        self._observe([member])
         if member.action == "rejected":
-            await message.dead_letter()
+            await self.acks.settle(message, "dead_letter")
         elif member.action == "deferred":
-            await message.requeue()
+            await self.acks.settle(message, "requeue")
         else:
-            await message.ack()
+            await self.acks.settle(message, "ack")
         self.outcomes[member.action] += 1
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def drain(self) -> None:
-        await asyncio.gather(*(lane.subscription.cancel() for lane in self._lanes if lane.subscription is not None))
+        if self._subscription is not None:
+            await self._subscription.cancel()
         self.draining = True
         for lane in self._lanes:  # idle lanes wait for a delivery that will not come
             if lane.task is not None and not lane.busy:
@@ -331,11 +362,12 @@ class WorkerService:
         if still:
             await asyncio.wait(still, timeout=5)
             log.warning("cancelled unfinished jobs", extra={"action": "worker_cancelled_jobs", "count": len(still)})
-        for lane in self._lanes:
-            await lane.hand_back_buffered()
+        while not self.inbox.empty():
+            await self.acks.settle(self.inbox.get_nowait(), "requeue")
 
     async def close(self) -> None:
-        await asyncio.gather(*(lane.subscription.close() for lane in self._lanes if lane.subscription is not None))
+        if self._subscription is not None:
+            await self._subscription.close()
         if self._publisher is not None:
             await self._publisher.close()
         if self._broker is not None:

@@ -1,14 +1,15 @@
 """Lanes take turns while handlers are fast, so that a burst runs in few, large groups.
 
-Each lane has its own channel and inbox, and RabbitMQ spreads deliveries across them. A lane that
-started a group with whatever its inbox held the moment it was free ran small groups in a burst:
-four lanes shared the inflow, 15 jobs a group on average where 32 fit, and every group paid a
-transaction, two statements, a commit and an ack (docs/benchmarks.md, eleventh sitting).
+A lane that started a group with whatever the inbox held the moment it was free ran small
+groups: lanes split the inflow, 15 jobs a group on average in a burst where 32 fit, and every
+group paid a transaction, two statements, a commit and an ack (docs/benchmarks.md, eleventh
+sitting).
 
 So a lane with a partial group waits while another lane's group runs, until one of: no group
-runs, its inbox holds a full batch, or ``linger`` has passed since it began waiting. Fast
-handlers then take turns in large groups; slow handlers, whose groups outlast the linger, still
-run side by side, ``concurrency`` at once; and an idle worker starts a delivery at once.
+runs, the inbox holds a full batch, or ``linger`` has passed since it began waiting. Fast
+handlers then take turns in large groups; slow handlers, which run one per group
+(consumer/handler_times.py), do not wait and run side by side, ``concurrency`` at once; and an
+idle worker starts a delivery at once.
 """
 
 from __future__ import annotations
