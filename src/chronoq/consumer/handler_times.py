@@ -1,8 +1,8 @@
 """How long each queue's handler has recently taken: what a lane uses to size its group.
 
 A group runs its deliveries one after the other, so it should hold as many as fit in a short
-time (``GROUP_TIME``): all of a batch for fast handlers, one at a time for slow ones, which the
-other lanes then run side by side. A queue not seen yet counts as slow until its first
+time (``GROUP_TIME``): all of a batch for fast handlers, a few for handlers of tens of
+milliseconds, one at a time for slow ones, which the other lanes then run side by side. A queue not seen yet counts as slow until its first
 delivery has run: a worker never serialises handlers it knows nothing about.
 """
 
@@ -13,9 +13,12 @@ import math
 from chronoq._broker.consumer import Incoming
 from chronoq.schemas.message import PACK_HEADER
 
-#: Handler time a group is filled up to: the same as the turns' linger, the longest a partial
-#: group waits for another lane's group (consumer/turns.py).
-GROUP_TIME = 0.010
+#: Handler time a group is filled up to. Handler times are wall times, stretched by everything
+#: else running on the machine: with 10 ms, handlers that write a row through ctx.db measured
+#: 1-2 ms in a burst and ran in groups of 5-10, and the burst drained at 2,133 / 2,068 jobs/s
+#: against 2,433 / 2,352 with a channel per lane; with 100 ms, 2,275 / 2,517
+#: (docs/benchmarks.md, twelfth sitting). Handlers of 100 ms and more run one per group.
+GROUP_TIME = 0.100
 #: Weight of the newest run in the running mean: about the last ten runs count.
 _WEIGHT = 0.2
 
