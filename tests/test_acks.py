@@ -97,3 +97,46 @@ def test_an_unseen_queue_counts_as_slow_until_its_handlers_have_run() -> None:
     for _ in range(20):
         times.observe("fast", 1.0)  # the handler turned slow: the mean follows within a few runs
     assert times.estimate(fast) > GROUP_TIME  # type: ignore[arg-type]
+
+
+async def test_a_long_running_delivery_does_not_hold_back_the_acks_of_finished_ones(monkeypatch) -> None:
+    import chronoq.consumer.acks as acks_module
+
+    acks, frames = ChannelAcks(), []
+    d = _received(acks, frames, 4)
+    await acks.done([d[1]])  # type: ignore[list-item]
+    assert frames == []  # 1 runs, and has not yet held the others back for long
+    monkeypatch.setattr(acks_module, "HOLD_LIMIT", 0.0)  # now it has
+    await acks.done([d[2]])  # type: ignore[list-item]
+    assert frames == [("ack", "channel-1", 2, False), ("ack", "channel-1", 3, False)]
+    await acks.done([d[0], d[3]])  # type: ignore[list-item]
+    assert frames[2:] == [("ack", "channel-1", 4, True)]  # 1 and 4; 2 and 3 are not acked twice
+    assert acks.unsettled == 0
+
+
+async def test_a_settle_cancelled_before_its_frame_is_out_leaves_the_delivery_to_be_handed_back() -> None:
+    acks, frames = ChannelAcks(), []
+    (d,) = _received(acks, frames, 1)
+    stuck = asyncio.Event()
+
+    async def never_sent() -> None:
+        stuck.set()
+        await asyncio.Event().wait()  # the connection's write queue is full
+
+    d.requeue = never_sent  # type: ignore[method-assign]
+    settling = asyncio.create_task(acks.settle(d, "requeue"))  # type: ignore[arg-type]
+    await stuck.wait()
+    settling.cancel()
+    await asyncio.gather(settling, return_exceptions=True)
+    d.requeue = Delivery.requeue.__get__(d)  # type: ignore[method-assign]
+    await acks.release([d])  # type: ignore[list-item]
+    assert frames == [("requeue", "channel-1", 1)]
+
+
+def test_odd_header_values_count_as_an_unknown_queue() -> None:
+    times = HandlerTimes()
+    times.observe("q", 0.001)
+    for headers in ({"x-chronoq-queue": ["q"]}, {"x-chronoq-queue": {"a": 1}}, {"x-chronoq-queue": b"q"}):
+        assert times.estimate(Delivery(1, [], headers=headers)) >= GROUP_TIME  # type: ignore[arg-type]
+    for pack in ("250", None, True, -3, 2.5, [1]):
+        assert times.estimate(Delivery(1, [], headers={"x-chronoq-queue": "q", PACK_HEADER: pack})) == 0.001  # type: ignore[arg-type]

@@ -28,9 +28,13 @@ class HandlerTimes:
         self._mean: dict[str, float] = {}
 
     def estimate(self, message: Incoming) -> float:
-        """Seconds this delivery's handlers should take (a pack runs all of its jobs)."""
-        mean = self._mean.get(message.headers.get("x-chronoq-queue"), math.inf)  # type: ignore[arg-type]
-        return mean * message.headers.get(PACK_HEADER, 1)
+        """Seconds this delivery's handlers should take (a pack runs all of its jobs). Headers
+        are whatever the message carries (one re-published by hand, say): a value of an
+        unexpected type counts as unknown, and never raises."""
+        queue = message.headers.get("x-chronoq-queue")
+        mean = self._mean.get(queue, math.inf) if isinstance(queue, str) else math.inf
+        jobs = message.headers.get(PACK_HEADER, 1)
+        return mean * jobs if type(jobs) is int and jobs > 0 else mean
 
     def observe(self, queue: str, seconds: float) -> None:
         mean = self._mean.get(queue)

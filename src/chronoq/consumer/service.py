@@ -91,11 +91,13 @@ class Lane:
                 group = s.take_group(first)
                 self.busy = True
                 s.turns.started()
+                # Registered before the next await, so that drain() waits for it.
+                running = s.start_group(group)
             try:
                 # Shielded: if the broker closes the channel under it, a group being committed
                 # is still committed; its ack then fails harmlessly and redeliveries are
                 # deduplicated. Only drain() cancels a group, by cancelling this loop.
-                await asyncio.shield(s._process(group))
+                await asyncio.shield(running)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a lane must keep consuming whatever one group did
@@ -201,11 +203,11 @@ class WorkerService:
             if m.lateness_s is not None and m.message is not None:  # its handler ran
                 self.times.observe(m.message.queue, m.seconds)
 
-    async def _process(self, group: list[Incoming]) -> None:
+    def start_group(self, group: list[Incoming]) -> asyncio.Task[None]:
         task = asyncio.create_task(self._settle(group))
         self._groups.add(task)
         task.add_done_callback(self._groups.discard)
-        await task
+        return task
 
     async def _settle(self, group: list[Incoming]) -> None:
         """Packs first, each settled on its own, then the single-job deliveries as one group
