@@ -10,7 +10,7 @@ from chronoq import JobContext, Producer, Worker
 from chronoq.consumer.service import WorkerService
 from chronoq.consumer.turns import Turns
 from chronoq.timer import Timer
-from tests.harness import all_finished, dispatch_once, running
+from tests.harness import all_finished, dispatch_once, eventually, running
 
 LONG = 60.0  # a linger no test waits out
 
@@ -94,10 +94,11 @@ async def test_slow_handlers_still_run_concurrency_at_once(settings, producer: P
     assert service.outcomes["succeeded"] == 3
 
 
-async def test_fast_deliveries_arriving_together_run_in_few_groups_whatever_the_lane_count(settings, producer: Producer,
-                                                                                             db) -> None:
-    """The lanes share one inbox: twenty deliveries of a fast handler, published at once, run
-    in one or two groups (one transaction each), not spread over the four lanes."""
+async def test_fast_deliveries_waiting_together_run_in_one_group_whatever_the_lane_count(settings, producer: Producer,
+                                                                                          db) -> None:
+    """The lanes share one inbox: twenty deliveries of a fast handler, all waiting when a lane
+    picks, run in one group (one transaction), not spread over the four lanes as they were
+    when each lane had its own channel."""
     worker = Worker()
 
     @worker.handler("fast")
@@ -108,7 +109,14 @@ async def test_fast_deliveries_arriving_together_run_in_few_groups_whatever_the_
     assert await dispatch_once(settings) == 20  # all in the queue before the worker subscribes
     service = WorkerService(worker, settings.model_copy(update={"concurrency": 4}))
     service.times.observe("fast", 0.0001)  # a handler this worker has seen run fast
+    await service.picking.acquire()  # no lane picks until all twenty are in the inbox
     async with running(service):
+
+        async def all_buffered() -> bool:
+            return service.inbox.qsize() == 20
+
+        await eventually(all_buffered, what="the twenty deliveries to reach the worker's inbox")
+        service.picking.release()
         await all_finished(producer, ids)
     transactions = await db.fetchval("SELECT count(DISTINCT result) FROM chronoq.results WHERE job_id = ANY($1)", ids)
-    assert transactions <= 2
+    assert transactions == 1
