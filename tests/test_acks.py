@@ -1,6 +1,7 @@
 """Settling one channel's deliveries (consumer/acks.py): one ``multiple`` ack for the longest
 settled run from the oldest delivery, requeues at once and ahead of any ack that covers them,
-nothing settled twice, nothing of a replaced channel touched."""
+nothing settled twice, nothing of a replaced channel touched. And the handler-time estimates
+that size a group (consumer/handler_times.py), with the same stand-in deliveries."""
 
 from __future__ import annotations
 

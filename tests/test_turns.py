@@ -5,8 +5,10 @@ never past a full batch, the end of the running group or the linger; slow handle
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from chronoq import JobContext, Producer, Worker
+from chronoq._broker.consumer import Incoming
 from chronoq.consumer.service import WorkerService
 from chronoq.consumer.turns import Turns
 from chronoq.timer import Timer
@@ -75,6 +77,27 @@ async def test_a_cancelled_waiter_leaves_nothing_behind() -> None:
     await asyncio.gather(waiting, return_exceptions=True)
     assert waiting.cancelled() and not turns._waiters
     turns.ended()  # wakes nobody, raises nothing
+
+
+async def test_a_delivery_that_completes_the_waiting_lanes_batch_ends_its_wait(settings) -> None:
+    """The delivery the waiting lane holds counts: the batch is full when the inbox holds one
+    fewer than a batch, and the delivery that makes it so wakes the lane."""
+    worker = Worker()
+
+    @worker.handler("fast")
+    async def fast(ctx: JobContext, payload: dict) -> None:
+        return None
+
+    service = WorkerService(worker, settings.model_copy(update={"batch_size": 2}))
+    service.turns = Turns(LONG)
+    service.turns.started()  # another lane's group runs
+    first = Incoming(b"{}", {"x-chronoq-queue": "fast"}, False, None, "channel")  # type: ignore[arg-type]
+    service.times.observe("fast", 0.0001)
+    waiting = asyncio.create_task(service.turns.wait(functools.partial(service.group_ready, first)))
+    await _spin()
+    assert not waiting.done()
+    await service._receive(Incoming(b"{}", {"x-chronoq-queue": "fast"}, False, None, "channel"))  # type: ignore[arg-type]
+    await asyncio.wait_for(waiting, 5)
 
 
 async def test_slow_handlers_still_run_concurrency_at_once(settings, producer: Producer) -> None:

@@ -87,7 +87,8 @@ class ChannelAcks:
         """Requeue whatever of these is neither done nor settled (a group that failed half-way):
         one delivery left running would hold back the acks of every later one."""
         for message in messages:
-            await self.settle(message, "requeue")
+            if self._state.get(id(message)) == _RUNNING:  # settle() checks again, under the lock
+                await self.settle(message, "requeue")
 
     async def _ack_settled_prefix(self) -> None:
         last_done = None

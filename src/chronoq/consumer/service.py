@@ -178,8 +178,7 @@ class WorkerService:
     async def _receive(self, message: Incoming) -> None:
         self.acks.received(message)
         self.inbox.put_nowait(message)
-        if self.inbox.qsize() >= self.batch_size:
-            self.turns.wake()  # a full batch no longer waits for its turn
+        self.turns.wake()  # the lane waiting for its turn judges again (group_ready)
 
     def group_ready(self, first: Incoming) -> bool:
         """Whether a group starting with ``first`` is as large as it should be: a full batch is

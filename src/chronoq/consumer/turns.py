@@ -28,8 +28,8 @@ class Turns:
         self._waiters: list[asyncio.Future[None]] = []
 
     async def wait(self, full: Callable[[], bool]) -> None:
-        """Return when the caller's group should start: ``full()`` says its inbox holds a batch.
-        The caller calls :meth:`started` before its next ``await``."""
+        """Return when the caller's group should start: ``full()`` says the group is as large as
+        it should be. The caller calls :meth:`started` before its next ``await``."""
         if not self.running or full():
             return
         loop = asyncio.get_running_loop()
