@@ -118,14 +118,18 @@ def grant_roles(url: str) -> None:
         raise RuntimeError(f"chronoq migrate --roles failed: {result.stderr}")
 
 
-async def wait_started(fleet: Fleet, logs: Path, deadline: float = 60.0) -> None:
+async def wait_started(fleet: Fleet, logs: Path, deadline: float = 90.0) -> None:
+    """Wait until every member has logged its start. The supervisor is already running, so one
+    that exits first (a broker still recovering from the previous run's kill) is started again
+    and its death recorded; one that never starts fails the run with the end of its log."""
     end = time.monotonic() + deadline
     for name in fleet.members:
         marker = b"timer_started" if name.startswith("timer") else b"worker_started"
         log = logs / f"{name}.log"
         while not (log.exists() and marker in log.read_bytes()):
             if time.monotonic() > end:
-                raise RuntimeError(f"{name} did not start; see {log}")
+                tail = log.read_bytes()[-3000:].decode(errors="replace") if log.exists() else "(no log)"
+                raise RuntimeError(f"{name} did not start in {deadline:g} s; the end of {log}:\n{tail}")
             await asyncio.sleep(0.05)
 
 
@@ -233,8 +237,8 @@ async def run(args: argparse.Namespace) -> dict:
     try:
         for member in fleet.members:
             fleet.start(member)
-        await wait_started(fleet, logs)
         fleet.supervise()
+        await wait_started(fleet, logs)
         async with Producer(url) as producer:
             work = await enqueue(producer, rng_work, args.jobs, args.duration)
             phases["nemesis_start"] = time.time()
