@@ -125,3 +125,26 @@ async def test_a_service_whose_start_fails_closes_what_it_opened(settings) -> No
         assert service._pool is None or service._pool.is_closing(), type(service).__name__  # noqa: SLF001
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert not [t for t in others if not t.done()], others
+
+
+async def test_a_broker_that_accepts_the_connection_and_never_answers_is_unavailable_not_a_hang() -> None:
+    """A broker still booting can accept TCP and say nothing: a starting timer or worker must
+    give up as unavailable (exit code 3, restarted by its supervisor), not wait for ever."""
+    from chronoq._broker.connection import connect as connect_broker
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # held open, never written to
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ServiceUnavailableError, match="no answer within 0.5 s"):
+            await asyncio.wait_for(connect_broker(f"amqp://guest:guest@127.0.0.1:{port}/", name="t", timeout=0.5), 10)
+        assert accepted  # it did reach the socket: the handshake is what timed out
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()

@@ -27,6 +27,10 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 
 #: Seconds between reconnection attempts after the broker went away.
 RECONNECT_INTERVAL = 1.0
+#: Longest wait for the broker to complete a connection's handshake. Without it a broker that
+#: accepts the TCP connection and never answers (still booting, or stuck) keeps a starting
+#: service waiting for ever, where it should exit as unavailable and be restarted.
+CONNECT_TIMEOUT = 30.0
 
 #: Seconds a broker call made while stopping may take. A robust channel waits for its connection
 #: to come back before it sends anything, so without a bound a consumer cancel or a channel close
@@ -45,12 +49,15 @@ async def while_stopping(call: Awaitable[Any]) -> None:
         pass
 
 
-async def connect(url: str, *, name: str) -> AbstractRobustConnection:
+async def connect(url: str, *, name: str, timeout: float = CONNECT_TIMEOUT) -> AbstractRobustConnection:
     """A robust connection: it reconnects by itself and restores channels and consumers."""
     try:
         connection = await aio_pika.connect_robust(
-            url, client_properties={"connection_name": name}, reconnect_interval=RECONNECT_INTERVAL
+            url, client_properties={"connection_name": name}, reconnect_interval=RECONNECT_INTERVAL,
+            timeout=timeout,
         )
+    except TimeoutError as exc:  # before BROKER_ERRORS: it is an OSError
+        raise ServiceUnavailableError(f"cannot connect to RabbitMQ: no answer within {timeout:g} s") from exc
     except (*BROKER_ERRORS, StopAsyncIteration) as exc:
         # StopAsyncIteration: aiormq's frame reader, when the broker closes the socket mid-handshake.
         raise ServiceUnavailableError(f"cannot connect to RabbitMQ: {type(exc).__name__}: {exc}") from exc
