@@ -148,3 +148,40 @@ async def test_a_broker_that_accepts_the_connection_and_never_answers_is_unavail
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_connection_lost_during_a_start_is_unavailable_not_a_crash(settings, db) -> None:
+    """A timer's Postgres connection cut between connecting and its first query (chaos seed
+    727994) crashed the process with a traceback; it is the same as a refused connection:
+    unavailable, exit code 3, start again."""
+    import logging
+
+    import asyncpg
+
+    from chronoq._broker.connection import BROKER_ERRORS
+    from chronoq._runtime.service import start_or_close
+    from chronoq._store.connection import CONNECTION_ERRORS
+
+    closed: list[bool] = []
+
+    async def start() -> None:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            # Waits until the backend is gone (PG 14+): the next query meets a dead connection.
+            assert await db.fetchval("SELECT pg_terminate_backend($1, 10000)", conn.get_server_pid())
+            await conn.fetchval("SELECT 1")
+        finally:
+            conn.terminate()
+
+    async def close() -> None:
+        closed.append(True)
+
+    with pytest.raises(ServiceUnavailableError, match="lost a connection while starting"):
+        await start_or_close(start, close, logging.getLogger("test"), unavailable=(*CONNECTION_ERRORS, *BROKER_ERRORS))
+    assert closed
+
+    async def refused_grant() -> None:  # anything else is not "unavailable": it stays what it is
+        raise asyncpg.InsufficientPrivilegeError("permission denied for table wheel")
+
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await start_or_close(refused_grant, close, logging.getLogger("test"), unavailable=CONNECTION_ERRORS)

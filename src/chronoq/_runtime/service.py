@@ -8,6 +8,8 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from chronoq.errors import ServiceUnavailableError
+
 
 class Service(Protocol):
     async def run(self) -> None: ...
@@ -32,20 +34,28 @@ CLOSE_AFTER_FAILED_START = 10.0
 
 
 async def start_or_close(
-    start: Callable[[], Awaitable[None]], close: Callable[[], Awaitable[None]], log: logging.Logger
+    start: Callable[[], Awaitable[None]], close: Callable[[], Awaitable[None]], log: logging.Logger,
+    *, unavailable: tuple[type[BaseException], ...] = (),
 ) -> None:
     """Start a service; if that fails, close what it opened before the error goes on. Without
     this a robust AMQP connection stays behind, reconnecting: asyncio.run then cancels its task
     on the way out, the reconnect loop takes the cancellation for a failed attempt and carries
     on, and the process never exits. The chaos suite found two such timers alive and idle while
     their jobs waited (seed 4242). Errors while closing are logged, never raised: the start's
-    own error is the one to see."""
+    own error is the one to see.
+
+    An ``unavailable`` error (a connection lost after it was made, during a query the start
+    makes) becomes :class:`ServiceUnavailableError`, as a connection refused at once does: the
+    process exits with the code for "try again" instead of a traceback (chaos seed 727994: a
+    timer's Postgres connection cut mid-start)."""
     try:
         await start()
-    except BaseException:
+    except BaseException as exc:
         try:
             await asyncio.wait_for(close(), CLOSE_AFTER_FAILED_START)
-        except Exception as exc:  # noqa: BLE001 - the start's error matters, not this one
+        except Exception as close_exc:  # noqa: BLE001 - the start's error matters, not this one
             log.warning("closing after a failed start failed",
-                        extra={"action": "close_failed", "error": type(exc).__name__})
+                        extra={"action": "close_failed", "error": type(close_exc).__name__})
+        if isinstance(exc, unavailable) and not isinstance(exc, ServiceUnavailableError):
+            raise ServiceUnavailableError(f"lost a connection while starting: {type(exc).__name__}: {exc}") from exc
         raise

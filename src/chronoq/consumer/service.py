@@ -378,7 +378,7 @@ class WorkerService:
             await self._pool.close()
 
     async def run(self) -> None:
-        await start_or_close(self.start, self.close, log)
+        await start_or_close(self.start, self.close, log, unavailable=(*CONNECTION_ERRORS, *BROKER_ERRORS))
         try:
             await self._stopping.wait()
             await self.drain()

@@ -423,7 +423,7 @@ class Timer:
 
     async def run(self) -> None:
         """Start, turn the wheel until stop(), close. A batch in progress always finishes."""
-        await start_or_close(self.start, self.close, log)
+        await start_or_close(self.start, self.close, log, unavailable=(*CONNECTION_ERRORS, *BROKER_ERRORS))
         self.ready.set()
         log.info("timer started", extra={"action": "timer_started", "timer": self.name})
         pruner = asyncio.create_task(self._prune_forever(), name="pruner")
