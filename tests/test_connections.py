@@ -185,3 +185,18 @@ async def test_a_connection_lost_during_a_start_is_unavailable_not_a_crash(setti
 
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await start_or_close(refused_grant, close, logging.getLogger("test"), unavailable=CONNECTION_ERRORS)
+
+
+async def test_a_channel_asked_of_a_broker_connection_that_is_down_is_a_broker_error(settings) -> None:
+    """aio-pika raises a bare RuntimeError for a channel on a connection that is not open (a
+    robust one between reconnects); chronoq's callers see a broker error, which the timer
+    retries as expected instead of logging an error with a traceback."""
+    from chronoq._broker.connection import BROKER_ERRORS, open_channel
+    from chronoq._broker.connection import connect as connect_broker
+
+    connection = await connect_broker(settings.amqp_url, name="test-down")
+    channel = await open_channel(connection)
+    assert not channel.is_closed
+    await connection.close()
+    with pytest.raises(BROKER_ERRORS, match="the broker connection is down"):
+        await open_channel(connection)

@@ -16,7 +16,7 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import MessageProcessError
 
-from chronoq._broker.connection import BROKER_ERRORS, while_stopping
+from chronoq._broker.connection import BROKER_ERRORS, open_channel, while_stopping
 from chronoq._broker.topology import Topology, declare_queue, declare_submissions
 
 
@@ -66,7 +66,7 @@ class Subscription:
         self._consumers: list[tuple[AbstractQueue, str]] = []
 
     async def start(self, queues: Sequence[str], prefetch: int, callback: Callable[[Incoming], Awaitable[None]]) -> None:
-        self._channel = await self._connection.channel()
+        self._channel = await open_channel(self._connection)
         await self._channel.set_qos(prefetch_count=prefetch)
 
         async def deliver(message: AbstractIncomingMessage) -> None:
@@ -99,7 +99,7 @@ class SubmissionIntake:
         self._consumer: tuple[AbstractQueue, str] | None = None
 
     async def start(self, prefetch: int, callback: Callable[[Incoming], Awaitable[None]]) -> None:
-        self._channel = await self._connection.channel()
+        self._channel = await open_channel(self._connection)
         await self._channel.set_qos(prefetch_count=prefetch)
         queue = await declare_submissions(self._channel, self._topology)
 

@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 
 from pamqp.commands import Basic
 
-from chronoq._broker.connection import BROKER_ERRORS, while_stopping
+from chronoq._broker.connection import BROKER_ERRORS, open_channel, while_stopping
 from chronoq._broker.topology import Topology, declare_exchanges, declare_queue
 from chronoq.errors import TopologyError
 from chronoq.schemas.message import APP_ID, CONTENT_TYPE
@@ -63,7 +63,7 @@ class ConfirmedPublisher:
         async with self._opening:
             if self._channel is None or self._channel.is_closed or self._jobs is None:
                 self._jobs = self._dead = None
-                self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+                self._channel = await open_channel(self._connection, publisher_confirms=True, on_return_raises=True)
                 self._jobs, self._dead = await declare_exchanges(self._channel, self._topology)
                 self._declared.clear()
         assert self._jobs is not None and self._dead is not None
