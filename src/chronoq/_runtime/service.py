@@ -56,6 +56,6 @@ async def start_or_close(
         except Exception as close_exc:  # noqa: BLE001 - the start's error matters, not this one
             log.warning("closing after a failed start failed",
                         extra={"action": "close_failed", "error": type(close_exc).__name__})
-        if isinstance(exc, unavailable) and not isinstance(exc, ServiceUnavailableError):
+        if isinstance(exc, unavailable):
             raise ServiceUnavailableError(f"lost a connection while starting: {type(exc).__name__}: {exc}") from exc
         raise

@@ -161,13 +161,11 @@ class WorkerService:
         for lane in self._lanes:
             lane.start()
         self._subscription = Subscription(self._broker, self.topology)
-        try:
-            # Enough for every lane to run a full batch with one more buffered: nothing beyond
-            # that waits in this process's memory where another worker could be running it.
-            # (Per consumer, so per queue consumed: RabbitMQ's prefetch without `global`.)
-            await self._subscription.start(self.queues, self.batch_size * (self.concurrency + 1), self._receive)
-        except BROKER_ERRORS as exc:  # the broker went away between connecting and subscribing
-            raise ServiceUnavailableError(f"RabbitMQ went away while subscribing: {type(exc).__name__}: {exc}") from exc
+        # Enough for every lane to run a full batch with one more buffered: nothing beyond that
+        # waits in this process's memory where another worker could be running it. (Per
+        # consumer, so per queue consumed: RabbitMQ's prefetch without `global`.) A broker that
+        # goes away meanwhile makes the start unavailable (run(): start_or_close).
+        await self._subscription.start(self.queues, self.batch_size * (self.concurrency + 1), self._receive)
         self.ready.set()
         log.info(
             "worker started",
