@@ -6,7 +6,6 @@ flags from this model, so the two can never drift apart.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Annotated
 
@@ -14,8 +13,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chronoq._runtime.durations import parse_duration
-from chronoq.errors import ConfigError
-from chronoq.schemas.job import QUEUE_NAME_PATTERN
+from chronoq.errors import ConfigError, InvalidJobError
+from chronoq.schemas.rules import check_queue_name
 
 DEFAULT_DATABASE_URL = "postgresql://localhost:5432/chronoq"
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
@@ -65,9 +64,11 @@ def _namespace(value: str) -> str:
 
 def _queue_list(value: str) -> str:
     names = [n.strip() for n in value.split(",") if n.strip()]
-    bad = [n for n in names if not re.match(QUEUE_NAME_PATTERN, n)]
-    if bad:
-        raise ValueError(f"{bad[0][:40]!r} is not a queue name ({QUEUE_NAME_PATTERN})")
+    for name in names:
+        try:
+            check_queue_name(name)
+        except InvalidJobError as exc:
+            raise ValueError(exc.message) from None
     return ",".join(names)
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 import orjson
 
-from chronoq.errors import ServiceUnavailableError
+from chronoq.errors import ChronoqError, ConfigError, InvalidJobError, ServiceUnavailableError
 
 #: Errors that mean "the database is not reachable right now" rather than "the query is wrong".
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -20,6 +21,79 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     TimeoutError,
 )
+
+
+#: SQLSTATE classes that say the server cannot serve right now, whatever was asked: connection
+#: exceptions (08), insufficient resources (53), operator intervention (57: shutdown, cannot
+#: connect now), a transaction that conflicted with another (40: serialization failure,
+#: deadlock; it changed nothing), and a read-only transaction (25006: a standby, during
+#: failover).
+_UNAVAILABLE_STATES = ("08", "53", "57", "40", "25006")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True if ``exc`` means Postgres is unreachable or cannot serve for now, so the same work
+    may succeed later; False for everything that says what was asked is wrong."""
+    if isinstance(exc, CONNECTION_ERRORS):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state.startswith(_UNAVAILABLE_STATES)
+    return False
+
+
+def translated(exc: BaseException) -> ChronoqError:
+    """A driver error as the ChronoqError a caller handles. Messages name the problem, never the
+    values of the statement."""
+    if isinstance(exc, ChronoqError):
+        return exc
+    if database_unavailable(exc):
+        return ServiceUnavailableError(f"Postgres is unavailable: {type(exc).__name__}")
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return ConfigError(f"database_url: {_first_line(exc)} (create it, or run `chronoq migrate`)")
+    if isinstance(exc, (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPasswordError)):
+        return ConfigError(f"database_url: {_first_line(exc)}")
+    if isinstance(exc, (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError, asyncpg.UndefinedFunctionError)):
+        return ConfigError(f"the database has no chronoq schema or an older one ({_first_line(exc)}): run `chronoq migrate`")
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        return ConfigError(f"database_url: the role may not do this ({_first_line(exc)})")
+    if isinstance(exc, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)):
+        return InvalidJobError("job", f"refused by the database: {type(exc).__name__}")
+    return DatabaseError(f"Postgres refused the statement: {type(exc).__name__}")
+
+
+class DatabaseError(ChronoqError):
+    """Postgres refused a statement for a reason chronoq has no better name for."""
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+@contextlib.contextmanager
+def database_errors() -> Iterator[None]:
+    """Driver errors raised inside become ChronoqErrors (``translated``)."""
+    try:
+        yield
+    except ChronoqError:
+        raise
+    except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
+        raise translated(exc) from exc
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def with_database_errors(method: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+    """Decorate a public coroutine so that no driver error leaves it (``database_errors``)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with database_errors():
+            return await method(*args, **kwargs)
+
+    return wrapper
 
 
 class RawJson:
@@ -76,6 +150,8 @@ async def connect(url: str, *, application_name: str = "chronoq") -> asyncpg.Con
         conn = await asyncpg.connect(url, server_settings={"application_name": application_name})
     except CONNECTION_ERRORS as exc:
         raise ServiceUnavailableError(f"cannot connect to Postgres: {type(exc).__name__}: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        raise translated(exc) from exc
     await init_connection(conn)
     return conn
 
@@ -109,6 +185,8 @@ async def create_pool(
         )
     except CONNECTION_ERRORS as exc:
         raise ServiceUnavailableError(f"cannot connect to Postgres: {type(exc).__name__}: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        raise translated(exc) from exc
 
 
 @contextlib.asynccontextmanager

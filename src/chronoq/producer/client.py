@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
@@ -18,16 +18,21 @@ from chronoq._runtime import tracing
 from chronoq._runtime.hooks import count_enqueued
 from chronoq._store import jobs as job_store
 from chronoq._store import reads
-from chronoq._store.connection import create_pool
+from chronoq._store.connection import create_pool, with_database_errors
 from chronoq.errors import InvalidJobError, JobNotFoundError
 from chronoq.producer import recurring
 from chronoq.producer.views import load_job
-from chronoq.schemas.job import JobSpec, RetryPolicy, build_spec, prepare_spec
+from chronoq.schemas.job import EARLIEST_RUN_AT, LATEST_RUN_AT, JobSpec, RetryPolicy, build_spec, prepare_spec, revalidated
 from chronoq.schemas.policies import Misfire, Overlap
+from chronoq.schemas.rules import MAX_DURATION, check_aware_time, check_job_id, check_limit, check_queue_name, to_duration
 from chronoq.schemas.schedule import build_schedule
 from chronoq.schemas.views import JobSummary, JobView, QueueStatus, TickView
 
 Delay = timedelta | int | float
+JOB_STATES = ("active", "paused", "cancelled")
+#: Times a read may start from: any aware time Postgres stores.
+_EARLIEST_READ = datetime(1, 1, 2, tzinfo=UTC)
+_LATEST_READ = datetime(9999, 12, 31, tzinfo=UTC)
 #: Tries of an operation that Postgres aborted to break a deadlock (it changed nothing).
 DEADLOCK_RETRIES = 3
 
@@ -36,6 +41,10 @@ class Producer:
     """``async with Producer(database_url) as producer: await producer.enqueue(...)``.
 
     Pass ``pool=`` to share an existing asyncpg pool (its connections need no set-up).
+
+    Every argument is checked before anything is sent (``InvalidJobError`` naming the field), and
+    no driver error leaves a method: Postgres unreachable is ``ServiceUnavailableError``, a
+    database or role that does not exist, or a database not migrated, is ``ConfigError``.
     """
 
     def __init__(self, database_url: str | None = None, *, pool: asyncpg.Pool | None = None) -> None:
@@ -54,6 +63,7 @@ class Producer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @with_database_errors
     async def open(self) -> None:
         if self._pool is None:
             assert self._url is not None
@@ -70,6 +80,7 @@ class Producer:
             raise RuntimeError("Producer is not open: use `async with Producer(...)` or await open()")
         return self._pool
 
+    @with_database_errors
     async def enqueue(
         self,
         queue: str,
@@ -89,14 +100,17 @@ class Producer:
         the same queue stores nothing and returns the first job's id. With ``connection``, the job
         is written in that connection's current transaction."""
         spec = build_spec(
-            queue=queue, payload=payload, delay=_seconds(delay), run_at=run_at, key=key,
-            max_attempts=max_attempts, retry=retry, timeout=_seconds(timeout, "timeout"),
-            misfire=misfire, misfire_grace=_seconds(misfire_grace, "misfire_grace"),
+            queue=queue, payload=payload, delay=delay, run_at=run_at, key=key, max_attempts=max_attempts,
+            retry=retry, timeout=timeout, misfire=misfire, misfire_grace=misfire_grace,
         )
         return (await self._enqueue(spec, connection)).job_id
 
+    @with_database_errors
     async def enqueue_spec(self, spec: JobSpec, *, connection: asyncpg.Connection | None = None) -> int:
-        return (await self._enqueue(spec, connection)).job_id
+        """Store a one-shot job built beforehand; it is checked again as a new one would be."""
+        if not isinstance(spec, JobSpec):
+            raise InvalidJobError("spec", f"must be a JobSpec, not {type(spec).__name__}")
+        return (await self._enqueue(revalidated(spec)[0], connection)).job_id
 
     async def _enqueue(self, spec: JobSpec, connection: asyncpg.Connection | None) -> job_store.Enqueued:
         payload = spec.encoded_payload()
@@ -110,6 +124,7 @@ class Producer:
             count_enqueued(spec.queue)
         return stored
 
+    @with_database_errors
     async def enqueue_many(
         self,
         jobs: Iterable[JobSpec | Mapping[str, Any]],
@@ -140,6 +155,7 @@ class Producer:
                 count_enqueued(queue, n)
         return stored.ids
 
+    @with_database_errors
     async def schedule(
         self,
         queue: str,
@@ -164,57 +180,81 @@ class Producer:
         ``overlap="skip"`` skips a tick while the previous occurrence is still running."""
         spec = build_schedule(
             queue=queue, payload=payload, cron=cron, timezone=timezone, misfire=misfire,
-            misfire_grace=_seconds(misfire_grace, "misfire_grace"), max_backfill=max_backfill, overlap=overlap,
-            key=key, max_attempts=max_attempts, retry=retry, timeout=_seconds(timeout, "timeout"),
+            misfire_grace=misfire_grace, max_backfill=max_backfill, overlap=overlap,
+            key=key, max_attempts=max_attempts, retry=retry, timeout=timeout,
         )
         if connection is not None:
             return await recurring.schedule(connection, spec)
         async with self.pool.acquire() as conn:
             return await recurring.schedule(conn, spec)
 
+    @with_database_errors
     async def pause(self, job_id: int) -> bool:
         """Stop the job's future ticks until resume(); they are recorded as skipped (`paused`).
         True if this call paused it."""
+        job_id = check_job_id(job_id)
         async with self.pool.acquire() as conn:
             return await recurring.pause(conn, job_id)
 
+    @with_database_errors
     async def resume(self, job_id: int) -> bool:
         """Resume a paused job from its next tick. True if this call resumed it."""
+        job_id = check_job_id(job_id)
         async with self.pool.acquire() as conn:
             return await recurring.resume(conn, job_id)
 
+    @with_database_errors
     async def reschedule(
         self, job_id: int, *, cron: str | None = None, timezone: str | None = None, run_at: datetime | None = None
     ) -> None:
         """A new cron expression (or zone) for a recurring job, or a new run time for a one-shot
         job not yet dispatched. Applies from the next tick."""
+        job_id = check_job_id(job_id)
         if run_at is not None:
-            run_at = build_spec(queue="reschedule", run_at=run_at).run_at
+            run_at = check_aware_time(run_at, "run_at", earliest=EARLIEST_RUN_AT, latest=LATEST_RUN_AT)
+        for name, value in (("cron", cron), ("timezone", timezone)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidJobError(name, f"must be a string, not {type(value).__name__}")
         async with self.pool.acquire() as conn:
             await recurring.reschedule(conn, job_id, cron=cron, timezone=timezone, run_at=run_at)
 
+    @with_database_errors
     async def ticks(self, job_id: int, *, since: datetime | None = None, limit: int = 1000) -> list[TickView]:
         """The job's tick ledger: every nominal tick since ``since`` and what happened to it."""
+        job_id, limit = check_job_id(job_id), check_limit(limit)
+        if since is not None:
+            since = check_aware_time(since, "since", earliest=_EARLIEST_READ, latest=_LATEST_READ)
         async with self.pool.acquire() as conn:
             if not await job_store.job_exists(conn, job_id):
                 raise JobNotFoundError(job_id)
             return await recurring.ticks(conn, job_id, since, limit)
 
+    @with_database_errors
     async def list_jobs(self, *, queue: str | None = None, state: str | None = None, limit: int = 100) -> list[JobSummary]:
+        """Jobs, newest first, optionally of one queue and in one state (active, paused, cancelled)."""
+        if queue is not None:
+            check_queue_name(queue)
+        if state is not None and state not in JOB_STATES:
+            raise InvalidJobError("state", f"must be one of {', '.join(JOB_STATES)}")
+        limit = check_limit(limit)
         async with self.pool.acquire() as conn:
             return await recurring.list_jobs(conn, queue, state, limit)
 
+    @with_database_errors
     async def get(self, job_id: int) -> JobView:
         """The job, every occurrence and its attempts. Raises JobNotFoundError."""
+        job_id = check_job_id(job_id)
         async with self.pool.acquire() as conn:
             view = await load_job(conn, job_id)
         if view is None:
             raise JobNotFoundError(job_id)
         return view
 
+    @with_database_errors
     async def status(self, window: timedelta = timedelta(minutes=5)) -> list[QueueStatus]:
         """Per queue: scheduled, due and in-flight occurrences now; outcomes, failed attempts and
         start lateness (p50/p99, seconds) over the last ``window``."""
+        window = to_duration(window, "window", maximum=MAX_DURATION, positive=True)
         async with self.pool.acquire() as conn:
             rows = await reads.queue_status(conn, window)
         return [
@@ -226,15 +266,19 @@ class Producer:
             for r in rows
         ]
 
+    @with_database_errors
     async def summary(self, job_ids: list[int]) -> dict[str, Any]:
         """How a set of jobs ended: counts by terminal state, still pending, retried, and the
         start lateness of first attempts in seconds (p50, p99, max)."""
+        job_ids = [check_job_id(job_id, "job_ids") for job_id in job_ids]
         async with self.pool.acquire() as conn:
             return dict(await reads.outcome_summary(conn, job_ids))
 
+    @with_database_errors
     async def cancel(self, job_id: int) -> bool:
         """Cancel the job and every occurrence that has not ended. True if this call cancelled
         it; False if it was already cancelled. Raises JobNotFoundError."""
+        job_id = check_job_id(job_id)
         for attempt in range(DEADLOCK_RETRIES):
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
@@ -249,21 +293,16 @@ class Producer:
         raise AssertionError("unreachable")
 
 
-def _seconds(value: Delay | None, field: str = "delay") -> timedelta | float | None:
-    if isinstance(value, bool):
-        raise InvalidJobError(field, "a duration must be a timedelta or a number of seconds, not bool")
-    return value
-
-
 def _prepare(index: int, item: JobSpec | Mapping[str, Any]) -> tuple[JobSpec, bytes]:
-    """An item of a bulk enqueue, validated, with its payload encoded."""
+    """An item of a bulk enqueue, validated, with its payload encoded. A JobSpec is checked
+    again: one changed after it was built must not pass unchecked."""
     try:
         if isinstance(item, JobSpec):
-            return item, item.encoded_payload()
-        fields = dict(item)
-        for name in ("delay", "timeout"):
-            if name in fields:
-                fields[name] = _seconds(fields[name], name)
-        return prepare_spec(**fields)
+            return revalidated(item)
+        if not isinstance(item, Mapping):
+            raise InvalidJobError("job", f"must be a JobSpec or a mapping, not {type(item).__name__}")
+        return prepare_spec(**item)
     except InvalidJobError as exc:
         raise InvalidJobError(exc.field, f"{exc.message} (item {index} of the batch)") from None
+    except TypeError as exc:  # a mapping whose keys are not argument names
+        raise InvalidJobError("job", f"not a set of enqueue arguments (item {index} of the batch)") from exc

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import random
-import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -13,54 +11,65 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from chronoq.errors import InvalidJobError
 from chronoq.schemas.payload import MAX_PAYLOAD_BYTES, encode_payload
-
-#: Queue names: what RabbitMQ and a shell accept without quoting, and what reads well in the
-#: management UI. ``amq.*`` is reserved by RabbitMQ. At most 200 characters so that the
-#: namespaced RabbitMQ name stays under AMQP's 255-byte limit.
-QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
-_QUEUE_RE = re.compile(QUEUE_NAME_PATTERN)
-KEY_MAX_LENGTH = 200
+from chronoq.schemas.rules import (
+    KEY_MAX_LENGTH,
+    MAX_DURATION,
+    QUEUE_NAME_PATTERN,
+    check_aware_time,
+    check_int,
+    check_key,
+    check_queue_name,
+    to_duration,
+)
 
 #: The supported range of run times. Postgres could store more, but a job for the year 3000 is
 #: a bug in the caller far more often than a plan.
 EARLIEST_RUN_AT = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_RUN_AT = datetime(3000, 1, 1, tzinfo=UTC)
 _LATEST_TIMESTAMP = LATEST_RUN_AT.timestamp()
-_NO_DELAY = timedelta(0)
+#: Longest delay: the whole supported range (a delay reaching past it is refused when it is given).
+MAX_DELAY = LATEST_RUN_AT - EARLIEST_RUN_AT
 
 DEFAULT_MAX_ATTEMPTS = 5
+MAX_ATTEMPTS_LIMIT = 1000
 DEFAULT_TIMEOUT = timedelta(minutes=1)
+DEFAULT_MISFIRE_GRACE = timedelta(minutes=5)
 #: RabbitMQ closes the channel of a consumer that holds a delivery longer than its
 #: consumer_timeout (30 minutes by default), cancelling every handler on that channel; a handler
 #: timeout must stay below it. Longer work belongs in several jobs.
 MAX_TIMEOUT = timedelta(minutes=25)
 
+#: Pydantic checks what these validators return strictly: each takes the caller's value and
+#: returns it in the model's type, or raises InvalidJobError naming the field.
+STRICT_MODEL = ConfigDict(frozen=True, extra="forbid", strict=True, arbitrary_types_allowed=True)
 
-def check_queue_name(queue: object) -> str:
-    if not isinstance(queue, str):
-        raise InvalidJobError("queue", f"must be a string, not {type(queue).__name__}")
-    if queue.startswith("amq."):
-        raise InvalidJobError("queue", f"{queue[:40]!r}: names starting with 'amq.' are reserved by RabbitMQ")
-    if not _QUEUE_RE.match(queue):
-        raise InvalidJobError(
-            "queue",
-            f"{queue[:40]!r} does not match {QUEUE_NAME_PATTERN} "
-            "(1-200 of letters, digits, '_', '.', ':', '-'; first a letter or digit)",
-        )
-    return queue
+
+def duration_field(name: str, *, maximum: timedelta = MAX_DURATION, positive: bool = False) -> Any:
+    def check(value: object) -> timedelta:
+        return to_duration(value, name, maximum=maximum, positive=positive)
+
+    return field_validator(name, mode="before")(check)
 
 
 class RetryPolicy(BaseModel):
     """How failed attempts are retried: exponential backoff with jitter, capped."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STRICT_MODEL
 
-    max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1, le=1000)
-    backoff_base: timedelta = Field(timedelta(seconds=1), ge=timedelta(0))
-    backoff_cap: timedelta = Field(timedelta(hours=1), ge=timedelta(0))
+    max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1, le=MAX_ATTEMPTS_LIMIT)
+    backoff_base: timedelta = Field(timedelta(seconds=1), ge=timedelta(0), le=MAX_DURATION)
+    backoff_cap: timedelta = Field(timedelta(hours=1), ge=timedelta(0), le=MAX_DURATION)
     #: Share of each delay that is randomised, so that jobs which failed together do not
     #: retry together (a thundering herd against a recovering dependency).
-    jitter: float = Field(0.2, ge=0.0, le=1.0)
+    jitter: float = Field(0.2, ge=0.0, le=1.0, allow_inf_nan=False)
+
+    _backoff_base = duration_field("backoff_base")
+    _backoff_cap = duration_field("backoff_cap")
+
+    @field_validator("max_attempts", mode="before")
+    @classmethod
+    def _max_attempts(cls, value: object) -> int:
+        return check_int(value, "max_attempts", 1, MAX_ATTEMPTS_LIMIT)
 
     def backoff(self, failed_attempt: int, rng: random.Random | None = None) -> timedelta:
         """Delay before the attempt after ``failed_attempt`` (1-based)."""
@@ -70,69 +79,64 @@ class RetryPolicy(BaseModel):
         return timedelta(seconds=raw - spread + (rng or random).random() * spread)
 
 
+_DEFAULT_RETRY = RetryPolicy()
+
+
 class JobSpec(BaseModel):
     """A one-shot job: run ``payload`` on ``queue`` at ``run_at`` (or after ``delay``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = STRICT_MODEL
 
     queue: str
     payload: Any = None
     run_at: datetime | None = None
     delay: timedelta | None = None
     key: str | None = Field(None, min_length=1, max_length=KEY_MAX_LENGTH)
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = Field(default_factory=lambda: _DEFAULT_RETRY)
     timeout: timedelta = Field(DEFAULT_TIMEOUT, gt=timedelta(0), le=MAX_TIMEOUT)
     #: A one-shot job claimed more than ``misfire_grace`` late (the system was down) runs anyway
     #: (``run_once``, the default) or is recorded skipped (``skip``: e.g. a reminder that is
     #: pointless an hour late).
     misfire: Literal["skip", "run_once"] = "run_once"
-    misfire_grace: timedelta = Field(timedelta(minutes=5), ge=timedelta(0))
+    misfire_grace: timedelta = Field(DEFAULT_MISFIRE_GRACE, ge=timedelta(0), le=MAX_DURATION)
+
+    _timeout = duration_field("timeout", maximum=MAX_TIMEOUT, positive=True)
+    _misfire_grace = duration_field("misfire_grace")
+    _retry = field_validator("retry", mode="before")(lambda value: retry_with(value))
 
     @field_validator("queue", mode="before")
     @classmethod
     def _queue(cls, value: object) -> str:
         return check_queue_name(value)
 
-    @field_validator("run_at")
+    @field_validator("key", mode="before")
     @classmethod
-    def _run_at(cls, value: datetime | None) -> datetime | None:
+    def _key(cls, value: object) -> str | None:
+        return check_key(value)
+
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _run_at(cls, value: object) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("naive datetime: give a time zone (for example datetime.now(UTC))")
-        if not EARLIEST_RUN_AT <= value < LATEST_RUN_AT:
-            raise ValueError(f"outside the supported range {EARLIEST_RUN_AT:%Y}-{LATEST_RUN_AT:%Y}")
-        return value.astimezone(UTC)
+        return check_aware_time(value, "run_at", earliest=EARLIEST_RUN_AT, latest=LATEST_RUN_AT)
 
     @field_validator("delay", mode="before")
     @classmethod
-    def _delay(cls, value: object) -> object:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError("must be a finite number of seconds")
-        return value
-
-    @field_validator("delay")
-    @classmethod
-    def _delay_range(cls, value: timedelta | None) -> timedelta | None:
-        if value is not None:
-            if value < _NO_DELAY:
-                raise ValueError("must not be negative")
-            # time.time(), not datetime.now(): this runs for every job of a bulk enqueue.
-            if value.total_seconds() > _LATEST_TIMESTAMP - time.time():
-                raise ValueError(f"reaches past the supported range (before {LATEST_RUN_AT:%Y})")
-        return value
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, value: str | None) -> str | None:
-        if value is not None and ("\x00" in value or not value.isprintable()):
-            raise ValueError("must be printable text without NUL")
-        return value
+    def _delay(cls, value: object) -> timedelta | None:
+        if value is None:
+            return None
+        too_long = f"reaches past the supported range (before {LATEST_RUN_AT:%Y})"
+        delay = to_duration(value, "delay", maximum=MAX_DELAY, too_long=too_long)
+        # time.time(), not datetime.now(): this runs for every job of a bulk enqueue.
+        if delay.total_seconds() > _LATEST_TIMESTAMP - time.time():
+            raise InvalidJobError("delay", too_long)
+        return delay
 
     @model_validator(mode="after")
     def _one_time(self) -> "JobSpec":
         if self.run_at is not None and self.delay is not None:
-            raise ValueError("give run_at or delay, not both")
+            raise InvalidJobError("job", "give run_at or delay, not both")
         return self
 
     def encoded_payload(self) -> bytes:
@@ -148,25 +152,48 @@ def prepare_spec(**fields: Any) -> tuple[JobSpec, bytes]:
     """``build_spec``, plus the payload as it is stored (encoding it is what validates it)."""
     max_attempts = fields.pop("max_attempts", None)
     if max_attempts is not None:
-        retry = fields.get("retry") or RetryPolicy()
-        fields["retry"] = _retry_with(retry, max_attempts)
+        fields["retry"] = retry_with(fields.get("retry"), max_attempts)
     fields = {k: v for k, v in fields.items() if v is not None}
-    try:
-        spec = JobSpec(**fields)
-    except ValidationError as exc:
-        raise invalid(exc) from None
+    spec = validated(JobSpec, fields)
     return spec, spec.encoded_payload()
 
 
-def _retry_with(retry: RetryPolicy, max_attempts: object) -> RetryPolicy:
+def revalidated(spec: JobSpec) -> tuple[JobSpec, bytes]:
+    """A JobSpec checked again from its fields, as a new one would be: a spec changed after it
+    was built (``model_copy(update=...)`` skips validation) is held to the same rules."""
+    return prepare_spec(**{name: getattr(spec, name) for name in JobSpec.model_fields})
+
+
+def retry_with(retry: object, max_attempts: object = None) -> RetryPolicy:
+    """``retry`` (default: the default policy) checked again from its fields, with
+    ``max_attempts`` in it if given: a policy changed after it was built does not pass unchecked."""
+    if retry is None:
+        retry = RetryPolicy()
+    if not isinstance(retry, RetryPolicy):
+        raise InvalidJobError("retry", f"must be a RetryPolicy, not {type(retry).__name__}")
+    if retry is _DEFAULT_RETRY and max_attempts is None:
+        return retry
+    fields = {n: getattr(retry, n) for n in RetryPolicy.model_fields}
+    if max_attempts is not None:
+        fields["max_attempts"] = max_attempts
+    return validated(RetryPolicy, fields)
+
+
+def validated(model: Any, fields: dict[str, Any]) -> Any:
+    """``model(**fields)``, with a failure as InvalidJobError naming the field."""
     try:
-        return RetryPolicy(**{**retry.model_dump(), "max_attempts": max_attempts})
+        return model(**fields)
     except ValidationError as exc:
         raise invalid(exc) from None
 
 
 def invalid(exc: ValidationError) -> InvalidJobError:
-    error = exc.errors()[0]
+    """The first problem pydantic found, as InvalidJobError. An InvalidJobError a validator
+    raised keeps its own field and message; pydantic's own messages never quote the input."""
+    error = exc.errors(include_input=False, include_url=False)[0]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, InvalidJobError):
+        return cause
     field = ".".join(str(part) for part in error["loc"]) or "job"
     message = error["msg"].removeprefix("Value error, ").removeprefix(f"{field}: ")
     return InvalidJobError(field, message)
@@ -174,6 +201,7 @@ def invalid(exc: ValidationError) -> InvalidJobError:
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
+    "KEY_MAX_LENGTH",
     "MAX_PAYLOAD_BYTES",
     "QUEUE_NAME_PATTERN",
     "JobSpec",
@@ -181,4 +209,5 @@ __all__ = [
     "build_spec",
     "check_queue_name",
     "prepare_spec",
+    "revalidated",
 ]
