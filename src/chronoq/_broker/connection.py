@@ -25,6 +25,11 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def broker_unavailable(exc: BaseException) -> bool:
+    """True if ``exc`` means the broker is unreachable or the connection or channel broke."""
+    return isinstance(exc, BROKER_ERRORS)
+
+
 #: Seconds between reconnection attempts after the broker went away.
 RECONNECT_INTERVAL = 1.0
 #: Longest wait for the broker to complete a connection's handshake. Without it a broker that

@@ -3,6 +3,10 @@
 A message counts as published only when the broker confirmed it: a nack, a ``basic.return``
 (the message was unroutable; RabbitMQ still confirms those positively, so ``on_return_raises``
 is essential) or a broken channel all count as failures, and the caller leaves that row due.
+
+A message that can never be published as it is (a name the client library refuses, headers
+larger than the connection's frame) fails alone as :class:`Unpublishable`, before anything is
+sent: it must not break the channel or the connection that every other message uses.
 """
 
 from __future__ import annotations
@@ -17,12 +21,73 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
+from pamqp import encode
 from pamqp.commands import Basic
 
 from chronoq._broker.connection import BROKER_ERRORS, open_channel, while_stopping
 from chronoq._broker.topology import Topology, declare_exchanges, declare_queue
-from chronoq.errors import TopologyError
+from chronoq.errors import ChronoqError, TopologyError
 from chronoq.schemas.message import APP_ID, CONTENT_TYPE
+
+#: RabbitMQ's default frame size, used until a connection says what it negotiated.
+DEFAULT_FRAME_MAX = 131_072
+#: Room in a content header frame for everything but the headers table: frame and class
+#: header, body size, flags and the other properties (message id, content type, app id ...).
+PROPERTIES_ROOM = 1024
+#: Header a copy carries instead of original headers that did not fit: how many were left out.
+DROPPED_HEADERS = "x-chronoq-headers-dropped"
+
+
+#: What aio-pika and pamqp raise for a value they cannot put in a frame, before sending it.
+CLIENT_REFUSALS: tuple[type[BaseException], ...] = (ValueError, TypeError, UnicodeError, OverflowError)
+
+
+class Unpublishable(ChronoqError):
+    """This message can never be published as it is; publishing it again would fail again."""
+
+
+def headers_budget(frame_max: int) -> int:
+    """Bytes an encoded headers table may take in a connection with this frame size."""
+    return max(frame_max - PROPERTIES_ROOM, 0)
+
+
+def _encoded_size_at_most(headers: dict[str, Any], limit: int) -> bool:
+    """Whether the encoded table fits in ``limit`` bytes, without encoding it when a bound on
+    its size already says so (every header of a job message: short strings and integers)."""
+    bound = 4
+    for key, value in headers.items():
+        bound += 1 + len(key) * 4 + 1  # a key is a short string; UTF-8 takes at most 4 bytes a character
+        if isinstance(value, str):
+            bound += 4 + len(value) * 4
+        elif isinstance(value, (bool, int, float)) or value is None:
+            bound += 9
+        else:
+            bound = limit + 1  # a nested table, a list, bytes: measure it
+            break
+        if bound > limit:
+            break
+    if bound <= limit:
+        return True
+    try:
+        return len(encode.field_table(headers)) <= limit
+    except Exception:  # noqa: BLE001 - what pamqp cannot encode does not fit anywhere
+        return False
+
+
+def fitted_headers(original: dict[str, Any], own: dict[str, Any], frame_max: int) -> dict[str, Any]:
+    """Headers for a copy of a message (a rejected submission, a dead letter): the original ones
+    with ``own`` added, or, where together they would not fit in one frame, ``own`` alone with
+    the number of originals left out. Keeps a copy from breaking the connection it is sent on
+    (RabbitMQ closes a connection over a frame larger than it negotiated)."""
+    merged = {**original, **own}
+    budget = headers_budget(frame_max)
+    if _encoded_size_at_most(merged, budget):
+        return merged
+    fitted = {**own, DROPPED_HEADERS: len(original)}
+    if _encoded_size_at_most(fitted, budget):
+        return fitted
+    # Our own headers are bounded (ids, a reason, an error cut short): only a tiny frame is left.
+    return {DROPPED_HEADERS: len(original)}
 
 
 @dataclass(frozen=True)
@@ -77,9 +142,10 @@ class ConfirmedPublisher:
                 self._declared.add(queue)
 
     async def _declare_each(self, queues: Sequence[str]) -> dict[str, BaseException]:
-        """Declare the queues not yet declared, one by one. A queue RabbitMQ refuses (declared
-        elsewhere with other arguments, access refused) fails alone: it must not hold up the
-        messages of every other queue."""
+        """Declare the queues not yet declared, one by one. A queue that cannot be declared fails
+        alone: it must not hold up the messages of every other queue. RabbitMQ's refusal (declared
+        elsewhere with other arguments, access refused) is a TopologyError, which an operator can
+        resolve; a name the client library refuses before sending is Unpublishable."""
         refused: dict[str, BaseException] = {}
         for queue in queues:
             if queue in self._declared:
@@ -94,13 +160,32 @@ class ConfirmedPublisher:
                 if closed is not None:
                     with contextlib.suppress(*BROKER_ERRORS):
                         await closed.close()
+            except CLIENT_REFUSALS as exc:
+                # Raised by aio-pika or pamqp while building the frame: nothing was sent.
+                refused[queue] = Unpublishable(f"queue name refused by the AMQP client: {type(exc).__name__}")
         return refused
+
+    def frame_max(self) -> int:
+        """The frame size of the connection, as negotiated (the default before it connected)."""
+        transport = getattr(self._connection, "transport", None)
+        tune = getattr(getattr(transport, "connection", None), "connection_tune", None)
+        frame_max = getattr(tune, "frame_max", None)
+        return frame_max if isinstance(frame_max, int) and frame_max > 0 else DEFAULT_FRAME_MAX
+
+    def _unpublishable(self, message: Outgoing) -> Unpublishable | None:
+        """Why this message cannot be sent as it is, found before anything is sent."""
+        if not _encoded_size_at_most(message.headers, headers_budget(self.frame_max())):
+            return Unpublishable("message headers larger than the broker's frame size")
+        return None
 
     async def publish(self, messages: Sequence[Outgoing], *, dead: bool = False) -> list[BaseException | None]:
         """Publish all at once and wait for every confirm. One entry per message: None if the
-        broker confirmed it, else the failure."""
+        broker confirmed it, else the failure: :class:`Unpublishable` for a message that will
+        never go (the caller sets it aside), anything else for one the broker refused or could
+        not take now. Raises only if the broker is unavailable before anything was sent."""
         refused = await self._declare_each(sorted({m.routing_key for m in messages}))
-        sendable = [m for m in messages if m.routing_key not in refused]
+        unfit = {id(m): problem for m in messages if (problem := self._unpublishable(m)) is not None}
+        sendable = [m for m in messages if m.routing_key not in refused and id(m) not in unfit]
         channel, _, _ = await self._ready()
         exchange = self._topology.dead_exchange if dead else self._topology.jobs_exchange
         # Straight to the underlying channel: aio-pika's Message and Exchange wrappers cost more
@@ -116,12 +201,19 @@ class ConfirmedPublisher:
             ),
             return_exceptions=True,
         ))
-        outcomes = [refused[m.routing_key] if m.routing_key in refused else next(sent) for m in messages]
+        outcomes = [
+            refused[m.routing_key] if m.routing_key in refused else unfit[id(m)] if id(m) in unfit else next(sent)
+            for m in messages
+        ]
         failures: list[BaseException | None] = []
         for message, outcome in zip(messages, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if isinstance(outcome, asyncio.CancelledError):
                     raise outcome
+                if isinstance(outcome, CLIENT_REFUSALS):
+                    # The client library refused to encode it (a value pamqp cannot write),
+                    # before sending: the same message would be refused again.
+                    outcome = Unpublishable(f"the client library refused the message: {type(outcome).__name__}")
                 if isinstance(outcome, aio_pika.exceptions.PublishError):
                     # Returned as unroutable: the queue was deleted behind our back. Declare it
                     # again before the next publish instead of trusting the cache.
@@ -137,6 +229,9 @@ class ConfirmedPublisher:
         """Publish one message straight to a named queue (default exchange), with a confirm."""
         channel, _, _ = await self._ready()
         underlay = await channel.get_underlay_channel()
+        problem = self._unpublishable(message)
+        if problem is not None:
+            return problem
         try:
             await underlay.basic_publish(
                 message.body, exchange="", routing_key=queue_name,

@@ -29,6 +29,7 @@ class Hooks:
     def batch_claimed(self, size: int, seconds: float) -> None: ...
     def dispatched(self, queue: str, lateness_s: float) -> None: ...
     def publish_refused(self, queue: str) -> None: ...
+    def set_aside(self, queue: str, reason: str) -> None: ...
     def confirm_latency(self, seconds: float) -> None: ...
     def tick_skipped(self, queue: str, reason: str) -> None: ...
     def due_backlog(self, rows: int) -> None: ...
@@ -48,6 +49,8 @@ class PrometheusHooks(Hooks):
         self.dispatch_lateness = Histogram("chronoq_dispatch_lateness_seconds", "Publish time minus due time",
                                            ["queue"], buckets=_SECONDS, registry=r)
         self.refused = Counter("chronoq_publish_refused", "Messages the broker nacked or returned", ["queue"], registry=r)
+        self.set_aside_total = Counter("chronoq_set_aside", "Occurrences a timer set aside as dead because they "
+                                       "cannot be dispatched, by reason", ["queue", "reason"], registry=r)
         self.confirm = Histogram("chronoq_confirm_latency_seconds", "Time to get every confirm of a batch",
                                  buckets=_SECONDS, registry=r)
         self.skipped = Counter("chronoq_ticks_skipped", "Ticks recorded as skipped", ["queue", "reason"], registry=r)
@@ -69,6 +72,9 @@ class PrometheusHooks(Hooks):
 
     def publish_refused(self, queue: str) -> None:
         self.refused.labels(queue).inc()
+
+    def set_aside(self, queue: str, reason: str) -> None:
+        self.set_aside_total.labels(queue, reason).inc()
 
     def confirm_latency(self, seconds: float) -> None:
         self.confirm.observe(seconds)

@@ -26,9 +26,11 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 #: SQLSTATE classes that say the server cannot serve right now, whatever was asked: connection
 #: exceptions (08), insufficient resources (53), operator intervention (57: shutdown, cannot
 #: connect now), a transaction that conflicted with another (40: serialization failure,
-#: deadlock; it changed nothing), and a read-only transaction (25006: a standby, during
-#: failover).
-_UNAVAILABLE_STATES = ("08", "53", "57", "40", "25006")
+#: deadlock; it changed nothing), a read-only transaction (25006: a standby, during failover),
+#: and a deployment that is not ready for chronoq's own statements (42: a table missing, a
+#: privilege not granted; 3F, 3D, 28: schema, database or role missing). None of these is the
+#: fault of the job or message at hand: the same work succeeds once the server is back or fixed.
+_UNAVAILABLE_STATES = ("08", "53", "57", "40", "25006", "42", "3F", "3D", "28")
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -47,8 +49,6 @@ def translated(exc: BaseException) -> ChronoqError:
     values of the statement."""
     if isinstance(exc, ChronoqError):
         return exc
-    if database_unavailable(exc):
-        return ServiceUnavailableError(f"Postgres is unavailable: {type(exc).__name__}")
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return ConfigError(f"database_url: {_first_line(exc)} (create it, or run `chronoq migrate`)")
     if isinstance(exc, (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPasswordError)):
@@ -57,6 +57,8 @@ def translated(exc: BaseException) -> ChronoqError:
         return ConfigError(f"the database has no chronoq schema or an older one ({_first_line(exc)}): run `chronoq migrate`")
     if isinstance(exc, asyncpg.InsufficientPrivilegeError):
         return ConfigError(f"database_url: the role may not do this ({_first_line(exc)})")
+    if database_unavailable(exc):
+        return ServiceUnavailableError(f"Postgres is unavailable: {type(exc).__name__}")
     if isinstance(exc, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)):
         return InvalidJobError("job", f"refused by the database: {type(exc).__name__}")
     return DatabaseError(f"Postgres refused the statement: {type(exc).__name__}")

@@ -32,6 +32,12 @@ async def postpone(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], pau
         )
 
 
+async def hold(conn: asyncpg.Connection, key: str, pause: timedelta, error: str) -> None:
+    """An occurrence whose dispatch failed alone, for an unknown reason: due again after
+    ``pause``, with the error for ``jobs show``; the other rows go on meanwhile."""
+    await conn.execute(query("hold_occurrence"), key, pause, error)
+
+
 async def next_due(conn: asyncpg.Connection, *, count_backlog: bool) -> tuple[float, float | None, int | None]:
     """(database epoch now, seconds until the earliest due row or None, rows due now if
     ``count_backlog``, else None)."""
@@ -40,7 +46,8 @@ async def next_due(conn: asyncpg.Connection, *, count_backlog: bool) -> tuple[fl
 
 
 async def record_unrun(conn: asyncpg.Connection, ticks: Sequence[tuple[int, str, datetime, str, str, str]]) -> None:
-    """Rows of (job_id, queue, fire_at, state, reason, detail); state is skipped or cancelled."""
+    """Rows of (job_id, queue, fire_at, state, reason, detail); state is skipped, cancelled, or
+    dead for an occurrence set aside because it cannot be dispatched."""
     if ticks:
         await conn.execute(query("record_unrun_ticks"), *map(list, zip(*ticks, strict=True)))
 

@@ -30,6 +30,7 @@ from chronoq._broker.connection import connect as connect_broker
 from chronoq._broker.consumer import Incoming, Subscription
 from chronoq._broker.publisher import ConfirmedPublisher
 from chronoq._broker.topology import Topology
+from chronoq._runtime.availability import unavailable
 from chronoq._runtime.config import Settings
 from chronoq._runtime.failpoints import failpoint
 from chronoq._runtime.hooks import Hooks
@@ -40,7 +41,6 @@ from chronoq.consumer.group import GroupExecutor, Member, describe
 from chronoq.consumer.handler_times import GROUP_TIME, HandlerTimes
 from chronoq.consumer.registry import Worker
 from chronoq.consumer.turns import Turns
-from chronoq.errors import ServiceUnavailableError
 from chronoq.schemas.message import PACK_HEADER
 
 log = logging.getLogger("chronoq.worker")
@@ -51,16 +51,6 @@ UNAVAILABLE_PAUSE = 1.0
 #: Test-only: ack before the outcome is committed, so a fault-injection run can show that its
 #: checker catches a broken build. Never set this in production.
 ACK_BEFORE_COMMIT = os.environ.get("CHRONOQ_CHAOS_ACK_BEFORE_COMMIT") == "1"
-#: Errors that mean "these messages can never be processed", not "try again later".
-DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-    ValueError,
-    OverflowError,
-    TypeError,
-)
-
-
 class Lane:
     """One loop: it takes the next group from the worker's inbox, runs it, and settles it."""
 
@@ -238,8 +228,17 @@ class WorkerService:
                 else:
                     await self._executor.execute_members(conn, members)
             failpoint("consumer.after_commit")
-        except DETERMINISTIC_ERRORS:
+        except Exception as exc:  # noqa: BLE001 - classified: unavailable, or one of its jobs' fault
+            if unavailable(exc):
+                # As for a group: nothing recorded, hand it back.
+                log.warning("pack not processed; returned to the queue",
+                            extra={"action": "delivery_requeued", "error": type(exc).__name__, "count": len(members)})
+                await asyncio.sleep(UNAVAILABLE_PAUSE)
+                await self.acks.settle(message, "requeue")
+                return
             # One job of the pack cannot be processed: run each alone, bury what fails again.
+            log.error("pack failed; its jobs run one by one", extra={"action": "pack_split",
+                      "error": type(exc).__name__, "count": len(members)}, exc_info=exc)
             async with self._pool.acquire() as conn:
                 for member in members:
                     if member.handler is None:
@@ -247,15 +246,11 @@ class WorkerService:
                     member.action = ""  # whatever the rolled-back attempt decided did not happen
                     try:
                         await self._executor.execute_members(conn, [member])
-                    except DETERMINISTIC_ERRORS as exc:
+                    except Exception as alone:  # noqa: BLE001 - as above, for this job alone
+                        if unavailable(alone):
+                            raise
                         member.action = "rejected"
-                        await self._executor.bury_member(conn, member, describe(exc))
-        except Exception as exc:  # noqa: BLE001 - as for a group: nothing recorded, hand it back
-            log.warning("pack not processed; returned to the queue",
-                        extra={"action": "delivery_requeued", "error": type(exc).__name__, "count": len(members)})
-            await asyncio.sleep(UNAVAILABLE_PAUSE)
-            await self.acks.settle(message, "requeue")
-            return
+                        await self._executor.bury_member(conn, member, describe(alone))
         self._observe(members)
         if any(m.action == "deferred" for m in members):
             await self.acks.settle(message, "requeue")
@@ -289,9 +284,20 @@ class WorkerService:
             await self.acks.done(done)
             settled = True
             self.outcomes.update(m.action for m in members if m.action != "isolate")
-        except DETERMINISTIC_ERRORS as exc:
-            # The same group would fail the same way again: requeueing it would loop. Retry each
-            # delivery alone, so that only the one that cannot be processed is dead-lettered.
+        except Exception as exc:  # a worker must outlive anything one group can throw
+            if unavailable(exc):
+                # Nothing was recorded (the database or broker is unavailable): hand the group
+                # back after a pause, so an outage is not a hot loop.
+                log.warning("deliveries not processed; returned to the queue",
+                            extra={"action": "delivery_requeued", "error": type(exc).__name__, "count": len(group)})
+                await asyncio.sleep(UNAVAILABLE_PAUSE)
+                for message in group:
+                    await self.acks.settle(message, "requeue")
+                settled = True
+                return
+            # Anything else would fail the same group the same way again: requeueing it would
+            # loop. Retry each delivery alone, so that only the one that cannot be processed is
+            # dead-lettered, at once, with its error recorded.
             if len(group) > 1:
                 for message in group:
                     await self._settle_group([message])
@@ -304,20 +310,6 @@ class WorkerService:
             await self.acks.settle(group[0], "dead_letter")
             settled = True
             self.outcomes["rejected"] += 1
-        except Exception as exc:  # a worker must outlive anything one group can throw
-            # Nothing was recorded (the database or broker is unavailable): hand the group back
-            # after a pause, so an outage is not a hot loop.
-            expected = isinstance(exc, (*CONNECTION_ERRORS, *BROKER_ERRORS, asyncpg.PostgresError, ServiceUnavailableError))
-            log.log(
-                logging.WARNING if expected else logging.ERROR,
-                "deliveries not processed; returned to the queue",
-                extra={"action": "delivery_requeued", "error": type(exc).__name__, "count": len(group)},
-                exc_info=not expected,
-            )
-            await asyncio.sleep(UNAVAILABLE_PAUSE)
-            for message in group:
-                await self.acks.settle(message, "requeue")
-            settled = True
         finally:
             if not settled:  # cancelled by drain(): hand the deliveries back now
                 for message in group:

@@ -14,6 +14,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 MESSAGE_VERSION = 1
+#: Longest handler timeout a message may carry.
+MAX_TIMEOUT_S = 24 * 3600
 CONTENT_TYPE = "application/json"
 APP_ID = "chronoq"
 
@@ -55,7 +57,7 @@ class JobMessage(BaseModel):
     # copy of an attempt from copies published again. Absent: treated as published again.
     dispatch_id: int | None = Field(default=None, ge=0, le=2**63 - 1)
     max_attempts: int = Field(ge=1, le=1000)
-    timeout_s: float = Field(gt=0, le=24 * 3600, allow_inf_nan=False)
+    timeout_s: float = Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
     payload: Any = None
 
     def headers(self) -> dict[str, Any]:

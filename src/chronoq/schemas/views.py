@@ -69,6 +69,9 @@ class QueueStatus(BaseModel):
     scheduled: int
     due: int
     in_flight: int
+    #: Live occurrences waiting after a failed publish (refused by the broker, or held after their
+    #: dispatch failed alone), with the error in ``jobs show``.
+    held: int = 0
     succeeded: int
     failed: int
     dead: int

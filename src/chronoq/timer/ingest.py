@@ -2,9 +2,13 @@
 
 A submission is stored exactly like the Python producer stores a job (the same statements,
 the idempotency key honoured) and acked only after the commit: the sender's publisher confirm
-means "durably accepted by RabbitMQ", and from there chronoq cannot lose it. A submission that
-does not validate goes to ``<ns>.submissions.rejected`` with the error in the
-``x-chronoq-error`` header (never the payload in a log), then is acked.
+means "durably accepted by RabbitMQ", and from there chronoq cannot lose it.
+
+A submission that cannot be stored for any reason other than the database being unavailable
+(it does not validate, the database refuses it, storing it fails in a way nobody foresaw) goes
+to ``<ns>.submissions.rejected`` at once, with the error in the ``x-chronoq-error`` header (never
+the payload in a log), then is acked: handing it back would only fail it again, in front of the
+submissions behind it. Only "unavailable" (``_runtime/availability.py``) hands it back.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import logging
 import asyncpg
 
 from chronoq._broker.consumer import Incoming
-from chronoq._broker.publisher import ConfirmedPublisher, Outgoing
+from chronoq._broker.publisher import ConfirmedPublisher, Outgoing, fitted_headers
 from chronoq._broker.topology import Topology
+from chronoq._runtime.availability import unavailable
 from chronoq._store import jobs as job_store
+from chronoq._store.connection import database_errors
 from chronoq._store.schedules import store_schedule
-from chronoq.errors import InvalidJobError, JobStateError
+from chronoq.errors import ChronoqError
 from chronoq.schemas.job import JobSpec
 from chronoq.schemas.submission import parse_submission
 
@@ -42,31 +48,32 @@ class Ingest:
             if spec.key is None and message.message_id:
                 # A redelivery after our commit (the ack was lost) must not store the job twice:
                 # without a key of its own, the submission's AMQP message id is its key.
-                digest = hashlib.sha256(message.message_id.encode()).hexdigest()[:32]
+                digest = hashlib.sha256(message.message_id.encode(errors="replace")).hexdigest()[:32]
                 spec = spec.model_copy(update={"key": f"amqp-message:{digest}"})
-            async with self.pool.acquire() as conn:
-                if isinstance(spec, JobSpec):
-                    job_id = (await job_store.enqueue(conn, spec, spec.encoded_payload())).job_id
-                else:
-                    job_id = await store_schedule(conn, spec)
-        except (InvalidJobError, JobStateError) as exc:
-            await self._reject(message, str(exc))
-            return
-        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-            # Valid to the schema but refused by the database: storing it again would fail again.
-            await self._reject(message, f"refused by the database: {type(exc).__name__}")
-            return
-        except Exception as exc:  # noqa: BLE001 - the database is unavailable: hand it back
-            log.warning("submission not stored; returned to the queue",
-                        extra={"action": "submission_requeued", "error": type(exc).__name__})
-            await asyncio.sleep(UNAVAILABLE_PAUSE)
-            await message.requeue()
+            with database_errors():
+                async with self.pool.acquire() as conn:
+                    if isinstance(spec, JobSpec):
+                        job_id = (await job_store.enqueue(conn, spec, spec.encoded_payload())).job_id
+                    else:
+                        job_id = await store_schedule(conn, spec)
+        except Exception as exc:  # noqa: BLE001 - classified: unavailable, or this submission's fault
+            if unavailable(exc):
+                log.warning("submission not stored; returned to the queue",
+                            extra={"action": "submission_requeued", "error": type(exc).__name__})
+                await asyncio.sleep(UNAVAILABLE_PAUSE)
+                await message.requeue()
+                return
+            if not isinstance(exc, ChronoqError):
+                log.error("submission could not be stored; rejected",
+                          extra={"action": "submission_failed", "error": type(exc).__name__}, exc_info=exc)
+            await self._reject(message, _error_text(exc))
             return
         log.info("submission stored", extra={"action": "submission_stored", "job_id": job_id, "queue": spec.queue})
         await message.ack()
 
     async def _reject(self, message: Incoming, error: str) -> None:
-        headers = {**message.headers, "x-chronoq-error": error[:1000], "x-chronoq-reason": "invalid_submission"}
+        own = {"x-chronoq-error": error[:ERROR_HEADER_LIMIT], "x-chronoq-reason": "invalid_submission"}
+        headers = fitted_headers(message.headers, own, self.publisher.frame_max())
         try:
             failure = await self.publisher.publish_to_queue(
                 self.topology.rejected_submissions_queue,
@@ -75,7 +82,22 @@ class Ingest:
         except Exception as exc:  # noqa: BLE001 - the broker is unavailable: keep the submission
             failure = exc
         if failure is not None:
+            log.warning("rejected submission not copied; returned to the queue",
+                        extra={"action": "submission_requeued", "error": type(failure).__name__})
+            await asyncio.sleep(UNAVAILABLE_PAUSE)
             await message.requeue()  # keep it until it can be recorded as rejected
             return
         log.warning("submission rejected", extra={"action": "submission_rejected", "error": error[:300]})
         await message.ack()
+
+
+#: Longest error text in a rejected submission's ``x-chronoq-error`` header.
+ERROR_HEADER_LIMIT = 1000
+
+
+def _error_text(exc: BaseException) -> str:
+    """What the sender reads in ``x-chronoq-error``: chronoq's own message (which names the
+    field and quotes at most a short prefix of a value), else only the kind of failure."""
+    if isinstance(exc, ChronoqError):
+        return str(exc)
+    return f"the submission could not be stored: {type(exc).__name__}"

@@ -12,6 +12,7 @@ import orjson
 from chronoq._broker.publisher import Outgoing
 from chronoq._runtime.tracing import TRACE_HEADERS
 from chronoq.schemas.message import MESSAGE_VERSION, message_headers, pack_headers
+from chronoq.timer.screening import MAX_TRACE_CHARS
 
 
 def _envelope(row: asyncpg.Record, dispatch_id: int) -> dict[str, Any]:
@@ -32,10 +33,19 @@ def _envelope(row: asyncpg.Record, dispatch_id: int) -> dict[str, Any]:
 
 
 def _trace(row: asyncpg.Record) -> dict[str, str]:
-    """W3C trace context of the span that enqueued the job: the handler's span continues it."""
-    if not row["trace"]:
+    """W3C trace context of the span that enqueued the job: the handler's span continues it.
+    A context that is not what the producer writes (too long, not an object of strings) is
+    left out: the job runs untraced."""
+    text = row["trace"]
+    if not text or len(text) > MAX_TRACE_CHARS:
         return {}
-    return {k: v for k, v in orjson.loads(row["trace"]).items() if k in TRACE_HEADERS}
+    try:
+        context = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(context, dict):
+        return {}
+    return {k: v for k, v in context.items() if k in TRACE_HEADERS and isinstance(v, str)}
 
 
 def job_message(row: asyncpg.Record, dispatch_id: int) -> Outgoing:

@@ -24,17 +24,19 @@ import asyncpg
 from chronoq._broker.connection import BROKER_ERRORS
 from chronoq._broker.connection import connect as connect_broker
 from chronoq._broker.consumer import SubmissionIntake
-from chronoq._broker.publisher import ConfirmedPublisher, Outgoing
+from chronoq._broker.publisher import ConfirmedPublisher, Outgoing, Unpublishable
 from chronoq._broker.topology import Topology
+from chronoq._runtime.availability import unavailable
 from chronoq._runtime.config import Settings
 from chronoq._runtime.failpoints import armed, failpoint
 from chronoq._runtime.hooks import Hooks
 from chronoq._runtime.service import start_or_close
 from chronoq._store import maintenance, wheel
 from chronoq._store.connection import CONNECTION_ERRORS, connect, create_pool
-from chronoq.schemas.cron import CronError
+from chronoq.schemas.rules import short
 from chronoq.timer.ingest import Ingest
 from chronoq.timer.messages import job_message, lease, pack_message
+from chronoq.timer.screening import unpublishable
 from chronoq.timer.ticks import Plan, plan_head
 
 log = logging.getLogger("chronoq.timer")
@@ -61,6 +63,14 @@ LOCKED_ROWS_PAUSE = 0.05
 BACKLOG_INTERVAL = 1.0
 #: Due time of a parked row (a paused job's next tick): never, until resumed.
 INFINITY = datetime.max.replace(tzinfo=UTC)
+#: How long a row whose one-row batch failed for an unknown reason waits before it is tried
+#: again, out of the way of every other row.
+HOLD_PAUSE = timedelta(seconds=30)
+#: Set-aside rows logged per batch (all are recorded in Postgres).
+SET_ASIDE_LOGGED = 10
+
+# A claimed row set aside as dead: (row, reason, detail).
+SetAside = tuple[asyncpg.Record, str, str]
 
 
 class Timer:
@@ -85,6 +95,10 @@ class Timer:
         self._clock_offset = 0.0
         self._claimed_nothing_while_due = False
         self._backlog_due = 0.0  # host monotonic time of the next backlog count
+        # After a batch failed for a reason that is not an outage, the timer claims one row at a
+        # time for as many rows as that batch had, so the row that fails is found and held alone.
+        self._claimed_keys: list[str] = []
+        self._one_at_a_time = 0
 
     async def start(self) -> None:
         # Only the timer's own statements run on its sessions: no reset on release (OwnSession).
@@ -179,11 +193,18 @@ class Timer:
         self._wake.set()
 
     async def run_once(self) -> int:
-        """Claim, judge, publish and mark one batch in one transaction. Returns rows handled."""
+        """Claim, judge, publish and mark one batch in one transaction. Returns rows handled.
+
+        A row that cannot be published (stored values outside the input contract, a message the
+        broker can never take) is set aside, recorded dead with its reason, in the same
+        transaction; the rest of the batch goes on. A row the broker refused for now (unroutable,
+        nacked, a queue declared elsewhere with other arguments) stays due after a pause."""
         assert self._dispatch_pool is not None and self._publisher is not None, "call start() first"
         claim_started = time.perf_counter()
+        limit = 1 if self._one_at_a_time else self.settings.claim_batch
         async with self._dispatch_pool.acquire() as conn, conn.transaction():
-            rows = await wheel.claim_due(conn, self.settings.claim_batch)
+            rows = await wheel.claim_due(conn, limit)
+            self._claimed_keys = [r["occurrence_key"] for r in rows]
             if not rows:
                 return 0
             failpoint("timer.after_claim")
@@ -193,21 +214,31 @@ class Timer:
                 if not rows:
                     return claimed
             started = time.perf_counter()
+            set_aside: list[SetAside] = []
+            screened = []
+            for row in rows:
+                problem = unpublishable(row)
+                if problem is None:
+                    screened.append(row)
+                else:
+                    set_aside.append((row, "unpublishable", problem))
+            rows = screened
             to_publish = [r for r in rows if not r["head"]]
             plans: list[tuple[asyncpg.Record, Plan]] = []
-            unusable: list[tuple[asyncpg.Record, BaseException]] = []
             for row in (r for r in rows if r["head"]):
                 try:
                     plan = plan_head(row)
-                except CronError as exc:
-                    unusable.append((row, exc))
+                except Exception as exc:  # noqa: BLE001 - a stored schedule that cannot be judged
+                    set_aside.append((row, "invalid_schedule", f"{type(exc).__name__}: {exc}"))
                     continue
                 plans.append((row, plan))
                 if plan.publish:
                     to_publish.append(row)
             publish_started = time.perf_counter()
             dispatch_id = secrets.randbits(63)  # tells this batch's copies from any other
-            messages, carried = self._messages(to_publish, dispatch_id)
+            messages, carried, unbuilt = self._messages(to_publish, dispatch_id)
+            set_aside += unbuilt
+            to_publish = [r for rows_ in carried for r in rows_]
             publishing = asyncio.ensure_future(self._publisher.publish(messages))
             # The mark travels while the confirms do: it only commits after them, and a row the
             # broker refuses is put back below, so it takes no time on the batch's path.
@@ -232,17 +263,25 @@ class Timer:
             marked = time.perf_counter()
             self.hooks.confirm_latency(confirmed - publish_started)
             failpoint("timer.after_confirm")
-            sent = [r for rows_, failure in zip(carried, failures, strict=True) if failure is None for r in rows_]
-            refused = [(r, f) for rows_, f in zip(carried, failures, strict=True) if f is not None for r in rows_]
+            sent, refused = [], []
+            for rows_, failure in zip(carried, failures, strict=True):
+                if failure is None:
+                    sent += rows_
+                elif isinstance(failure, Unpublishable):
+                    set_aside += [(r, "unpublishable", str(failure)) for r in rows_]
+                else:
+                    refused += [(r, failure) for r in rows_]
             if refused:
                 await self._postpone(conn, refused)
-            if unusable:
-                await self._give_up(conn, unusable)
-            await self._apply(conn, plans)
+            if set_aside:
+                await self._set_aside(conn, set_aside)
+            await self._apply(conn, [(row, plan) for row, plan in plans if not _among(row, set_aside)])
             failpoint("timer.before_commit")
             written = time.perf_counter()
         committed = time.perf_counter()
-        self._report(rows, sent, refused, plans, committed - started)
+        self._report(rows, sent, refused, plans, set_aside, committed - started)
+        if self._one_at_a_time:
+            self._one_at_a_time -= 1
         if log.isEnabledFor(logging.DEBUG):
             # The phases of the batch: every job in it waits for all of them (the worker's
             # fence waits for this commit), so this is where lateness below saturation goes.
@@ -251,11 +290,13 @@ class Timer:
                 extra={
                     "action": "batch_dispatched",
                     "timer": self.name,
-                    "claimed": len(rows),
+                    "claimed": claimed,
                     "published": len(sent),
                     "refused": len(refused),
+                    "set_aside": len(set_aside),
                     # From the earliest row's run time to the claim's transaction start.
-                    "wake_ms": round((rows[0]["db_now"] - min(r["run_at"] for r in rows)).total_seconds() * 1000, 2),
+                    "wake_ms": round((rows[0]["db_now"] - min(r["run_at"] for r in rows)).total_seconds() * 1000, 2)
+                    if rows else None,
                     "claim_ms": round((started - claim_started) * 1000, 2),
                     "confirm_ms": round((confirmed - publish_started) * 1000, 2),
                     "mark_wait_ms": round((marked - confirmed) * 1000, 2),  # the mark outlasting the confirms
@@ -277,28 +318,39 @@ class Timer:
 
     def _messages(
         self, rows: list[asyncpg.Record], dispatch_id: int
-    ) -> tuple[list[Outgoing], list[list[asyncpg.Record]]]:
+    ) -> tuple[list[Outgoing], list[list[asyncpg.Record]], list[SetAside]]:
         """One message per job, except for packed queues: up to ``pack_size`` jobs of one queue
-        per message. Returns the messages and, for each, the rows it carries."""
+        per message. Returns the messages, for each the rows it carries, and the rows whose
+        message could not be built (set aside)."""
         packed = self.settings.packed
         messages: list[Outgoing] = []
         carried: list[list[asyncpg.Record]] = []
+        unbuilt: list[SetAside] = []
         by_queue: dict[str, list[asyncpg.Record]] = {}
         for r in rows:
             if r["queue"] in packed:
                 by_queue.setdefault(r["queue"], []).append(r)
-            else:
+                continue
+            try:
                 messages.append(job_message(r, dispatch_id))
-                carried.append([r])
+            except Exception as exc:  # noqa: BLE001 - this row's stored values, not the batch's
+                unbuilt.append((r, "unpublishable", f"message not built: {type(exc).__name__}"))
+                continue
+            carried.append([r])
         size = self.settings.pack_size
         for queue_rows in by_queue.values():
             for start in range(0, len(queue_rows), size):
                 chunk = queue_rows[start : start + size]
-                messages.append(pack_message(chunk, dispatch_id))
+                try:
+                    messages.append(pack_message(chunk, dispatch_id))
+                except Exception as exc:  # noqa: BLE001 - as above; the pack's rows run alone next time
+                    unbuilt += [(r, "unpublishable", f"message not built: {type(exc).__name__}") for r in chunk]
+                    continue
                 carried.append(chunk)
-        return messages, carried
+        return messages, carried, unbuilt
 
-    def _report(self, rows: list, sent: list, refused: list, plans: list, seconds: float) -> None:
+    def _report(self, rows: list, sent: list, refused: list, plans: list, set_aside: list[SetAside],
+                seconds: float) -> None:
         hooks = self.hooks
         if type(hooks) is Hooks:
             return  # nobody is observing: no per-row work on the claim path
@@ -307,6 +359,8 @@ class Timer:
             hooks.dispatched(r["queue"], (r["db_now"] - r["run_at"]).total_seconds())
         for r, _ in refused:
             hooks.publish_refused(r["queue"])
+        for r, reason, _ in set_aside:
+            hooks.set_aside(r["queue"] if not unpublishable(r) else "-", reason)
         for row, plan in plans:
             for skip in plan.skipped:
                 hooks.tick_skipped(row["queue"], skip.reason)
@@ -343,15 +397,17 @@ class Timer:
         await wheel.record_unrun(conn, unrun)
         await wheel.add(conn, add)
 
-    async def _give_up(self, conn: asyncpg.Connection, unusable: list) -> None:
-        """A stored schedule that can no longer be computed (it was valid when stored): its tick
-        ends dead with the reason, instead of being retried forever."""
-        for row, exc in unusable:
-            log.error("unusable schedule", extra={"action": "schedule_unusable", "job_id": row["job_id"],
-                                                  "queue": row["queue"], "error": str(exc)[:300]})
-        await wheel.drop(conn, [r["occurrence_key"] for r, _ in unusable])
+    async def _set_aside(self, conn: asyncpg.Connection, items: list[SetAside]) -> None:
+        """Rows that can never be dispatched leave the wheel, each recorded dead with its reason
+        (``jobs show`` and ``status`` show them), instead of being retried forever in front of
+        every other row."""
+        for row, reason, detail in items[:SET_ASIDE_LOGGED]:
+            log.error("occurrence set aside: it cannot be dispatched", extra={
+                "action": "occurrence_set_aside", "job_id": row["job_id"], "queue": short(row["queue"]),
+                "occurrence": short(row["occurrence_key"]), "reason": reason, "error": detail[:300]})
+        await wheel.drop(conn, [r["occurrence_key"] for r, _, _ in items])
         await wheel.record_unrun(
-            conn, [(r["job_id"], r["queue"], r["fire_at"], "dead", "invalid_schedule", str(e)[:500]) for r, e in unusable]
+            conn, [(r["job_id"], r["queue"], r["fire_at"], "dead", reason, detail[:500]) for r, reason, detail in items]
         )
 
     async def _postpone(self, conn: asyncpg.Connection, refused: list) -> None:
@@ -433,17 +489,39 @@ class Timer:
                     break
                 try:
                     handled = await self.run_once()
-                    if handled < self.settings.claim_batch and not self._stopping.is_set():
+                    if handled < self.settings.claim_batch and not self._one_at_a_time \
+                            and not self._stopping.is_set():
                         await self._sleep_until_due(claimed_nothing=handled == 0)
-                except (*CONNECTION_ERRORS, *BROKER_ERRORS, asyncpg.PostgresError) as exc:
-                    await self._recover(exc, expected=True)
                 except Exception as exc:  # a timer must outlive anything one batch can throw
-                    await self._recover(exc, expected=False)
+                    if unavailable(exc):
+                        await self._recover(exc, expected=True)
+                    else:
+                        await self._isolate(exc)
         finally:
             pruner.cancel()
             await asyncio.gather(pruner, return_exceptions=True)
             await self.close()
             log.info("timer stopped", extra={"action": "timer_stopped", "timer": self.name})
+
+    async def _isolate(self, exc: Exception) -> None:
+        """A batch failed, and not because a service is unavailable: something in one of its rows
+        breaks it. Its rows are due again (the batch rolled back); claim them one at a time, and
+        hold the one whose own batch fails, so that no single row stops the others."""
+        keys = self._claimed_keys
+        if len(keys) == 1:
+            log.error("dispatch of one occurrence failed; it is held and tried again later",
+                      extra={"action": "occurrence_held", "occurrence": short(keys[0]),
+                             "error": type(exc).__name__, "pause_s": HOLD_PAUSE.total_seconds()}, exc_info=exc)
+            assert self._pool is not None
+            try:
+                async with self._pool.acquire() as conn:
+                    await wheel.hold(conn, keys[0], HOLD_PAUSE, f"dispatch failed: {type(exc).__name__}: {exc}"[:500])
+            except Exception as hold_failed:  # noqa: BLE001 - the next round finds it again
+                await self._recover(hold_failed, expected=unavailable(hold_failed))
+            return
+        log.error("dispatch failed; claiming one row at a time to find the cause",
+                  extra={"action": "timer_isolating", "rows": len(keys), "error": type(exc).__name__}, exc_info=exc)
+        self._one_at_a_time = max(len(keys), 1)
 
     async def _broker_reachable(self) -> bool:
         """Wait, claiming nothing, while the broker connection is down; False if stopped first.
@@ -479,3 +557,7 @@ class Timer:
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
         except TimeoutError:
             pass
+
+
+def _among(row: asyncpg.Record, items: list[SetAside]) -> bool:
+    return any(r is row for r, _, _ in items)

@@ -23,7 +23,8 @@ WITH live AS (
     SELECT queue,
            count(*) FILTER (WHERE dispatched_at IS NULL AND due_at > now()) AS scheduled,
            count(*) FILTER (WHERE due_at <= now()) AS due,
-           count(*) FILTER (WHERE dispatched_at IS NOT NULL AND due_at > now()) AS in_flight
+           count(*) FILTER (WHERE dispatched_at IS NOT NULL AND due_at > now()) AS in_flight,
+           count(*) FILTER (WHERE last_error IS NOT NULL) AS held
     FROM chronoq.wheel GROUP BY queue
 ), done AS (
     SELECT queue,
@@ -42,7 +43,7 @@ WITH live AS (
 )
 SELECT queue,
        coalesce(live.scheduled, 0) AS scheduled, coalesce(live.due, 0) AS due,
-       coalesce(live.in_flight, 0) AS in_flight,
+       coalesce(live.in_flight, 0) AS in_flight, coalesce(live.held, 0) AS held,
        coalesce(done.succeeded, 0) AS succeeded, coalesce(failed.failed, 0) AS failed,
        coalesce(done.dead, 0) AS dead, coalesce(done.skipped, 0) AS skipped,
        coalesce(done.cancelled, 0) AS cancelled,

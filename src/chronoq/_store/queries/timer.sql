@@ -58,6 +58,11 @@ FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::bigint[])
     AS p(occurrence_key, dispatches, dispatched_at, dispatch_id)
 WHERE w.occurrence_key = p.occurrence_key;
 
+-- name: hold_occurrence
+-- A row whose one-row batch failed for a reason that is not an outage: due again after a pause,
+-- the error kept for `jobs show`. Nothing else about it changes.
+UPDATE chronoq.wheel SET due_at = now() + $2::interval, last_error = $3 WHERE occurrence_key = $1;
+
 -- name: next_due
 -- The database's clock now, and seconds until the earliest row is due (NULL: the wheel is
 -- empty). The timer sleeps that long; the clock reading maps NOTIFY payloads to its own clock.
@@ -73,7 +78,8 @@ SELECT extract(epoch FROM now())::float8 AS db_now,
 
 -- name: record_unrun_ticks
 -- The tick ledger: a nominal tick that will not run gets its terminal row — 'skipped' with the
--- policy's reason, or 'cancelled' for a tick of a job cancelled while it was being judged.
+-- policy's reason, 'cancelled' for a tick of a job cancelled while it was being judged, or
+-- 'dead' for an occurrence set aside because it cannot be dispatched.
 INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt, reason, detail)
 SELECT chronoq.occurrence_key(t.job_id, t.fire_at), t.job_id, t.queue, t.fire_at, t.state, 0, t.reason, t.detail
 FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])

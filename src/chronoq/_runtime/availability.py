@@ -1,0 +1,22 @@
+"""Whether a failure means "a service is unavailable, try the same work again later".
+
+The classification is narrow on purpose: only an unreachable or overloaded Postgres or RabbitMQ,
+a broken connection, or a conflict that changed nothing is "unavailable". Everything else says
+that the work itself is wrong, and the work is set aside with its reason, instead of being
+handed back to fail again in front of everything else.
+"""
+
+from __future__ import annotations
+
+from chronoq._broker.connection import broker_unavailable
+from chronoq._runtime.failpoints import FailpointError
+from chronoq._store.connection import database_unavailable
+from chronoq.errors import ServiceUnavailableError
+
+
+def unavailable(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, (ServiceUnavailableError, TimeoutError, FailpointError))
+        or database_unavailable(exc)
+        or broker_unavailable(exc)
+    )
