@@ -46,10 +46,18 @@ async def next_due(conn: asyncpg.Connection, *, count_backlog: bool) -> tuple[fl
 
 
 async def record_unrun(conn: asyncpg.Connection, ticks: Sequence[tuple[int, str, datetime, str, str, str]]) -> None:
-    """Rows of (job_id, queue, fire_at, state, reason, detail); state is skipped, cancelled, or
-    dead for an occurrence set aside because it cannot be dispatched."""
+    """Rows of (job_id, queue, fire_at, state, reason, detail); state is skipped or cancelled."""
     if ticks:
         await conn.execute(query("record_unrun_ticks"), *map(list, zip(*ticks, strict=True)))
+
+
+async def record_set_aside(conn: asyncpg.Connection, rows: Sequence[tuple[asyncpg.Record, str, str]]) -> None:
+    """Claimed rows that can never be dispatched, as (row, reason, error): recorded dead."""
+    if rows:
+        await conn.execute(query("record_set_aside"), *map(list, zip(*(
+            (r["occurrence_key"], r["job_id"], r["queue"], r["fire_at"], r["attempt"], reason, error, r["run_at"])
+            for r, reason, error in rows
+        ), strict=True)))
 
 
 async def drop(conn: asyncpg.Connection, keys: Sequence[str]) -> None:

@@ -406,9 +406,7 @@ class Timer:
                 "action": "occurrence_set_aside", "job_id": row["job_id"], "queue": short(row["queue"]),
                 "occurrence": short(row["occurrence_key"]), "reason": reason, "error": detail[:300]})
         await wheel.drop(conn, [r["occurrence_key"] for r, _, _ in items])
-        await wheel.record_unrun(
-            conn, [(r["job_id"], r["queue"], r["fire_at"], "dead", reason, detail[:500]) for r, reason, detail in items]
-        )
+        await wheel.record_set_aside(conn, [(r, reason, detail[:500]) for r, reason, detail in items])
 
     async def _postpone(self, conn: asyncpg.Connection, refused: list) -> None:
         first_error = f"{type(refused[0][1]).__name__}: {refused[0][1]}"[:500]

@@ -78,12 +78,21 @@ SELECT extract(epoch FROM now())::float8 AS db_now,
 
 -- name: record_unrun_ticks
 -- The tick ledger: a nominal tick that will not run gets its terminal row — 'skipped' with the
--- policy's reason, 'cancelled' for a tick of a job cancelled while it was being judged, or
--- 'dead' for an occurrence set aside because it cannot be dispatched.
+-- policy's reason, or 'cancelled' for a tick of a job cancelled while it was being judged.
 INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt, reason, detail)
 SELECT chronoq.occurrence_key(t.job_id, t.fire_at), t.job_id, t.queue, t.fire_at, t.state, 0, t.reason, t.detail
 FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
     AS t(job_id, queue, fire_at, state, reason, detail)
+ON CONFLICT (occurrence_key) DO NOTHING;
+
+-- name: record_set_aside
+-- Occurrences a timer set aside because they can never be dispatched: dead, with the reason
+-- and the error that `jobs show` and `status` show.
+INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt, reason, error, run_at)
+SELECT t.occurrence_key, t.job_id, t.queue, t.fire_at, 'dead', t.attempt, t.reason, t.error, t.run_at
+FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[], $5::int[], $6::text[], $7::text[],
+            $8::timestamptz[])
+    AS t(occurrence_key, job_id, queue, fire_at, attempt, reason, error, run_at)
 ON CONFLICT (occurrence_key) DO NOTHING;
 
 -- name: drop_occurrences
