@@ -12,13 +12,20 @@ class ChronoqError(Exception):
     """Root of every error chronoq raises on purpose."""
 
 
+#: Longest field name and message an InvalidJobError carries: it names the problem and may quote
+#: a short prefix of a value, never the whole of a hostile one.
+FIELD_LIMIT = 300
+MESSAGE_LIMIT = 500
+
+
 class InvalidJobError(ChronoqError, ValueError):
-    """A job spec, payload or argument is invalid. Nothing was stored."""
+    """A job spec, payload or argument is invalid. Nothing was stored. ``field`` names what is
+    wrong (``payload.items[3]``, ``delay``, ``queue``); ``message`` says why."""
 
     def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
+        self.field = field if len(field) <= FIELD_LIMIT else field[: FIELD_LIMIT - 3] + "..."
+        self.message = message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 3] + "..."
+        super().__init__(f"{self.field}: {self.message}")
 
 
 class ConfigError(ChronoqError):

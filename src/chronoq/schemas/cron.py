@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterError, croniter
 
 from chronoq.errors import ChronoqError
+from chronoq.schemas.rules import short
 
 __all__ = ["CronError", "CronSchedule"]
 
@@ -67,9 +68,9 @@ class CronError(ChronoqError, ValueError):
     """A cron expression or time zone is invalid, or a schedule produced no tick in bounds."""
 
 
-def _short(text: str) -> str:
-    # Never echo a 10 KB input back into a log line.
-    return repr(text if len(text) <= 64 else text[:61] + "...")
+def _short(text: object) -> str:
+    # Never echo a 10 KB input back into a log line or an error.
+    return short(text)
 
 
 def _bad(expr: str, problem: str) -> CronError:
@@ -86,7 +87,7 @@ def _parse_field(text: str, index: int, expr: str) -> set[int]:
         elif names is not None and token in names:
             number = names[token]
         else:
-            raise _bad(expr, f"{name} field has unknown name {token!r}")
+            raise _bad(expr, f"{name} field has unknown name {_short(token)}")
         if not low <= number <= top:
             raise _bad(expr, f"{name} value {number} out of range {low}-{top}")
         return number
@@ -95,7 +96,7 @@ def _parse_field(text: str, index: int, expr: str) -> set[int]:
     for item in text.lower().split(","):
         match = _ITEM.fullmatch(item)
         if match is None:
-            raise _bad(expr, f"bad {name} item {item!r}")
+            raise _bad(expr, f"bad {name} item {_short(item)}")
         star, first, last, step_text = match.groups()
         if star:
             start, stop = low, high
@@ -103,7 +104,7 @@ def _parse_field(text: str, index: int, expr: str) -> set[int]:
             start = value(first)
             stop = value(last) if last else (high if step_text else start)
             if start > stop:  # croniter would read this as wrap-around; we refuse it
-                raise _bad(expr, f"{name} range {item!r} is reversed")
+                raise _bad(expr, f"{name} range {_short(item)} is reversed")
         step = int(step_text) if step_text else 1
         if not 1 <= step <= high - low + 1:
             raise _bad(expr, f"{name} step {step} must be 1-{high - low + 1}")
@@ -253,14 +254,14 @@ def _to_utc(value: datetime, what: str) -> datetime:
 
 def _load_zone(name: str) -> ZoneInfo:
     if not isinstance(name, str) or not name:
-        raise CronError(f"time zone must be a non-empty IANA name, got {name!r}")
+        raise CronError(f"time zone must be a non-empty IANA name, got {_short(name)}")
     # zoneinfo reads files named by the key, so refuse anything path-like before it looks.
     if len(name) > 64 or ".." in name or not _ZONE_NAME.fullmatch(name) or name == "localtime":
         raise CronError(f"time zone {_short(name)} is not a valid IANA name")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
-        raise CronError(f"unknown time zone {name!r}") from exc
+        raise CronError(f"unknown time zone {_short(name)}") from exc
 
 
 def _offset(zone: ZoneInfo, ts: int) -> timedelta | None:

@@ -14,6 +14,7 @@ import orjson
 from pydantic import BaseModel
 
 from chronoq.errors import InvalidJobError
+from chronoq.schemas.rules import short
 
 #: Largest encoded payload accepted, in bytes. Big blobs belong in object storage, with the
 #: job carrying a reference; RabbitMQ and the wheel both slow down with large messages.
@@ -96,15 +97,21 @@ def _check(value: Any, where: str, depth: int) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise InvalidJobError(where, f"object key {key!r} is not a string")
+                raise InvalidJobError(where, f"object key {short(key)} is not a string")
             _check_text(key, f"{where} key")
-            _check(item, f"{where}.{key}", depth + 1)
+            _check(item, f"{where}.{_path_part(key)}", depth + 1)
         return
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             _check(item, f"{where}[{index}]", depth + 1)
         return
     raise InvalidJobError(where, f"{type(value).__name__} is not a JSON type")
+
+
+def _path_part(key: str) -> str:
+    """A key as part of the location an error names: short, one line (a key may be anything)."""
+    part = key if len(key) <= 40 and key.isprintable() else short(key)
+    return part
 
 
 def _check_text(text: str, where: str) -> None:
