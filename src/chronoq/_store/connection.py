@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
+import asyncpg.pool
 import orjson
 
 from chronoq.errors import ChronoqError, ConfigError, InvalidJobError, ServiceUnavailableError
@@ -49,6 +50,8 @@ def translated(exc: BaseException) -> ChronoqError:
     values of the statement."""
     if isinstance(exc, ChronoqError):
         return exc
+    if isinstance(exc, asyncpg.ClientConfigurationError):
+        return ConfigError(f"database_url: {_first_line(exc)}")
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return ConfigError(f"database_url: {_first_line(exc)} (create it, or run `chronoq migrate`)")
     if isinstance(exc, (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPasswordError)):
@@ -150,6 +153,8 @@ class OwnSession(asyncpg.Connection):
 async def connect(url: str, *, application_name: str = "chronoq") -> asyncpg.Connection:
     try:
         conn = await asyncpg.connect(url, server_settings={"application_name": application_name})
+    except asyncpg.ClientConfigurationError as exc:
+        raise ConfigError(f"database_url: {_first_line(exc)}") from exc
     except CONNECTION_ERRORS as exc:
         raise ServiceUnavailableError(f"cannot connect to Postgres: {type(exc).__name__}: {exc}") from exc
     except asyncpg.PostgresError as exc:
@@ -185,10 +190,17 @@ async def create_pool(
             url, min_size=min_size, max_size=max_size, init=init_connection, server_settings=settings,
             connection_class=OwnSession if own_sessions else asyncpg.Connection,
         )
+    except asyncpg.ClientConfigurationError as exc:
+        raise ConfigError(f"database_url: {_first_line(exc)}") from exc
     except CONNECTION_ERRORS as exc:
         raise ServiceUnavailableError(f"cannot connect to Postgres: {type(exc).__name__}: {exc}") from exc
     except asyncpg.PostgresError as exc:
         raise translated(exc) from exc
+
+
+def is_connection(value: object) -> bool:
+    """An asyncpg connection, or one lent by a pool."""
+    return isinstance(value, (asyncpg.Connection, asyncpg.pool.PoolConnectionProxy))
 
 
 @contextlib.asynccontextmanager

@@ -18,7 +18,7 @@ from chronoq._runtime import tracing
 from chronoq._runtime.hooks import count_enqueued
 from chronoq._store import jobs as job_store
 from chronoq._store import reads
-from chronoq._store.connection import create_pool, with_database_errors
+from chronoq._store.connection import create_pool, is_connection, with_database_errors
 from chronoq.errors import InvalidJobError, JobNotFoundError
 from chronoq.producer import recurring
 from chronoq.producer.views import load_job
@@ -113,6 +113,7 @@ class Producer:
         return (await self._enqueue(revalidated(spec)[0], connection)).job_id
 
     async def _enqueue(self, spec: JobSpec, connection: asyncpg.Connection | None) -> job_store.Enqueued:
+        _check_connection(connection)
         payload = spec.encoded_payload()
         with tracing.enqueue_span(spec.queue) as trace:
             if connection is not None:
@@ -136,6 +137,9 @@ class Producer:
         Every item is validated; one bad item raises InvalidJobError (naming its index) and
         nothing is stored. With ``connection``, the jobs are written in its current transaction
         (a failure rolls back only this call's savepoint)."""
+        _check_connection(connection)
+        if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Iterable):
+            raise InvalidJobError("jobs", f"must be an iterable of JobSpecs or mappings, not {type(jobs).__name__}")
         items = list(jobs)
         if not items:
             return []
@@ -183,6 +187,7 @@ class Producer:
             misfire_grace=misfire_grace, max_backfill=max_backfill, overlap=overlap,
             key=key, max_attempts=max_attempts, retry=retry, timeout=timeout,
         )
+        _check_connection(connection)
         if connection is not None:
             return await recurring.schedule(connection, spec)
         async with self.pool.acquire() as conn:
@@ -291,6 +296,11 @@ class Producer:
                 if attempt == DEADLOCK_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
+
+
+def _check_connection(connection: object) -> None:
+    if connection is not None and not is_connection(connection):
+        raise InvalidJobError("connection", f"must be an asyncpg connection, not {type(connection).__name__}")
 
 
 def _prepare(index: int, item: JobSpec | Mapping[str, Any]) -> tuple[JobSpec, bytes]:

@@ -32,6 +32,8 @@ MAX_JOB_ID = 2**63 - 1
 MAX_DURATION = timedelta(days=36_525)
 #: Most rows one listing returns.
 MAX_LIST_LIMIT = 100_000
+#: Durations are stored in whole milliseconds: a positive one is at least this.
+RESOLUTION = timedelta(milliseconds=1)
 #: Characters of a hostile value an error message may repeat.
 ECHO_LENGTH = 40
 
@@ -102,8 +104,8 @@ def to_duration(
     too_long: str | None = None,
 ) -> timedelta:
     """A duration: a ``timedelta`` or a finite number of seconds (not a bool, not a string),
-    not negative (``positive``: above zero), at most ``maximum`` (else ``too_long``, if given,
-    is the message)."""
+    not negative (``positive``: at least a millisecond, the unit it is stored in), at most
+    ``maximum`` (else ``too_long``, if given, is the message)."""
     if isinstance(value, timedelta):
         duration = value
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -114,8 +116,10 @@ def to_duration(
         duration = timedelta(seconds=value)
     else:
         raise InvalidJobError(field, f"must be a timedelta or a number of seconds, not {type(value).__name__}")
-    if duration < timedelta(0) or (positive and duration == timedelta(0)):
+    if duration < timedelta(0):
         raise InvalidJobError(field, "must be positive" if positive else "must not be negative")
+    if positive and duration < RESOLUTION:
+        raise InvalidJobError(field, "must be positive, at least 1 ms")
     if duration > maximum:
         raise InvalidJobError(field, too_long or f"must be at most {_human(maximum)}")
     return duration
