@@ -45,6 +45,9 @@ MALFORMED = [  # each must be dead-lettered (rejected): it can never be processe
     envelope(queue=None),
     envelope(queue="not-handled-here"),  # a queue this worker has no handler for
     envelope(max_attempts=0),
+    envelope(job_id="5"),  # a number as a string: never read as job 5
+    envelope(attempt=True),  # a bool as a number
+    envelope(timeout_s="5"),
     envelope(job_id=...),  # missing field
     envelope(occurrence_key=...),
 ]

@@ -57,7 +57,7 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 def _namespace(value: str) -> str:
-    if not value or not value.replace("_", "").replace("-", "").isalnum() or len(value) > 40:
+    if not value or not value.isascii() or not value.replace("_", "").replace("-", "").isalnum() or len(value) > 40:
         raise ValueError("must be 1-40 letters, digits, '-' or '_'")
     return value
 

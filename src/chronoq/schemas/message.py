@@ -42,7 +42,9 @@ PACK_HEADER = "x-chronoq-pack"
 
 
 class JobMessage(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Strict: a forged message with a number as a string or a bool as a number is rejected,
+    # never read as another job.
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
 
     # Bounds are those of the database columns, so that a forged or corrupted message fails here,
     # as a rejected message, and never as a database error that would look like an outage.
@@ -76,7 +78,7 @@ class PackedJob(JobMessage):
 class PackMessage(BaseModel):
     """Many due jobs of one queue in one AMQP message (a packed queue)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
 
     v: int = MESSAGE_VERSION
     pack: list[PackedJob] = Field(min_length=1, max_length=1000)
