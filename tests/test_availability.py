@@ -47,7 +47,7 @@ async def test_a_connection_refused_or_terminated_is_an_outage(settings, db) -> 
         assert unavailable(lost.value), type(lost.value).__name__
         assert isinstance(translated(lost.value), ServiceUnavailableError)
     finally:
-        await victim.close()
+        victim.terminate()
 
 
 async def test_a_broken_broker_connection_is_an_outage_and_a_refused_message_is_not(settings) -> None:
