@@ -307,9 +307,9 @@ def _prepare(index: int, item: JobSpec | Mapping[str, Any]) -> tuple[JobSpec, by
     """An item of a bulk enqueue, validated, with its payload encoded. A JobSpec is checked
     again: one changed after it was built must not pass unchecked."""
     try:
-        if isinstance(item, JobSpec):
+        if type(item) is not dict and isinstance(item, JobSpec):
             return revalidated(item)
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):
             raise InvalidJobError("job", f"must be a JobSpec or a mapping, not {type(item).__name__}")
         return prepare_spec(**item)
     except InvalidJobError as exc:

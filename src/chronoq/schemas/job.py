@@ -27,6 +27,7 @@ from chronoq.schemas.rules import (
 EARLIEST_RUN_AT = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_RUN_AT = datetime(3000, 1, 1, tzinfo=UTC)
 _LATEST_TIMESTAMP = LATEST_RUN_AT.timestamp()
+_PAST_RANGE = f"reaches past the supported range (before {LATEST_RUN_AT:%Y})"
 #: Longest delay: the whole supported range (a delay reaching past it is refused when it is given).
 MAX_DELAY = LATEST_RUN_AT - EARLIEST_RUN_AT
 
@@ -92,7 +93,7 @@ class JobSpec(BaseModel):
     run_at: datetime | None = None
     delay: timedelta | None = None
     key: str | None = Field(None, min_length=1, max_length=KEY_MAX_LENGTH)
-    retry: RetryPolicy = Field(default_factory=lambda: _DEFAULT_RETRY)
+    retry: RetryPolicy = _DEFAULT_RETRY
     timeout: timedelta = Field(DEFAULT_TIMEOUT, gt=timedelta(0), le=MAX_TIMEOUT)
     #: A one-shot job claimed more than ``misfire_grace`` late (the system was down) runs anyway
     #: (``run_once``, the default) or is recorded skipped (``skip``: e.g. a reminder that is
@@ -126,11 +127,10 @@ class JobSpec(BaseModel):
     def _delay(cls, value: object) -> timedelta | None:
         if value is None:
             return None
-        too_long = f"reaches past the supported range (before {LATEST_RUN_AT:%Y})"
-        delay = to_duration(value, "delay", maximum=MAX_DELAY, too_long=too_long)
+        delay = to_duration(value, "delay", maximum=MAX_DELAY, too_long=_PAST_RANGE)
         # time.time(), not datetime.now(): this runs for every job of a bulk enqueue.
         if delay.total_seconds() > _LATEST_TIMESTAMP - time.time():
-            raise InvalidJobError("delay", too_long)
+            raise InvalidJobError("delay", _PAST_RANGE)
         return delay
 
     @model_validator(mode="after")
