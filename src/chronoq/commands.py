@@ -20,6 +20,7 @@ from chronoq._runtime.config import Settings
 from chronoq._runtime.hooks import Hooks, PrometheusHooks
 from chronoq._runtime.service import run_until_signalled
 from chronoq._store import migrate as migrations
+from chronoq._store.connection import database_errors
 from chronoq.consumer.registry import Worker
 from chronoq.consumer.service import WorkerService
 from chronoq.producer import Producer
@@ -36,9 +37,10 @@ async def migrate(settings: Settings, *, print_sql: bool = False, roles: bool = 
         if roles:
             sys.stdout.write("\n" + migrations.roles_script())
         return 0
-    applied = await migrations.migrate(settings.database_url)
-    if roles:
-        await migrations.create_roles(settings.database_url)
+    with database_errors():
+        applied = await migrations.migrate(settings.database_url)
+        if roles:
+            await migrations.create_roles(settings.database_url)
     broker = await connect_broker(settings.amqp_url, name="chronoq-migrate")
     try:
         channel = await broker.channel()

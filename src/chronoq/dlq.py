@@ -11,9 +11,10 @@ from chronoq._broker.connection import connect as connect_broker
 from chronoq._broker.topology import Topology
 from chronoq._runtime.config import Settings
 from chronoq._store import dead
-from chronoq._store.connection import connect
+from chronoq._store.connection import connect, database_errors
 from chronoq.commands import out
-
+from chronoq.errors import UnknownQueueError
+from chronoq.schemas.rules import short
 
 
 def _topology(settings: Settings) -> Topology:
@@ -21,11 +22,12 @@ def _topology(settings: Settings) -> Topology:
 
 
 async def ls(settings: Settings, queue: str | None, *, as_json: bool) -> int:
-    conn = await connect(settings.database_url, application_name="chronoq-dlq")
-    try:
-        rows = await dead.counts(conn, queue)
-    finally:
-        await conn.close()
+    with database_errors():
+        conn = await connect(settings.database_url, application_name="chronoq-dlq")
+        try:
+            rows = await dead.counts(conn, queue)
+        finally:
+            await conn.close()
     broker = await connect_broker(settings.amqp_url, name="chronoq-dlq")
     try:
         listing = [
@@ -48,11 +50,15 @@ async def ls(settings: Settings, queue: str | None, *, as_json: bool) -> int:
 
 
 async def show(settings: Settings, queue: str, limit: int, *, as_json: bool) -> int:
+    topology = _topology(settings)
     broker = await connect_broker(settings.amqp_url, name="chronoq-dlq")
     try:
-        messages = await dead_letters.peek(broker, _topology(settings), queue, limit)
+        messages = await dead_letters.peek(broker, topology, queue, limit)
     finally:
         await broker.close()
+    if messages is None:
+        raise UnknownQueueError(f"RabbitMQ has no dead-letter queue {short(topology.dead_queue_name(queue))}: "
+                                "it is declared with the queue, when a timer or worker first uses it")
     if as_json:
         print(orjson.dumps(messages, option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -67,12 +73,13 @@ async def show(settings: Settings, queue: str, limit: int, *, as_json: bool) -> 
 
 
 async def replay(settings: Settings, queue: str, occurrence: str | None, limit: int) -> int:
-    conn = await connect(settings.database_url, application_name="chronoq-dlq")
-    try:
-        async with conn.transaction():
-            keys = await dead.replay(conn, queue, occurrence, limit)
-    finally:
-        await conn.close()
+    with database_errors():
+        conn = await connect(settings.database_url, application_name="chronoq-dlq")
+        try:
+            async with conn.transaction():
+                keys = await dead.replay(conn, queue, occurrence, limit)
+        finally:
+            await conn.close()
     broker = await connect_broker(settings.amqp_url, name="chronoq-dlq")
     try:
         removed = await dead_letters.remove(broker, _topology(settings), queue, keys)

@@ -41,7 +41,8 @@ class JobNotFoundError(ChronoqError, LookupError):
 
 
 class UnknownQueueError(ChronoqError):
-    """A worker was asked to consume a queue it has no handler for."""
+    """A queue is unknown where it must exist: a worker asked to consume a queue it has no
+    handler for, or a dead-letter queue that was never declared."""
 
 
 class ServiceUnavailableError(ChronoqError):

@@ -8,9 +8,10 @@ from collections.abc import Awaitable
 from typing import Any
 
 import aio_pika
+import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustConnection
 
-from chronoq.errors import ServiceUnavailableError
+from chronoq.errors import ConfigError, ServiceUnavailableError
 
 log = logging.getLogger("chronoq.broker")
 
@@ -63,6 +64,15 @@ async def connect(url: str, *, name: str, timeout: float = CONNECT_TIMEOUT) -> A
         )
     except TimeoutError as exc:  # before BROKER_ERRORS: it is an OSError
         raise ServiceUnavailableError(f"cannot connect to RabbitMQ: no answer within {timeout:g} s") from exc
+    except (aiormq.exceptions.AuthenticationError, aiormq.exceptions.ProbableAuthenticationError) as exc:
+        raise ConfigError("amqp_url: RabbitMQ refused the login (check the user and password)") from exc
+    except (aiormq.exceptions.InvalidFrameError, aiormq.exceptions.ConnectionNotAllowed) as exc:
+        # RabbitMQ closes the handshake both while it shuts down and instead of opening a virtual
+        # host that does not exist or that the user may not use; aiormq does not say which.
+        raise ServiceUnavailableError(
+            "cannot connect to RabbitMQ: it closed the handshake (shutting down, or a virtual host that "
+            "does not exist or that the user may not use)"
+        ) from exc
     except (*BROKER_ERRORS, StopAsyncIteration) as exc:
         # StopAsyncIteration: aiormq's frame reader, when the broker closes the socket mid-handshake.
         raise ServiceUnavailableError(f"cannot connect to RabbitMQ: {type(exc).__name__}: {exc}") from exc

@@ -33,10 +33,16 @@ async def message_count(connection: AbstractRobustConnection, topology: Topology
             await channel.close()
 
 
-async def peek(connection: AbstractRobustConnection, topology: Topology, queue: str, limit: int) -> list[dict[str, Any]]:
+async def peek(
+    connection: AbstractRobustConnection, topology: Topology, queue: str, limit: int,
+) -> list[dict[str, Any]] | None:
+    """The headers of the first ``limit`` messages; None if the dead-letter queue does not exist."""
     channel = await connection.channel()
     try:
-        dlq = await channel.declare_queue(topology.dead_queue_name(queue), passive=True)
+        try:
+            dlq = await channel.declare_queue(topology.dead_queue_name(queue), passive=True)
+        except ChannelNotFoundEntity:
+            return None
         seen, held = [], []
         for _ in range(limit):
             message = await dlq.get(no_ack=False, fail=False)

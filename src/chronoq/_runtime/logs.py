@@ -24,6 +24,13 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+def _not_a_failed_connect(record: logging.LogRecord) -> bool:
+    """aiormq logs every failed connection attempt at ERROR and then raises the same error to
+    its caller, which reports it: chronoq's connect as one line (ServiceUnavailableError), a
+    robust connection's retry as aio-pika's warning. The record adds nothing but a second line."""
+    return not (isinstance(record.msg, str) and record.msg.startswith("error when creating transport"))
+
+
 def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -33,3 +40,4 @@ def configure(level: str = "INFO") -> None:
     # aio-pika and aiormq log reconnect chatter at INFO; keep their warnings.
     for noisy in ("aio_pika", "aiormq"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("aiormq.connection").addFilter(_not_a_failed_connect)

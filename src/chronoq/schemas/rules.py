@@ -147,5 +147,5 @@ def check_aware_time(value: object, field: str, *, earliest: datetime, latest: d
 
 def _human(duration: timedelta) -> str:
     if duration >= timedelta(days=1) and not duration % timedelta(days=1):
-        return f"{duration.days} days"
+        return f"{duration.days} day{'s' if duration.days != 1 else ''}"
     return f"{duration.total_seconds():g} seconds"
