@@ -83,37 +83,37 @@ class RetryPolicy(BaseModel):
 _DEFAULT_RETRY = RetryPolicy()
 
 
-class JobSpec(BaseModel):
-    """A one-shot job: run ``payload`` on ``queue`` at ``run_at`` (or after ``delay``)."""
+class SpecFields(BaseModel):
+    """What one-shot and recurring jobs share, checked by the same rules."""
 
     model_config = STRICT_MODEL
 
     queue: str
     payload: Any = None
-    run_at: datetime | None = None
-    delay: timedelta | None = None
     key: str | None = Field(None, min_length=1, max_length=KEY_MAX_LENGTH)
     retry: RetryPolicy = _DEFAULT_RETRY
     timeout: timedelta = Field(DEFAULT_TIMEOUT, gt=timedelta(0), le=MAX_TIMEOUT)
-    #: A one-shot job claimed more than ``misfire_grace`` late (the system was down) runs anyway
-    #: (``run_once``, the default) or is recorded skipped (``skip``: e.g. a reminder that is
-    #: pointless an hour late).
-    misfire: Literal["skip", "run_once"] = "run_once"
     misfire_grace: timedelta = Field(DEFAULT_MISFIRE_GRACE, ge=timedelta(0), le=MAX_DURATION)
 
     _timeout = duration_field("timeout", maximum=MAX_TIMEOUT, positive=True)
     _misfire_grace = duration_field("misfire_grace")
     _retry = field_validator("retry", mode="before")(lambda value: retry_with(value))
+    _queue = field_validator("queue", mode="before")(lambda value: check_queue_name(value))
+    _key = field_validator("key", mode="before")(lambda value: check_key(value))
 
-    @field_validator("queue", mode="before")
-    @classmethod
-    def _queue(cls, value: object) -> str:
-        return check_queue_name(value)
+    def encoded_payload(self) -> bytes:
+        return encode_payload(self.payload)
 
-    @field_validator("key", mode="before")
-    @classmethod
-    def _key(cls, value: object) -> str | None:
-        return check_key(value)
+
+class JobSpec(SpecFields):
+    """A one-shot job: run ``payload`` on ``queue`` at ``run_at`` (or after ``delay``)."""
+
+    run_at: datetime | None = None
+    delay: timedelta | None = None
+    #: A one-shot job claimed more than ``misfire_grace`` late (the system was down) runs anyway
+    #: (``run_once``, the default) or is recorded skipped (``skip``: e.g. a reminder that is
+    #: pointless an hour late).
+    misfire: Literal["skip", "run_once"] = "run_once"
 
     @field_validator("run_at", mode="before")
     @classmethod
@@ -138,9 +138,6 @@ class JobSpec(BaseModel):
         if self.run_at is not None and self.delay is not None:
             raise InvalidJobError("job", "give run_at or delay, not both")
         return self
-
-    def encoded_payload(self) -> bytes:
-        return encode_payload(self.payload)
 
 
 def build_spec(**fields: Any) -> JobSpec:

@@ -2,61 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from chronoq.errors import InvalidJobError
 from chronoq.schemas.cron import CronError, CronSchedule
-from chronoq.schemas.job import (
-    STRICT_MODEL,
-    DEFAULT_MISFIRE_GRACE,
-    DEFAULT_TIMEOUT,
-    MAX_TIMEOUT,
-    RetryPolicy,
-    duration_field,
-    retry_with,
-    validated,
-)
-from chronoq.schemas.payload import encode_payload
+from chronoq.schemas.job import SpecFields, retry_with, validated
 from chronoq.schemas.policies import Misfire, Overlap
-from chronoq.schemas.rules import KEY_MAX_LENGTH, MAX_DURATION, check_int, check_key, check_queue_name
+from chronoq.schemas.rules import check_int
 
 DEFAULT_MAX_BACKFILL = 100
 MAX_BACKFILL_LIMIT = 100_000
 
 
-class ScheduleSpec(BaseModel):
+class ScheduleSpec(SpecFields):
     """A recurring job: run ``payload`` on ``queue`` at every tick of ``cron`` in ``timezone``."""
 
-    model_config = STRICT_MODEL
-
-    queue: str
-    payload: Any = None
     cron: str
     timezone: str = "UTC"
     misfire: Misfire = "run_once"
-    misfire_grace: timedelta = Field(DEFAULT_MISFIRE_GRACE, ge=timedelta(0), le=MAX_DURATION)
     max_backfill: int = Field(DEFAULT_MAX_BACKFILL, ge=0, le=MAX_BACKFILL_LIMIT)
     overlap: Overlap = "allow"
-    key: str | None = Field(None, min_length=1, max_length=KEY_MAX_LENGTH)
-    retry: RetryPolicy = RetryPolicy()
-    timeout: timedelta = Field(DEFAULT_TIMEOUT, gt=timedelta(0), le=MAX_TIMEOUT)
-
-    _timeout = duration_field("timeout", maximum=MAX_TIMEOUT, positive=True)
-    _misfire_grace = duration_field("misfire_grace")
-    _retry = field_validator("retry", mode="before")(lambda value: retry_with(value))
-
-    @field_validator("queue", mode="before")
-    @classmethod
-    def _queue(cls, value: object) -> str:
-        return check_queue_name(value)
-
-    @field_validator("key", mode="before")
-    @classmethod
-    def _key(cls, value: object) -> str | None:
-        return check_key(value)
 
     @field_validator("max_backfill", mode="before")
     @classmethod
@@ -70,9 +37,6 @@ class ScheduleSpec(BaseModel):
 
     def schedule(self) -> CronSchedule:
         return CronSchedule.parse(self.cron, self.timezone)
-
-    def encoded_payload(self) -> bytes:
-        return encode_payload(self.payload)
 
 
 def parse_schedule(cron: str, timezone: str) -> CronSchedule:
