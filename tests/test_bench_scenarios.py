@@ -102,7 +102,7 @@ async def test_the_naptime_asked_for_is_what_the_session_runs_with_also_when_aut
 def test_churn_refuses_a_naptime_postgres_would_not_take(settings, tmp_path: Path) -> None:
     result = chronoq(settings, "bench", "churn", "--autovacuum-naptime", "500ms", "--out", str(tmp_path))
     assert result.returncode == 2
-    assert "autovacuum naptime must be between 1s and 24d, got '500ms'" in result.stderr
+    assert "autovacuum_naptime: must be between 1s and 24d, not '500ms'" in result.stderr
     assert not list(tmp_path.iterdir())
 
 
