@@ -98,7 +98,7 @@ async def test_migration_008_removes_one_shot_jobs_whose_results_were_already_pr
             INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt)
             VALUES (chronoq.occurrence_key(3, now()), 3, 'q', now(), 'succeeded', 1);
         """)
-        assert [m.version for m in await apply(conn)] == [8]
+        assert [m.version for m in await apply(conn, until=8)] == [8]
         # 1: its result pruned earlier, gone; 2: scheduled, 3: finished and kept, 4: recurring.
         assert [r["id"] for r in await conn.fetch("SELECT id FROM chronoq.jobs ORDER BY id")] == [2, 3, 4]
         assert await conn.fetchval("SELECT to_regclass('chronoq.jobs_once_created')") is None

@@ -14,6 +14,7 @@ import orjson
 
 from chronoq._store.sql import query
 from chronoq.schemas.job import JobSpec, RetryPolicy
+from chronoq.schemas.rules import short
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,13 @@ class Enqueued:
     created: bool  # False: a job with the same (queue, key) already existed
 
 
+_MILLISECOND = timedelta(milliseconds=1)
+
+
 def milliseconds(delta: timedelta) -> int:
-    return int(delta.total_seconds() * 1000)
+    """Whole milliseconds, computed exactly (``total_seconds() * 1000`` is a float: 1.001 s
+    would be 1000.9999999999999 ms)."""
+    return delta // _MILLISECOND
 
 
 def _trace_text(trace: dict[str, str] | None) -> str | None:
@@ -57,7 +63,7 @@ async def enqueue(conn: asyncpg.Connection, spec: JobSpec, payload: bytes, trace
         row = await conn.fetchrow(query("enqueue"), *args)
         if row is not None:
             return Enqueued(row["id"], row["created"])
-    raise RuntimeError(f"enqueue of key {spec.key!r} found neither a new nor an existing job")
+    raise RuntimeError(f"enqueue of key {short(spec.key)} found neither a new nor an existing job")
 
 
 #: Columns a bulk enqueue COPYs; the rest take their defaults (kind 'once', no key, now()).

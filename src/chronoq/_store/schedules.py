@@ -11,6 +11,7 @@ from chronoq._store.jobs import milliseconds
 from chronoq._store.sql import query
 from chronoq.errors import InvalidJobError, JobStateError
 from chronoq.schemas.cron import CronSchedule
+from chronoq.schemas.rules import short
 from chronoq.schemas.schedule import ScheduleSpec
 
 INFINITY = datetime.max.replace(tzinfo=UTC)
@@ -102,16 +103,16 @@ async def store_schedule(conn: asyncpg.Connection, spec: ScheduleSpec) -> int:
                 await replace_head(conn, new_id, spec.queue, first, first)
                 return new_id
             # A concurrent schedule() inserted the same key first; lock and update it.
-    raise RuntimeError(f"schedule of key {spec.key!r} found neither a new nor an existing job")
+    raise RuntimeError(f"schedule of key {short(spec.key)} found neither a new nor an existing job")
 
 
 async def _redeclare(conn: asyncpg.Connection, existing: asyncpg.Record, spec: ScheduleSpec,
                      cron: CronSchedule, definition: list[object]) -> int:
     job_id = existing["id"]
     if existing["kind"] != "cron":
-        raise InvalidJobError("key", f"key {spec.key!r} on queue {spec.queue!r} belongs to a one-shot job {job_id}")
+        raise InvalidJobError("key", f"key {short(spec.key)} on queue {short(spec.queue)} belongs to a one-shot job {job_id}")
     if existing["state"] == "cancelled":
-        raise JobStateError(f"job {job_id} (key {spec.key!r}) is cancelled; use another key")
+        raise JobStateError(f"job {job_id} (key {short(spec.key)}) is cancelled; use another key")
     await update_cron_job(conn, job_id, definition)
     if (existing["cron"], existing["timezone"]) != (spec.cron, spec.timezone):
         # The new schedule applies from the next tick: the undecided one is replaced.

@@ -37,7 +37,7 @@ from croniter import CroniterError, croniter
 from chronoq.errors import ChronoqError
 from chronoq.schemas.rules import short
 
-__all__ = ["CronError", "CronSchedule"]
+__all__ = ["CronError", "CronSchedule", "ZoneError"]
 
 MAX_EXPRESSION_LENGTH = 256
 # Croniter steps allowed without producing a tick. Normal schedules need 1-2; gaps, folds and
@@ -66,6 +66,10 @@ _ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*")
 
 class CronError(ChronoqError, ValueError):
     """A cron expression or time zone is invalid, or a schedule produced no tick in bounds."""
+
+
+class ZoneError(CronError):
+    """The time zone, not the expression, is invalid."""
 
 
 def _short(text: object) -> str:
@@ -254,14 +258,14 @@ def _to_utc(value: datetime, what: str) -> datetime:
 
 def _load_zone(name: str) -> ZoneInfo:
     if not isinstance(name, str) or not name:
-        raise CronError(f"time zone must be a non-empty IANA name, got {_short(name)}")
+        raise ZoneError(f"time zone must be a non-empty IANA name, got {_short(name)}")
     # zoneinfo reads files named by the key, so refuse anything path-like before it looks.
     if len(name) > 64 or ".." in name or not _ZONE_NAME.fullmatch(name) or name == "localtime":
-        raise CronError(f"time zone {_short(name)} is not a valid IANA name")
+        raise ZoneError(f"time zone {_short(name)} is not a valid IANA name")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
-        raise CronError(f"unknown time zone {_short(name)}") from exc
+        raise ZoneError(f"unknown time zone {_short(name)}") from exc
 
 
 def _offset(zone: ZoneInfo, ts: int) -> timedelta | None:

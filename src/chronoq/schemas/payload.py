@@ -21,6 +21,10 @@ from chronoq.schemas.rules import short
 MAX_PAYLOAD_BYTES = 256 * 1024
 _MAX_DEPTH = 64
 _INT_RANGE = (-(2**63), 2**64 - 1)
+#: Largest float magnitude stored as given. Postgres keeps JSON numbers as decimals: a float
+#: beyond 2**53 (an integer-valued one, written with an exponent) reads back as the integer
+#: of its shortest decimal form, another number than the one sent.
+_FLOAT_LIMIT = float(2**53)
 
 
 def encode_payload(payload: Any, *, field: str = "payload") -> bytes:
@@ -52,7 +56,7 @@ def _plain(value: Any, depth: int) -> bool:
     if kind is int:
         return _INT_RANGE[0] <= value <= _INT_RANGE[1]
     if kind is float:
-        return math.isfinite(value)
+        return -_FLOAT_LIMIT <= value <= _FLOAT_LIMIT  # False for NaN too
     if depth >= _MAX_DEPTH:
         return False
     if kind is dict:
@@ -90,6 +94,9 @@ def _check(value: Any, where: str, depth: int) -> None:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidJobError(where, f"{value} is not valid JSON (NaN and infinity are not)")
+        if not -_FLOAT_LIMIT <= value <= _FLOAT_LIMIT:
+            raise InvalidJobError(where, "a float beyond ±2**53 would be stored as another number: "
+                                         "send it as an integer or a string")
         return
     if isinstance(value, str):
         _check_text(value, where)

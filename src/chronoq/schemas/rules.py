@@ -44,6 +44,8 @@ def short(value: object) -> str:
     if isinstance(value, str):
         text = str.__getitem__(value, slice(0, ECHO_LENGTH))
         return repr(text) + ("..." if len(value) > ECHO_LENGTH else "")
+    if type(value) is int and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"  # repr() of thousands of digits is slow or refused
     if type(value) in (int, float, bool) or value is None:
         text = repr(value)
         return text if len(text) <= ECHO_LENGTH else text[:ECHO_LENGTH] + "..."
@@ -109,9 +111,9 @@ def to_duration(
     if isinstance(value, timedelta):
         duration = value
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise InvalidJobError(field, "must be a finite number of seconds")
-        if abs(value) > maximum.total_seconds():
+        if abs(value) > maximum.total_seconds():  # exact for an int of any size
             raise InvalidJobError(field, too_long or f"{short(value)} seconds is longer than {_human(maximum)}")
         duration = timedelta(seconds=value)
     else:

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from chronoq.errors import InvalidJobError
-from chronoq.schemas.cron import CronError, CronSchedule
+from chronoq.schemas.cron import CronError, CronSchedule, ZoneError
 from chronoq.schemas.job import SpecFields, retry_with, validated
 from chronoq.schemas.policies import Misfire, Overlap
 from chronoq.schemas.rules import check_int
@@ -44,11 +44,7 @@ def parse_schedule(cron: str, timezone: str) -> CronSchedule:
     try:
         return CronSchedule.parse(cron, timezone)
     except CronError as exc:
-        raise InvalidJobError(_cron_field(str(exc)), str(exc)) from None
-
-
-def _cron_field(message: str) -> str:
-    return "timezone" if "zone" in message.lower() else "cron"
+        raise InvalidJobError("timezone" if isinstance(exc, ZoneError) else "cron", str(exc)) from None
 
 
 def build_schedule(**fields: Any) -> ScheduleSpec:

@@ -69,7 +69,7 @@ class OnceSubmission(_Common):
         try:
             if _RFC3339.fullmatch(value) is None:
                 raise ValueError(value)
-            return datetime.fromisoformat(value)
+            return datetime.fromisoformat(value.upper())  # RFC 3339 allows a lower-case t and z
         except ValueError:
             raise InvalidJobError(
                 "run_at", "must be an RFC 3339 date-time with an offset, e.g. 2030-01-01T09:00:00Z"

@@ -4,7 +4,7 @@
 WITH moved AS (
     UPDATE chronoq.wheel
     -- clock_timestamp(): the backoff counts from the failure, not from the group's start.
-    SET attempt = attempt + 1, run_at = clock_timestamp() + $3::interval, due_at = clock_timestamp() + $3::interval,
+    SET attempt = attempt + 1, run_at = clock_timestamp() + chronoq.elapsed($3::interval), due_at = clock_timestamp() + chronoq.elapsed($3::interval),
         dispatches = 0, starts = 0, dispatched_at = NULL, last_error = $4
     WHERE occurrence_key = $1 AND attempt = $2
     RETURNING occurrence_key, job_id, queue, run_at
@@ -64,7 +64,7 @@ WITH input AS (
     -- due_at (indexed) changes only when less than half the lease is left: otherwise this is
     -- a HOT update, which adds nothing to the wheel's indexes.
     SET starts = w.starts + 1,
-        due_at = CASE WHEN w.due_at < now() + locked.lease / 2 THEN now() + locked.lease ELSE w.due_at END
+        due_at = CASE WHEN w.due_at < now() + chronoq.elapsed(locked.lease) / 2 THEN now() + chronoq.elapsed(locked.lease) ELSE w.due_at END
     FROM locked
     WHERE w.occurrence_key = locked.occurrence_key
     RETURNING w.occurrence_key, w.starts

@@ -14,7 +14,7 @@ WITH new_job AS (
 ), first_occurrence AS (
     INSERT INTO chronoq.wheel (occurrence_key, job_id, queue, fire_at, run_at, due_at, head)
     SELECT chronoq.occurrence_key(new_job.id, t.at), new_job.id, $1, t.at, t.at, t.at, true
-    FROM new_job, (SELECT coalesce($9::timestamptz, now() + $10::interval) AS at) AS t
+    FROM new_job, (SELECT coalesce($9::timestamptz, now() + chronoq.elapsed($10::interval)) AS at) AS t
     RETURNING job_id
 )
 SELECT job_id AS id, true AS created FROM first_occurrence
@@ -29,7 +29,7 @@ SELECT array(SELECT nextval('chronoq.jobs_id_seq') FROM generate_series(1, $1));
 -- name: now_plus
 -- Due times of delayed jobs, by the database's clock and its interval arithmetic, exactly as
 -- the single enqueue computes them (now() is the transaction's start).
-SELECT array(SELECT now() + d FROM unnest($1::interval[]) WITH ORDINALITY AS u(d, n) ORDER BY n);
+SELECT array(SELECT now() + chronoq.elapsed(d) FROM unnest($1::interval[]) WITH ORDINALITY AS u(d, n) ORDER BY n);
 
 -- name: enqueue_many
 -- The jobs of a bulk enqueue that have a key (the keyless ones are COPYed), with ids allocated
@@ -55,7 +55,7 @@ WITH input AS (
 ), occurrences AS (
     INSERT INTO chronoq.wheel (occurrence_key, job_id, queue, fire_at, run_at, due_at, head)
     SELECT chronoq.occurrence_key(id, at), id, queue, at, at, at, true
-    FROM (SELECT input.id, input.queue, coalesce(input.run_at, now() + input.delay) AS at
+    FROM (SELECT input.id, input.queue, coalesce(input.run_at, now() + chronoq.elapsed(input.delay)) AS at
           FROM input JOIN new_jobs USING (id)) AS m
     RETURNING job_id
 )

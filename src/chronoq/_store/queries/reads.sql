@@ -36,10 +36,10 @@ WITH live AS (
                FILTER (WHERE state = 'succeeded') AS lateness_p50,
            percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - run_at))
                FILTER (WHERE state = 'succeeded') AS lateness_p99
-    FROM chronoq.results WHERE finished_at > now() - $1::interval GROUP BY queue
+    FROM chronoq.results WHERE finished_at > now() - chronoq.elapsed($1::interval) GROUP BY queue
 ), failed AS (
     SELECT queue, count(*) AS failed
-    FROM chronoq.attempts WHERE finished_at > now() - $1::interval GROUP BY queue
+    FROM chronoq.attempts WHERE finished_at > now() - chronoq.elapsed($1::interval) GROUP BY queue
 )
 SELECT queue,
        coalesce(live.scheduled, 0) AS scheduled, coalesce(live.due, 0) AS due,

@@ -41,7 +41,7 @@ LEFT JOIN LATERAL (SELECT * FROM chronoq.jobs WHERE id = due.job_id OFFSET 0) AS
 -- batch's transaction: it commits after the confirms, and a refused row is put back first
 -- (postpone_unpublished), so no other session ever sees a row marked that was not confirmed.
 UPDATE chronoq.wheel w
-SET due_at = now() + d.lease, dispatches = w.dispatches + 1, dispatched_at = now(), last_error = NULL,
+SET due_at = now() + chronoq.elapsed(d.lease), dispatches = w.dispatches + 1, dispatched_at = now(), last_error = NULL,
     head = false, dispatch_id = $3
 FROM unnest($1::text[], $2::interval[]) AS d(occurrence_key, lease)
 WHERE w.occurrence_key = d.occurrence_key;
@@ -52,7 +52,7 @@ WHERE w.occurrence_key = d.occurrence_key;
 -- mark_dispatched had never touched them.
 -- A head's tick has been judged all the same: it stays due as an ordinary occurrence.
 UPDATE chronoq.wheel w
-SET due_at = now() + $5::interval, last_error = $6, head = false,
+SET due_at = now() + chronoq.elapsed($5::interval), last_error = $6, head = false,
     dispatches = p.dispatches, dispatched_at = p.dispatched_at, dispatch_id = p.dispatch_id
 FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::bigint[])
     AS p(occurrence_key, dispatches, dispatched_at, dispatch_id)
@@ -61,7 +61,7 @@ WHERE w.occurrence_key = p.occurrence_key;
 -- name: hold_occurrence
 -- A row whose one-row batch failed for a reason that is not an outage: due again after a pause,
 -- the error kept for `jobs show`. Nothing else about it changes.
-UPDATE chronoq.wheel SET due_at = now() + $2::interval, last_error = $3 WHERE occurrence_key = $1;
+UPDATE chronoq.wheel SET due_at = now() + chronoq.elapsed($2::interval), last_error = $3 WHERE occurrence_key = $1;
 
 -- name: next_due
 -- The database's clock now, and seconds until the earliest row is due (NULL: the wheel is
@@ -120,7 +120,7 @@ SELECT pg_try_advisory_xact_lock(7236784365301);
 -- a time through the finished_at index. Returns their jobs' ids, for prune_jobs.
 WITH doomed AS (
     SELECT occurrence_key FROM chronoq.results
-    WHERE finished_at < now() - $1::interval
+    WHERE finished_at < now() - chronoq.elapsed($1::interval)
     ORDER BY finished_at
     LIMIT $2
 )
@@ -130,7 +130,7 @@ RETURNING r.job_id;
 -- name: prune_attempts
 WITH doomed AS (
     SELECT id FROM chronoq.attempts
-    WHERE finished_at < now() - $1::interval
+    WHERE finished_at < now() - chronoq.elapsed($1::interval)
     ORDER BY finished_at
     LIMIT $2
 )
