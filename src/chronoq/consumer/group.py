@@ -28,7 +28,7 @@ import asyncpg
 import orjson
 from pydantic import ValidationError
 
-from chronoq._broker.publisher import ConfirmedPublisher, Outgoing
+from chronoq._broker.publisher import ConfirmedPublisher, Outgoing, fitted_headers
 from chronoq._runtime import tracing
 from chronoq._runtime.failpoints import failpoint
 from chronoq._runtime.hooks import Hooks
@@ -404,7 +404,8 @@ class GroupExecutor:
         for m in dead:
             assert m.message is not None and m.dead_letter is not None
             reason, error = m.dead_letter
-            headers = {**m.message.headers(), "x-chronoq-reason": reason, "x-chronoq-error": error[:500]}
+            headers = fitted_headers(m.message.headers(), {"x-chronoq-reason": reason, "x-chronoq-error": error[:500]},
+                                     self.publisher.frame_max())
             copies.append(Outgoing(m.message.queue, m.message.body(), f"{m.message.occurrence_key}#dead", headers))
         try:
             failures = await asyncio.wait_for(self.publisher.publish(copies, dead=True), DEAD_LETTER_TIMEOUT)
