@@ -60,8 +60,10 @@ WHERE w.occurrence_key = p.occurrence_key;
 
 -- name: hold_occurrence
 -- A row whose one-row batch failed for a reason that is not an outage: due again after a pause,
--- the error kept for `jobs show`. Nothing else about it changes.
-UPDATE chronoq.wheel SET due_at = now() + chronoq.elapsed($2::interval), last_error = $3 WHERE occurrence_key = $1;
+-- the error kept for `jobs show`. Nothing else about it changes. Only while it is still due: if
+-- another timer dispatched it meanwhile, its lease stands.
+UPDATE chronoq.wheel SET due_at = now() + chronoq.elapsed($2::interval), last_error = $3
+WHERE occurrence_key = $1 AND due_at <= now();
 
 -- name: next_due
 -- The database's clock now, and seconds until the earliest row is due (NULL: the wheel is
