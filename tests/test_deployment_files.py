@@ -272,5 +272,5 @@ def test_ci_script_is_executable_bash() -> None:
 def test_ci_script_content() -> None:
     text = CI_RUN.read_text()
     assert "set -euo pipefail" in text
-    for needle in ("pg_ctlcluster", "rabbitmq-server -detached", "rabbitmq_management", "pytest"):
+    for needle in ("pg_ctlcluster", "rabbitmq-server -detached", "rabbitmq_management", "bin/ruff", "bin/mypy", "pytest"):
         assert needle in text, f".ci/run does not mention {needle!r}"
