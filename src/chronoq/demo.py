@@ -66,7 +66,8 @@ async def demo_job(ctx: JobContext, payload: DemoPayload) -> None:
 
 async def run_demo(settings: Settings, *, jobs: int, spread: timedelta, workers: int, timers: int) -> int:
     console = Console(highlight=False)
-    console.print(f"[bold]chronoq demo[/bold]: {jobs} jobs over {spread.total_seconds():g}s, {timers} timer(s), {workers} worker(s)")
+    console.print(f"[bold]chronoq demo[/bold]: {jobs} jobs over {spread.total_seconds():g}s, "
+                  f"{timers} timer(s), {workers} worker(s)")
     await migrate(settings)
     logs = Path(tempfile.mkdtemp(prefix="chronoq-demo-"))
     procs: list = []
@@ -76,7 +77,8 @@ async def run_demo(settings: Settings, *, jobs: int, spread: timedelta, workers:
                 await conn.execute(SETUP_SQL)
                 # Earlier runs' dead rows would slow this one where autovacuum is off.
                 await maintenance.vacuum_hot_tables(conn)
-            await start_fleet(settings, worker_target="chronoq.demo:worker", workers=workers, timers=timers, logs=logs, procs=procs)
+            await start_fleet(settings, worker_target="chronoq.demo:worker", workers=workers, timers=timers,
+                              logs=logs, procs=procs)
             console.print(f"processes up (logs in {logs})")
             run = uuid.uuid4().hex[:8]
             ids = await _enqueue(producer, run, jobs, spread)

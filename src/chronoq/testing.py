@@ -204,7 +204,8 @@ async def _select(target: Target, queue: str, payload: Any, key: str | None, kin
     states = {state} if isinstance(state, str) else state
     everything = cast(list[JobView], await _jobs(target, queue))
     found = [v for v in everything if _matches(v, payload, key, kind, states)]
-    wanted = [f"queue={queue!r}"] + [f"{n}={v!r}" for n, v in (("payload", payload), ("key", key), ("kind", kind)) if v is not None]
+    given = (("payload", payload), ("key", key), ("kind", kind))
+    wanted = [f"queue={queue!r}", *(f"{n}={v!r}" for n, v in given if v is not None)]
     if states is not None:
         wanted.append("not finished" if states is PENDING else f"state in {sorted(states)}")
     return everything, found, ", ".join(wanted)

@@ -55,7 +55,9 @@ async def while_stopping(call: Awaitable[Any]) -> None:
         pass
 
 
-async def connect(url: str, *, name: str, timeout: float = CONNECT_TIMEOUT) -> AbstractRobustConnection:
+# ASYNC109: the timeout is aio-pika's, which keeps it for every reconnection; a deadline around
+# this call would cover the first connection only.
+async def connect(url: str, *, name: str, timeout: float = CONNECT_TIMEOUT) -> AbstractRobustConnection:  # noqa: ASYNC109
     """A robust connection: it reconnects by itself and restores channels and consumers."""
     try:
         connection = await aio_pika.connect_robust(

@@ -146,7 +146,7 @@ class Settings(BaseSettings):
         return frozenset(filter(None, self.packed_queues.split(",")))
 
     @classmethod
-    def load(cls, **overrides: object) -> "Settings":
+    def load(cls, **overrides: object) -> Settings:
         """Read the environment plus explicit overrides; a bad value raises ConfigError naming it."""
         try:
             return cls(**{k: v for k, v in overrides.items() if v is not None})

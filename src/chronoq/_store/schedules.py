@@ -41,7 +41,9 @@ async def head(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow(query("head"), job_id)
 
 
-async def replace_head(conn: asyncpg.Connection, job_id: int, queue: str, fire_at: datetime | None, due_at: datetime | None) -> None:
+async def replace_head(
+    conn: asyncpg.Connection, job_id: int, queue: str, fire_at: datetime | None, due_at: datetime | None
+) -> None:
     """Drop the job's undecided tick and, if ``fire_at`` is given, make it the new one."""
     await conn.execute(query("drop_head"), job_id)
     if fire_at is not None:

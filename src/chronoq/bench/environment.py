@@ -21,11 +21,16 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _meminfo() -> dict[str, str]:
+    """/proc/meminfo's fields; a file the kernel writes from memory, so reading it never waits."""
+    if not os.path.exists("/proc/meminfo"):
+        return {}
+    with open("/proc/meminfo") as f:
+        return dict(line.split(":", 1) for line in f if ":" in line)
+
+
 async def describe(settings: Settings, conn: asyncpg.Connection) -> dict[str, Any]:
-    meminfo = {}
-    if os.path.exists("/proc/meminfo"):
-        with open("/proc/meminfo") as f:
-            meminfo = dict(line.split(":", 1) for line in f if ":" in line)
+    meminfo = _meminfo()
     return {
         "machine": {
             "cpus": os.cpu_count(),

@@ -38,7 +38,8 @@ async def pipeline(settings: Settings, *, timers: int, workers: int) -> AsyncIte
         await conn.execute(SETUP_SQL)
         await conn.execute("TRUNCATE chronoq_bench.effects")
         async with Producer(settings.database_url) as producer:
-            await start_fleet(settings, worker_target="chronoq.bench.handlers:worker", workers=workers, timers=timers, logs=logs, procs=procs)
+            await start_fleet(settings, worker_target="chronoq.bench.handlers:worker", workers=workers, timers=timers,
+                              logs=logs, procs=procs)
             names = [f"worker-{n}" for n in range(workers)] + [f"timer-{n}" for n in range(timers)]
             running = Pipeline(settings, producer, conn, logs, [], dict(zip(names, (p.pid for p in procs), strict=True)))
             try:

@@ -409,7 +409,7 @@ class GroupExecutor:
             copies.append(Outgoing(m.message.queue, m.message.body(), f"{m.message.occurrence_key}#dead", headers))
         try:
             failures = await asyncio.wait_for(self.publisher.publish(copies, dead=True), DEAD_LETTER_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001 - any failure means the same: not published
+        except Exception as exc:  # any failure means the same: not published
             failures = [exc] * len(copies)
         failed = [(c, f) for c, f in zip(copies, failures, strict=True) if f is not None]
         if failed:

@@ -228,7 +228,7 @@ class WorkerService:
                 else:
                     await self._executor.execute_members(conn, members)
             failpoint("consumer.after_commit")
-        except Exception as exc:  # noqa: BLE001 - classified: unavailable, or one of its jobs' fault
+        except Exception as exc:  # classified: unavailable, or one of its jobs' fault
             if unavailable(exc):
                 # As for a group: nothing recorded, hand it back.
                 log.warning("pack not processed; returned to the queue",
@@ -246,7 +246,7 @@ class WorkerService:
                     member.action = ""  # whatever the rolled-back attempt decided did not happen
                     try:
                         await self._executor.execute_members(conn, [member])
-                    except Exception as alone:  # noqa: BLE001 - as above, for this job alone
+                    except Exception as alone:  # as above, for this job alone
                         if unavailable(alone):
                             raise
                         member.action = "rejected"

@@ -56,7 +56,7 @@ class Producer:
         self._pool = pool
         self._owns_pool = pool is None
 
-    async def __aenter__(self) -> "Producer":
+    async def __aenter__(self) -> Producer:
         await self.open()
         return self
 
@@ -91,7 +91,7 @@ class Producer:
         key: str | None = None,
         max_attempts: int | None = None,
         retry: RetryPolicy | None = None,
-        timeout: Delay | None = None,
+        timeout: Delay | None = None,  # noqa: ASYNC109 - the job's handler timeout, not this call's
         misfire: Literal["skip", "run_once"] | None = None,
         misfire_grace: Delay | None = None,
         connection: asyncpg.Connection | None = None,
@@ -174,7 +174,7 @@ class Producer:
         key: str | None = None,
         max_attempts: int | None = None,
         retry: RetryPolicy | None = None,
-        timeout: Delay | None = None,
+        timeout: Delay | None = None,  # noqa: ASYNC109 - the job's handler timeout, not this call's
         connection: asyncpg.Connection | None = None,
     ) -> int:
         """Store a recurring job; returns its id. With ``key``, declaring it again (a redeploy)

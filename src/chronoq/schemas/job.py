@@ -134,7 +134,7 @@ class JobSpec(SpecFields):
         return delay
 
     @model_validator(mode="after")
-    def _one_time(self) -> "JobSpec":
+    def _one_time(self) -> JobSpec:
         if self.run_at is not None and self.delay is not None:
             raise InvalidJobError("job", "give run_at or delay, not both")
         return self

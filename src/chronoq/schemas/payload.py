@@ -67,10 +67,7 @@ def _plain(value: Any, depth: int) -> bool:
                 return False
         return True
     if kind is list or kind is tuple:
-        for item in value:
-            if not _plain(item, depth + 1):
-                return False
-        return True
+        return all(_plain(item, depth + 1) for item in value)
     return False
 
 

@@ -11,6 +11,7 @@ duplicate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -228,7 +229,7 @@ class Timer:
             for row in (r for r in rows if r["head"]):
                 try:
                     plan = plan_head(row)
-                except Exception as exc:  # noqa: BLE001 - a stored schedule that cannot be judged
+                except Exception as exc:  # a stored schedule that cannot be judged
                     set_aside.append((row, "invalid_schedule", f"{type(exc).__name__}: {exc}"))
                     continue
                 plans.append((row, plan))
@@ -333,7 +334,7 @@ class Timer:
                 continue
             try:
                 messages.append(job_message(r, dispatch_id))
-            except Exception as exc:  # noqa: BLE001 - this row's stored values, not the batch's
+            except Exception as exc:  # this row's stored values, not the batch's
                 unbuilt.append((r, "unpublishable", f"message not built: {type(exc).__name__}"))
                 continue
             carried.append([r])
@@ -343,7 +344,7 @@ class Timer:
                 chunk = queue_rows[start : start + size]
                 try:
                     messages.append(pack_message(chunk, dispatch_id))
-                except Exception as exc:  # noqa: BLE001 - as above; the pack's rows run alone next time
+                except Exception as exc:  # as above; the pack's rows run alone next time
                     unbuilt += [(r, "unpublishable", f"message not built: {type(exc).__name__}") for r in chunk]
                     continue
                 carried.append(chunk)
@@ -438,7 +439,7 @@ class Timer:
             try:
                 counts = await self.prune_once()
                 busy = bool(counts) and any(n >= PRUNE_BATCH for n in counts.values())
-            except Exception as exc:  # noqa: BLE001 - next round tries again
+            except Exception as exc:  # next round tries again
                 log.warning("pruning failed", extra={"action": "prune_failed", "error": type(exc).__name__})
                 busy = False
             await self._pause(0.1 if busy else PRUNE_INTERVAL)
@@ -470,10 +471,8 @@ class Timer:
         self._planned_wake = host_now + wait
         if wait <= 0 or self._wake.is_set() or self._stopping.is_set():
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=wait)
-        except TimeoutError:
-            pass
 
     async def run(self) -> None:
         """Start, turn the wheel until stop(), close. A batch in progress always finishes."""
@@ -514,7 +513,7 @@ class Timer:
             try:
                 async with self._pool.acquire() as conn:
                     await wheel.hold(conn, keys[0], HOLD_PAUSE, f"dispatch failed: {type(exc).__name__}: {exc}"[:500])
-            except Exception as hold_failed:  # noqa: BLE001 - the next round finds it again
+            except Exception as hold_failed:  # the next round finds it again
                 await self._recover(hold_failed, expected=unavailable(hold_failed))
             return
         log.error("dispatch failed; claiming one row at a time to find the cause",
@@ -551,10 +550,8 @@ class Timer:
             await self._listen()
 
     async def _pause(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
 
 def _among(row: asyncpg.Record, items: list[SetAside]) -> bool:
