@@ -7,9 +7,8 @@ import platform
 from importlib import metadata
 from typing import Any
 
-import asyncpg
-
 from chronoq._runtime.config import Settings
+from chronoq._store.connection import Connection
 
 PACKAGES = ("chronoq", "asyncpg", "aio-pika", "aiormq", "orjson", "uvloop", "pydantic", "croniter")
 
@@ -29,7 +28,7 @@ def _meminfo() -> dict[str, str]:
         return dict(line.split(":", 1) for line in f if ":" in line)
 
 
-async def describe(settings: Settings, conn: asyncpg.Connection) -> dict[str, Any]:
+async def describe(settings: Settings, conn: Connection) -> dict[str, Any]:
     meminfo = _meminfo()
     return {
         "machine": {

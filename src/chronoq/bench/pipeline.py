@@ -12,6 +12,7 @@ import asyncpg
 
 from chronoq._runtime.config import Settings
 from chronoq._runtime.processes import start_fleet, stop
+from chronoq._store.connection import Connection
 from chronoq._store.migrate import migrate as apply_migrations
 from chronoq.bench.handlers import SETUP_SQL
 from chronoq.producer import Producer
@@ -21,7 +22,7 @@ from chronoq.producer import Producer
 class Pipeline:
     settings: Settings
     producer: Producer
-    conn: asyncpg.Connection
+    conn: Connection
     logs: Path
     exit_codes: list[int]
     pids: dict[str, int] = field(default_factory=dict)  # "worker-0", "timer-0", ... -> process id

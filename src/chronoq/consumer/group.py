@@ -33,7 +33,7 @@ from chronoq._runtime import tracing
 from chronoq._runtime.failpoints import failpoint
 from chronoq._runtime.hooks import Hooks
 from chronoq._store import outcomes
-from chronoq._store.connection import RawJson
+from chronoq._store.connection import Connection, RawJson
 from chronoq.consumer.context import Cancel, JobContext, Retry
 from chronoq.consumer.job_connection import SAVEPOINT, JobConnection
 from chronoq.consumer.registry import Handler, Worker
@@ -98,13 +98,13 @@ class GroupExecutor:
         self.delivery_limit = delivery_limit
         self.gate = SuspectGate()
 
-    async def execute(self, conn: asyncpg.Connection, deliveries: list[tuple[bytes, dict[str, Any], bool]]) -> list[Member]:
+    async def execute(self, conn: Connection, deliveries: list[tuple[bytes, dict[str, Any], bool]]) -> list[Member]:
         """Process the group to the point where every member may be settled (acked, or
         dead-lettered if ``rejected``). Raises if the database or broker failed: then nothing
         was recorded and every member must go back to the queue."""
         return await self.execute_members(conn, [self._parse(b, h, r) for b, h, r in deliveries])
 
-    async def execute_members(self, conn: asyncpg.Connection, members: list[Member]) -> list[Member]:
+    async def execute_members(self, conn: Connection, members: list[Member]) -> list[Member]:
         """``execute`` for members already parsed (from single messages or from a pack)."""
         live = [m for m in members if not m.action]
         if live:
@@ -116,12 +116,12 @@ class GroupExecutor:
             self.hooks.job_finished(queue, m.action, m.seconds)
         return members
 
-    async def bury_unprocessable(self, conn: asyncpg.Connection, body: bytes, headers: dict[str, Any], error: str) -> bool:
+    async def bury_unprocessable(self, conn: Connection, body: bytes, headers: dict[str, Any], error: str) -> bool:
         """Record in Postgres that a delivery can never be processed (the broker dead-letters the
         message itself), so the wheel does not dispatch it again when its lease expires."""
         return await self.bury_member(conn, self._parse(body, headers, False), error)
 
-    async def bury_member(self, conn: asyncpg.Connection, member: Member, error: str) -> bool:
+    async def bury_member(self, conn: Connection, member: Member, error: str) -> bool:
         if member.attempt is None:
             return False  # names no occurrence: the dead-letter queue is its only record
         try:
@@ -172,7 +172,7 @@ class GroupExecutor:
         assert member.handler is not None and member.message is not None
         return member.handler.timeout or timedelta(seconds=member.message.timeout_s)
 
-    async def _run_group(self, conn: asyncpg.Connection, members: list[Member]) -> None:
+    async def _run_group(self, conn: Connection, members: list[Member]) -> None:
         if len(members) > 1:
             # A redelivery (its worker died, or its group was handed back) runs alone: a crash
             # it causes then counts against it only, never against innocent neighbours.
@@ -246,7 +246,7 @@ class GroupExecutor:
         return runnable
 
     async def _run_locked(
-        self, conn: asyncpg.Connection, runnable: list[Member], statuses: dict[str, outcomes.OccurrenceStatus],
+        self, conn: Connection, runnable: list[Member], statuses: dict[str, outcomes.OccurrenceStatus],
         locked: set[str], db_started: datetime,
     ) -> None:
         """Inside the group's transaction, the live occurrences locked: run, record, and let
@@ -293,7 +293,7 @@ class GroupExecutor:
                 m.action = "succeeded"
         await self._copy_dead_letters([m for m in runnable if m.dead_letter])
 
-    async def _run_one(self, conn: asyncpg.Connection, m: Member, started_at: datetime, traced: bool) -> Any:
+    async def _run_one(self, conn: Connection, m: Member, started_at: datetime, traced: bool) -> Any:
         """Run one handler inside the group's savepoint. Returns its encoded result, or _FAILED
         after recording the failure (its writes rolled back)."""
         assert m.message is not None and m.handler is not None and m.attempt is not None
@@ -344,7 +344,7 @@ class GroupExecutor:
             await self._failed(conn, m, exc, started_at)
             return _FAILED
 
-    async def _failed(self, conn: asyncpg.Connection, m: Member, exc: BaseException, started_at: datetime) -> None:
+    async def _failed(self, conn: Connection, m: Member, exc: BaseException, started_at: datetime) -> None:
         attempt = m.attempt
         assert attempt is not None
         if isinstance(exc, Cancel):
@@ -378,7 +378,7 @@ class GroupExecutor:
                    "delay_s": round(delay.total_seconds(), 3)},
         )
 
-    async def _bury(self, conn: asyncpg.Connection, m: Member, reason: str, error: str, outcome: str,
+    async def _bury(self, conn: Connection, m: Member, reason: str, error: str, outcome: str,
                     started_at: datetime | None) -> None:
         """End the occurrence dead (in the group's transaction); the dead-letter copy follows
         the commit."""

@@ -33,7 +33,7 @@ from chronoq._runtime.failpoints import armed, failpoint
 from chronoq._runtime.hooks import Hooks
 from chronoq._runtime.service import start_or_close
 from chronoq._store import maintenance, wheel
-from chronoq._store.connection import CONNECTION_ERRORS, connect, create_pool
+from chronoq._store.connection import CONNECTION_ERRORS, Connection, connect, create_pool
 from chronoq.schemas.rules import short
 from chronoq.timer.ingest import Ingest
 from chronoq.timer.messages import job_message, lease, pack_message
@@ -307,7 +307,7 @@ class Timer:
             )
         return claimed
 
-    async def _drop_orphans(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
+    async def _drop_orphans(self, conn: Connection, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
         """Occurrences whose job no longer exists (deleted by hand): nothing to run, nowhere to
         record an outcome. They leave the wheel in this batch's transaction; returns the rest."""
         orphans = [r for r in rows if r["kind"] is None]
@@ -366,7 +366,7 @@ class Timer:
             for skip in plan.skipped:
                 hooks.tick_skipped(row["queue"], skip.reason)
 
-    async def _apply(self, conn: asyncpg.Connection, plans: list[tuple[asyncpg.Record, Plan]]) -> None:
+    async def _apply(self, conn: Connection, plans: list[tuple[asyncpg.Record, Plan]]) -> None:
         """Write down what judging the head rows decided: skipped ticks, extra runs, next heads.
         Runs after the published heads stopped being heads, so the one-head-per-job index holds."""
         unrun: list[tuple] = []
@@ -398,7 +398,7 @@ class Timer:
         await wheel.record_unrun(conn, unrun)
         await wheel.add(conn, add)
 
-    async def _set_aside(self, conn: asyncpg.Connection, items: list[SetAside]) -> None:
+    async def _set_aside(self, conn: Connection, items: list[SetAside]) -> None:
         """Rows that can never be dispatched leave the wheel, each recorded dead with its reason
         (``jobs show`` and ``status`` show them), instead of being retried forever in front of
         every other row."""
@@ -409,7 +409,7 @@ class Timer:
         await wheel.drop(conn, [r["occurrence_key"] for r, _, _ in items])
         await wheel.record_set_aside(conn, [(r, reason, detail[:500]) for r, reason, detail in items])
 
-    async def _postpone(self, conn: asyncpg.Connection, refused: list) -> None:
+    async def _postpone(self, conn: Connection, refused: list) -> None:
         first_error = f"{type(refused[0][1]).__name__}: {refused[0][1]}"[:500]
         for row, failure in refused[:10]:
             log.warning(
