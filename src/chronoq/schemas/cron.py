@@ -217,7 +217,9 @@ class CronSchedule:
                 # `instant` is in the second pass of a fold: every repeated wall time already
                 # fired at its first instance, so resume at the wall time where the fold ends.
                 transition = _transition(self._zone, first, last)
-                start = (transition + first.astimezone(self._zone).utcoffset()).replace(tzinfo=None)
+                # utcoffset() is None only for a naive datetime; this one is aware.
+                offset = first.astimezone(self._zone).utcoffset() or timedelta(0)
+                start = (transition + offset).replace(tzinfo=None)
             else:
                 start = wall.replace(microsecond=0) + _SECOND  # walls strictly after `instant`
         except OverflowError as exc:  # within a day of datetime.max/min

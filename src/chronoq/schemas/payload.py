@@ -54,9 +54,11 @@ def _plain(value: Any, depth: int) -> bool:
     if value is None or kind is bool:
         return True
     if kind is int:
-        return _INT_RANGE[0] <= value <= _INT_RANGE[1]
+        integer: int = value
+        return _INT_RANGE[0] <= integer <= _INT_RANGE[1]
     if kind is float:
-        return -_FLOAT_LIMIT <= value <= _FLOAT_LIMIT  # False for NaN too
+        number: float = value
+        return -_FLOAT_LIMIT <= number <= _FLOAT_LIMIT  # False for NaN too
     if depth >= _MAX_DEPTH:
         return False
     if kind is dict:
