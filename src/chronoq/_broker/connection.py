@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, TypeAlias
 
 import aio_pika
 import aiormq.exceptions
@@ -14,6 +14,9 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustConn
 from chronoq.errors import ConfigError, ServiceUnavailableError
 
 log = logging.getLogger("chronoq.broker")
+
+#: The connection a service holds: it reconnects by itself (``connect``).
+BrokerConnection: TypeAlias = AbstractRobustConnection
 
 #: Errors that mean the broker is unreachable or the connection or channel broke.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (

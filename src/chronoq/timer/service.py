@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from chronoq._broker.connection import BROKER_ERRORS
+from chronoq._broker.connection import BROKER_ERRORS, BrokerConnection
 from chronoq._broker.connection import connect as connect_broker
 from chronoq._broker.consumer import SubmissionIntake
 from chronoq._broker.publisher import ConfirmedPublisher, Outgoing, Unpublishable
@@ -83,7 +83,7 @@ class Timer:
         self._pool: asyncpg.Pool | None = None
         self._dispatch_pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
-        self._broker = None
+        self._broker: BrokerConnection | None = None
         self._publisher: ConfirmedPublisher | None = None
         self._intake: SubmissionIntake | None = None
         self._intake_retry: asyncio.Task[None] | None = None
