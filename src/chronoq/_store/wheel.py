@@ -46,7 +46,7 @@ async def next_due(conn: Connection, *, count_backlog: bool) -> tuple[float, flo
     return row["db_now"], row["due_in"], row["backlog"]
 
 
-async def record_unrun(conn: Connection, ticks: Sequence[tuple[int, str, datetime, str, str, str]]) -> None:
+async def record_unrun(conn: Connection, ticks: Sequence[tuple[int, str, datetime, str, str, str | None]]) -> None:
     """Rows of (job_id, queue, fire_at, state, reason, detail); state is skipped or cancelled."""
     if ticks:
         await conn.execute(query("record_unrun_ticks"), *map(list, zip(*ticks, strict=True)))

@@ -72,6 +72,10 @@ SET_ASIDE_LOGGED = 10
 
 # A claimed row set aside as dead: (row, reason, detail).
 SetAside = tuple[asyncpg.Record, str, str]
+#: Rows the broker refused, with its error.
+Refused = tuple[asyncpg.Record, BaseException]
+#: What keeps the submission intake from starting; the timer dispatches meanwhile.
+_INTAKE_START_ERRORS: tuple[type[BaseException], ...] = (*BROKER_ERRORS, TimeoutError)
 
 
 class Timer:
@@ -139,7 +143,7 @@ class Timer:
         try:
             await asyncio.wait_for(self._intake.start(SUBMISSION_PREFETCH, handle), INTAKE_START_TIMEOUT)
             return True
-        except (*BROKER_ERRORS, TimeoutError) as exc:
+        except _INTAKE_START_ERRORS as exc:
             log.warning("submission intake unavailable; the timer dispatches meanwhile",
                         extra={"action": "intake_unavailable", "error": f"{type(exc).__name__}: {exc}"[:300]})
             await self._intake.close()
@@ -160,9 +164,9 @@ class Timer:
             log.warning("notify listener unavailable", extra={"action": "timer_listen_failed"}, exc_info=True)
             self._listener = None
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notify(self, _conn: Connection, _pid: int, _channel: str, payload: object) -> None:
         try:
-            due_host = int(payload) / 1000 - self._clock_offset
+            due_host = int(str(payload)) / 1000 - self._clock_offset
         except ValueError:
             return
         if due_host < self._planned_wake:
@@ -264,7 +268,8 @@ class Timer:
             marked = time.perf_counter()
             self.hooks.confirm_latency(confirmed - publish_started)
             failpoint("timer.after_confirm")
-            sent, refused = [], []
+            sent: list[asyncpg.Record] = []
+            refused: list[Refused] = []
             for rows_, failure in zip(carried, failures, strict=True):
                 if failure is None:
                     sent += rows_
@@ -350,8 +355,8 @@ class Timer:
                 carried.append(chunk)
         return messages, carried, unbuilt
 
-    def _report(self, rows: list, sent: list, refused: list, plans: list, set_aside: list[SetAside],
-                seconds: float) -> None:
+    def _report(self, rows: list[asyncpg.Record], sent: list[asyncpg.Record], refused: list[Refused],
+                plans: list[tuple[asyncpg.Record, Plan]], set_aside: list[SetAside], seconds: float) -> None:
         hooks = self.hooks
         if type(hooks) is Hooks:
             return  # nobody is observing: no per-row work on the claim path
@@ -369,10 +374,10 @@ class Timer:
     async def _apply(self, conn: Connection, plans: list[tuple[asyncpg.Record, Plan]]) -> None:
         """Write down what judging the head rows decided: skipped ticks, extra runs, next heads.
         Runs after the published heads stopped being heads, so the one-head-per-job index holds."""
-        unrun: list[tuple] = []
+        unrun: list[tuple[int, str, datetime, str, str, str | None]] = []
         drop: list[str] = []
         park: list[str] = []
-        add: list[tuple] = []
+        add: list[tuple[int, str, datetime, datetime, datetime, bool, int]] = []
         for row, plan in plans:
             job_id, queue, now = row["job_id"], row["queue"], row["db_now"]
             if plan.park:
@@ -409,7 +414,7 @@ class Timer:
         await wheel.drop(conn, [r["occurrence_key"] for r, _, _ in items])
         await wheel.record_set_aside(conn, [(r, reason, detail[:500]) for r, reason, detail in items])
 
-    async def _postpone(self, conn: Connection, refused: list) -> None:
+    async def _postpone(self, conn: Connection, refused: list[Refused]) -> None:
         first_error = f"{type(refused[0][1]).__name__}: {refused[0][1]}"[:500]
         for row, failure in refused[:10]:
             log.warning(
@@ -438,7 +443,7 @@ class Timer:
         while not self._stopping.is_set():
             try:
                 counts = await self.prune_once()
-                busy = bool(counts) and any(n >= PRUNE_BATCH for n in counts.values())
+                busy = counts is not None and any(n >= PRUNE_BATCH for n in counts.values())
             except Exception as exc:  # next round tries again
                 log.warning("pruning failed", extra={"action": "prune_failed", "error": type(exc).__name__})
                 busy = False
