@@ -23,7 +23,7 @@ import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import pydantic_core
@@ -64,6 +64,10 @@ from chronoq.schemas.rules import (
     to_duration,
 )
 from chronoq.schemas.schedule import MAX_BACKFILL_LIMIT, parse_schedule
+from chronoq.schemas.views import QueueStatus
+
+if TYPE_CHECKING:
+    from chronoq.consumer.registry import Worker  # imported when a worker starts: see load_worker
 
 log = logging.getLogger("chronoq.cli")
 
@@ -644,7 +648,7 @@ def _check_bench_load(args: argparse.Namespace) -> None:
         raise InvalidJobError("bench", f"{flags} makes a run of {jobs:,.0f} jobs, more than {MAX_BENCH_JOBS:,}")
 
 
-def load_worker(target: str):
+def load_worker(target: str) -> Worker:
     """Import ``module:attr`` and check it is a Worker: handlers come only from a registry the
     operator named, never from anything a message says."""
     from chronoq.consumer.registry import Worker
@@ -662,7 +666,7 @@ def load_worker(target: str):
     return worker
 
 
-def queue_table(rows, *, rates: dict[str, float] | None = None) -> Table:
+def queue_table(rows: Iterable[QueueStatus], *, rates: dict[str, float] | None = None) -> Table:
     """The status table; with ``rates``, a throughput column (jobs/s per queue)."""
     table = Table(title="chronoq queues")
     columns = ["queue", "scheduled", "due", "in flight", "held", "succeeded", "failed", "dead", "skipped", "cancelled",

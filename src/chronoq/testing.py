@@ -120,7 +120,7 @@ async def _run(
     fire_at: datetime, attempt: int, max_attempts: int, key: str,
 ) -> InlineResult:
     ctx = JobContext(job_id=job_id, queue=queue, fire_at=fire_at, run_at=fire_at, attempt=attempt,
-                     max_attempts=max_attempts, idempotency_key=key, db=conn)
+                     max_attempts=max_attempts, idempotency_key=key, db=cast(asyncpg.Connection, conn))
     timeout = (handler.timeout or DEFAULT_TIMEOUT).total_seconds()
     try:
         async with conn.transaction():
@@ -254,7 +254,8 @@ else:
         """The database ``chronoq_producer`` opens: override this fixture to point elsewhere."""
         return _default_database_url()
 
-    @pytest_asyncio.fixture
+    # pytest-asyncio's types accept async fixtures only; this one is synchronous (see its docstring).
+    @pytest_asyncio.fixture  # type: ignore[type-var]
     def chronoq_producer(request: pytest.FixtureRequest) -> Iterator[Producer]:
         """An open Producer on ``chronoq_database_url`` (if defined where the test is) or else on
         ``CHRONOQ_DATABASE_URL``. The URL is looked up by name, not as a parameter, so importing

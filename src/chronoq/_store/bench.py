@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -92,7 +93,7 @@ async def checkpoint(conn: Connection) -> bool:
     return True
 
 
-async def wheel_stats(conn: Connection) -> dict[str, object]:
+async def wheel_stats(conn: Connection) -> dict[str, Any]:
     await conn.fetchval(query("flush_stats"))
     row = await conn.fetchrow(query("wheel_stats"))
     return dict(row) if row is not None else {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,7 +34,7 @@ async def pipeline(settings: Settings, *, timers: int, workers: int) -> AsyncIte
     """Migrated database (wheel emptied of earlier benchmark jobs), processes up and ready."""
     await apply_migrations(settings.database_url)
     logs = Path(tempfile.mkdtemp(prefix="chronoq-bench-"))
-    procs = []
+    procs: list[subprocess.Popen[bytes]] = []
     conn = await asyncpg.connect(settings.database_url)
     try:
         await conn.execute(SETUP_SQL)
