@@ -228,7 +228,8 @@ async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, eff
                                   for r in skipped if r["reason"] != want]
 
     # 5. Attempts bounded; the poison job dead past the delivery limit ----------------------------
-    over_attempts: list[Any] = [(k, r["attempt"], r["max_attempts"]) for k, r in results.items() if r["attempt"] > r["max_attempts"]]
+    over_attempts: list[Any] = [(k, r["attempt"], r["max_attempts"]) for k, r in results.items()
+                                if r["attempt"] > r["max_attempts"]]
     over_attempts += [(k, f"{n} failed attempts recorded") for k, n in attempts.items()
                       if k in results and n > results[k]["max_attempts"]]
     poison_kills = sum(1 for d in deaths if d["cause"] == "poison")
@@ -258,7 +259,8 @@ async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, eff
             else:
                 zombie_commits += 1
                 if len(committed) > 1:
-                    zombie_violations.append(f"zombie {pid} committed {e['key']} which {len(committed) - 1} other run(s) also committed")
+                    zombie_violations.append(
+                        f"zombie {pid} committed {e['key']} which {len(committed) - 1} other run(s) also committed")
         # Occurrences the zombie had started that another worker started while it slept.
         for key in {row["occurrence_key"] for row in log if _pid(row["app"]) == pid and row["at"].timestamp() <= continued}:
             if any(row["occurrence_key"] == key and _pid(row["app"]) not in (None, pid)

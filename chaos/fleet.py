@@ -10,6 +10,7 @@ processes only, so the rest of the fleet always makes progress.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
@@ -76,9 +77,8 @@ class Fleet:
         return pid
 
     async def _exited(self, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(proc.wait, timeout)
 
     def supervise(self) -> None:
         self._supervisor = asyncio.create_task(self._supervise(), name="supervisor")

@@ -9,6 +9,7 @@ management API answering), never a fixed sleep.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -115,8 +116,8 @@ def queues(namespace: str) -> list[dict[str, Any]]:
 
 def _eval_on_quorum_queue(queue: str, body: str) -> str:
     """``rabbitmqctl eval`` with ``Member`` bound to the queue's Raft member on this node."""
-    erlang = ("{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<\"/\">>, queue, <<\"%s\">>)),"
-              " {RaName, _} = amqqueue:get_pid(Q), Member = {RaName, node()}, %s" % (queue, body))
+    erlang = (f"{{ok, Q}} = rabbit_amqqueue:lookup(rabbit_misc:r(<<\"/\">>, queue, <<\"{queue}\">>)),"
+              f" {{RaName, _}} = amqqueue:get_pid(Q), Member = {{RaName, node()}}, {body}")
     done = _run("rabbitmqctl", "eval", erlang, timeout=60)
     return (done.stdout + done.stderr).strip()[:300]
 
@@ -190,7 +191,5 @@ def delete_namespace(namespace: str) -> None:
             return
         for item in items:
             if item["name"].startswith(f"{namespace}."):
-                try:
+                with contextlib.suppress(OSError, urllib.error.HTTPError):
                     management("DELETE", f"/api/{kind}/%2F/{urllib.parse.quote(item['name'], safe='')}")
-                except (OSError, urllib.error.HTTPError):
-                    pass

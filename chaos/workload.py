@@ -56,7 +56,8 @@ async def enqueue(producer: Producer, rng: random.Random, jobs: int, duration: f
                 "after": rng.uniform(duration + 5, duration + 12)}[phase]
         if kind == "cancel":
             when = duration + 30
-        payload = big_payload(rng) if kind == "big" else {"kind": "plain" if kind == "cancel" else kind, "fail_times": 2, "seconds": 3}
+        plain = {"kind": "plain" if kind == "cancel" else kind, "fail_times": 2, "seconds": 3}
+        payload = big_payload(rng) if kind == "big" else plain
         spec = {"queue": QUEUE, "payload": payload, "retry": RETRY, "timeout": TIMEOUT_S}
         if when < 0:  # overdue when enqueued: due a few seconds ago
             spec["run_at"] = datetime.now(UTC) + timedelta(seconds=when)

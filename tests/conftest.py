@@ -11,7 +11,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -20,6 +20,8 @@ import pytest
 from chronoq import Producer
 from chronoq._runtime.config import Settings
 from chronoq._store.migrate import apply
+from chronoq.timer import Timer
+from tests.harness import EFFECTS_TABLE, Process, eventually, running
 from tests.services import Services, discover
 
 TEMPLATE = f"chronoq_test_tpl_{os.getpid()}"
@@ -105,10 +107,8 @@ def _delete_broker_objects(services: Services, ns: str) -> None:
         for item in items:  # type: ignore[union-attr]
             if item["name"].startswith(f"{ns}."):
                 quoted = urllib.parse.quote(item["name"], safe="")
-                try:
+                with suppress(OSError):
                     _management(services, "DELETE", f"/api/{kind}/%2F/{quoted}")
-                except OSError:
-                    pass
 
 
 @pytest.fixture
@@ -151,3 +151,32 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+@pytest.fixture
+def spawn_worker(settings, tmp_path, db):
+    """Run real worker processes (restarted whenever one dies) until the given jobs finish."""
+    async def run(ids: list[int], settings) -> dict:
+        await db.execute(EFFECTS_TABLE)
+        env = child_env(settings, CHRONOQ_DELIVERY_LIMIT=str(settings.delivery_limit), CHRONOQ_CONCURRENCY="1",
+                        CHRONOQ_BATCH_SIZE="10")
+        processes: list[Process] = []
+        async with running(Timer(settings)), Producer(settings.database_url) as producer:
+            for n in range(10):
+                process = Process(["worker", "tests.handlers:worker", "--queue", "crashy"], env, tmp_path / f"w{n}.log")
+                processes.append(process)
+                await process.wait_for_log("worker_started")
+
+                async def finished_or_dead(process: Process = process) -> bool:
+                    return process.popen.poll() is not None or (await producer.summary(ids))["pending"] == 0
+
+                await eventually(finished_or_dead, timeout=60, what="the worker to die or the jobs to finish")
+                if process.popen.poll() is None:
+                    break
+            summary = await producer.summary(ids)
+        for process in processes:
+            process.terminate()
+            process.close()
+        return summary
+
+    return run

@@ -34,10 +34,16 @@ async def hang_once(ctx: JobContext, payload: dict) -> None:
     hangs (the test SIGKILLs it there, mid-handler, with the effect uncommitted). Any later
     process finishes normally."""
     await _effect(ctx)
-    marker_dir = Path(payload["marker_dir"])
-    if not any(marker_dir.glob("started-*")):
-        (marker_dir / f"started-{os.getpid()}").touch()
+    if await asyncio.to_thread(_first_to_start, Path(payload["marker_dir"])):
         await asyncio.sleep(3600)
+
+
+def _first_to_start(marker_dir: Path) -> bool:
+    """Whether no process started this job before; if so, leaves this process's mark."""
+    if any(marker_dir.glob("started-*")):
+        return False
+    (marker_dir / f"started-{os.getpid()}").touch()
+    return True
 
 
 @worker.handler("slow")

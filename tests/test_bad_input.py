@@ -16,6 +16,14 @@ from tests.conftest import child_env
 
 FUTURE = datetime.now(UTC) + timedelta(hours=1)
 
+def _nested(depth: int) -> object:
+    """``[[...[1]...]]``, ``depth`` lists deep."""
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 BAD_ENQUEUES = [
     pytest.param({"run_at": datetime(2030, 1, 1)}, "run_at", "naive", id="naive-datetime"),
     pytest.param({"run_at": datetime(3001, 1, 1, tzinfo=UTC)}, "run_at", "range", id="run-at-after-range"),
@@ -56,8 +64,7 @@ BAD_ENQUEUES = [
     pytest.param({"payload": {"x": object()}}, "payload.x", "object is not a JSON type", id="object-payload"),
     pytest.param({"payload": 2**64}, "payload", "64-bit", id="huge-int"),
     pytest.param({"payload": "x" * (MAX_PAYLOAD_BYTES + 1)}, "payload", "over the limit", id="oversized-payload"),
-    pytest.param({"payload": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
-                 "payload" + "[0]" * 65, "nested deeper", id="deep-payload"),
+    pytest.param({"payload": _nested(65)}, "payload" + "[0]" * 65, "nested deeper", id="deep-payload"),
 ]
 
 BAD_QUEUES = [

@@ -145,7 +145,7 @@ async def test_a_mixed_batch_of_keyed_and_keyless_jobs_with_a_duplicate_key(prod
 async def test_a_bad_job_in_the_middle_stores_nothing(producer: Producer, db, bad, field) -> None:
     good = [{"queue": "ok", "payload": {"i": i}, "key": f"k{i}" if i % 100 == 0 else None} for i in range(4000)]
     with pytest.raises(InvalidJobError) as caught:
-        await producer.enqueue_many(good[:2500] + [bad] + good[2500:])
+        await producer.enqueue_many([*good[:2500], bad, *good[2500:]])
     assert caught.value.field == field
     assert "item 2500 of the batch" in str(caught.value)
     assert await _stored(db) == (0, 0)

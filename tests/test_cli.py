@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -74,7 +75,8 @@ async def test_schedule_pause_resume_ls_and_ticks(settings, producer: Producer) 
     assert result.returncode == 0, result.stderr
     job_id = int(result.stdout)
     job = await producer.get(job_id)
-    assert (job.kind, job.cron, job.timezone, job.misfire, job.overlap) == ("cron", "0 9 * * MON", "Europe/Berlin", "backfill", "skip")
+    assert (job.kind, job.cron, job.timezone, job.misfire, job.overlap) == (
+        "cron", "0 9 * * MON", "Europe/Berlin", "backfill", "skip")
     assert chronoq(settings, "jobs", "pause", str(job_id)).returncode == 0
     ticks = orjson.loads(chronoq(settings, "jobs", "ticks", str(job_id), "--json").stdout)
     assert [t["state"] for t in ticks] == ["paused"]
@@ -121,7 +123,8 @@ async def test_status_watch_is_a_live_view_that_quits_on_ctrl_c(settings, produc
     # A terminal: rich draws live frames only there.
     master, slave = pty.openpty()
     env = {**child_env(settings), "COLUMNS": "200", "LINES": "40"}
-    process = subprocess.Popen([sys.executable, "-m", "chronoq", "status", "--watch"], env=env,
+    # The test drives the child's terminal itself, synchronously; nothing else runs on the loop.
+    process = subprocess.Popen([sys.executable, "-m", "chronoq", "status", "--watch"], env=env,  # noqa: ASYNC220
                                stdin=slave, stdout=slave, stderr=subprocess.PIPE)
     os.close(slave)
     seen = b""
@@ -139,10 +142,8 @@ async def test_status_watch_is_a_live_view_that_quits_on_ctrl_c(settings, produc
             assert time.monotonic() < deadline, "status --watch did not quit on Ctrl-C"
             ready, _, _ = select.select([master], [], [], 0.2)
             if ready:
-                try:
+                with contextlib.suppress(OSError):  # the child closed the terminal
                     os.read(master, 65536)
-                except OSError:  # the child closed the terminal
-                    pass
         _, errors = process.communicate(timeout=20)
         assert process.returncode == 0, errors
     finally:
@@ -178,7 +179,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
 async def test_a_killed_bench_takes_its_timer_and_worker_with_it(settings, tmp_path: Path) -> None:
-    bench = subprocess.Popen(
+    bench = subprocess.Popen(  # noqa: ASYNC220 - started, then only watched and killed
         [sys.executable, "-m", "chronoq", "bench", "steady", "--rate", "50", "--duration", "120", "--runs", "1",
          "--warmup", "0", "--out", str(tmp_path)],
         env=child_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

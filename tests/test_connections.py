@@ -26,7 +26,7 @@ async def test_the_timers_sessions_are_not_reset_on_release_but_open_transaction
     timer = Timer(settings)
     await timer.start()
     try:
-        pool = timer._dispatch_pool  # noqa: SLF001 - one connection: the next acquire gets it back
+        pool = timer._dispatch_pool  # one connection: the next acquire gets it back
         async with pool.acquire() as conn:
             pid = conn.get_server_pid()
             await conn.execute("SET work_mem = '7MB'")
@@ -71,8 +71,8 @@ async def test_only_the_timers_batches_commit_without_waiting_for_the_wal_flush(
     timer = Timer(settings)
     await timer.start()
     try:
-        assert await _settings_of(timer._dispatch_pool) == ("off", "force_custom_plan")  # noqa: SLF001
-        assert await _settings_of(timer._pool) == (server, "force_custom_plan")  # noqa: SLF001 - ingest stays durable
+        assert await _settings_of(timer._dispatch_pool) == ("off", "force_custom_plan")
+        assert await _settings_of(timer._pool) == (server, "force_custom_plan")  # ingest stays durable
     finally:
         await timer.close()
     worker = Worker()
@@ -84,7 +84,7 @@ async def test_only_the_timers_batches_commit_without_waiting_for_the_wal_flush(
     service = WorkerService(worker, settings)
     await service.start()
     try:
-        assert await _settings_of(service._pool) == (server, "force_custom_plan")  # noqa: SLF001 - the results' commit
+        assert await _settings_of(service._pool) == (server, "force_custom_plan")  # the results' commit
     finally:
         await service.close()
 
@@ -122,7 +122,7 @@ async def test_a_service_whose_start_fails_closes_what_it_opened(settings) -> No
     for service in (Timer(unreachable), WorkerService(worker, unreachable)):
         with pytest.raises(ServiceUnavailableError):
             await service.run()
-        assert service._pool is None or service._pool.is_closing(), type(service).__name__  # noqa: SLF001
+        assert service._pool is None or service._pool.is_closing(), type(service).__name__
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert not [t for t in others if not t.done()], others
 
@@ -140,7 +140,7 @@ async def test_a_broker_that_accepts_the_connection_and_never_answers_is_unavail
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        with pytest.raises(ServiceUnavailableError, match="no answer within 0.5 s"):
+        with pytest.raises(ServiceUnavailableError, match=r"no answer within 0\.5 s"):
             await asyncio.wait_for(connect_broker(f"amqp://guest:guest@127.0.0.1:{port}/", name="t", timeout=0.5), 10)
         assert accepted  # it did reach the socket: the handshake is what timed out
     finally:

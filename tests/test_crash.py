@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,7 +64,7 @@ async def test_worker_killed_mid_handler_runs_the_job_again_elsewhere_with_one_e
 
 
 async def _exists(folder: Path, pattern: str) -> bool:
-    return any(folder.glob(pattern))
+    return await asyncio.to_thread(lambda: any(folder.glob(pattern)))
 
 
 async def test_timer_killed_after_confirms_before_commit_publishes_twice_with_one_effect(
@@ -164,7 +165,9 @@ def _rabbitmqctl(action: str) -> None:
         subprocess.run(["rabbitmqctl", "await_startup"], check=True, capture_output=True, timeout=120)
 
 
-async def test_sigterm_lets_the_running_job_finish_and_exits_zero(spawn, settings, producer: Producer, db, effects, tmp_path: Path) -> None:
+async def test_sigterm_lets_the_running_job_finish_and_exits_zero(
+    spawn, settings, producer: Producer, db, effects, tmp_path: Path
+) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
     worker = spawn("worker", WORKER_TARGET, "--queue", "slow", name="worker")

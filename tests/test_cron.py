@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
-from functools import lru_cache
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from chronoq.schemas.cron import CronError, CronSchedule
 
-UTC = timezone.utc
+UTC = UTC
 NY = ZoneInfo("America/New_York")
 FAR = datetime(2100, 1, 1, tzinfo=UTC)
 
@@ -87,7 +88,7 @@ def test_hourly_across_fold_each_wall_hour_once() -> None:
     got = ticks("0 * * * *", "America/New_York", start, 100, end)
     hours = [t.astimezone(NY).hour for t in got]
     assert hours == list(range(24))  # the 25-hour day still has 24 wall hours, each once
-    gaps = [b - a for a, b in zip(got, got[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(got)]
     assert gaps.count(timedelta(hours=2)) == 1  # 01:00 EDT -> 02:00 EST (01:00 EST dropped)
     assert all(g == timedelta(hours=1) for g in gaps if g != timedelta(hours=2))
     assert got[1:3] == [utc(2026, 11, 1, 5), utc(2026, 11, 1, 7)]
@@ -182,7 +183,8 @@ def test_day_of_month_or_day_of_week_when_both_restricted() -> None:
     "*/0 * * * *", "*/61 * * * *", "5-1 * * * *", "* * * * fri-mon", "* * * dec-jan *",
     "-5 * * * *", "1,,2 * * * *", "*/x * * * *", "hello", "a b c d e", "* * * * mon#2",
     "* * L * *", "* * 15W * *", "* * ? * *", "H * * * *", "R * * * *", "* * * jan mon,funday",
-    "0 0 30 2 *", "0 0 31 4 *", "0 0 31 2,4,6,9,11 *", "0 0 * * *\n", "0\u00a00 * * *", "０ 0 * * *",
+    "0 0 30 2 *", "0 0 31 4 *", "0 0 31 2,4,6,9,11 *", "0 0 * * *\n", "0\u00a00 * * *",
+    "\uff10 0 * * *",  # a fullwidth digit zero
 ])
 def test_rejects_bad_expressions(expr: str) -> None:
     with pytest.raises(CronError):
@@ -247,8 +249,8 @@ def test_ticks_between_bounds_and_limit() -> None:
 
 ZONES = ["America/New_York", "Australia/Lord_Howe", "Pacific/Apia", "America/Santiago",
          "Europe/Berlin", "Asia/Kolkata", "Asia/Kathmandu", "UTC"]
-MONTH_NAMES = "jan feb mar apr may jun jul aug sep oct nov dec".split()
-DAY_NAMES = "sun mon tue wed thu fri sat".split()
+MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 
 
 @dataclass(frozen=True)
@@ -335,7 +337,7 @@ def parse_or_discard(e: Expr, zone: str) -> CronSchedule:
     return s
 
 
-@lru_cache(maxsize=None)
+@cache
 def transitions(zone: str) -> list[datetime]:
     """UTC instants 2000-2036 where the zone's offset changes (daily scan + bisection)."""
     z = ZoneInfo(zone)
@@ -387,14 +389,14 @@ def test_property_ticks_are_sane(e: Expr, where: tuple[str, datetime]) -> None:
     for _ in range(24):
         got.append(s.next_after(got[-1]))
     assert all(t.tzinfo is UTC for t in got)
-    assert got[0] > start and all(a < b for a, b in zip(got, got[1:]))
+    assert got[0] > start and all(a < b for a, b in itertools.pairwise(got))
     assert s.ticks_between(start, got[-1], 100) == got
-    for a, b in zip(got, got[1:]):
+    for a, b in itertools.pairwise(got):
         # Any instant strictly between two ticks leads to the later one.
         assert s.next_after(a + (b - a) / 2) == b
     local_walls = [t.astimezone(zone).replace(tzinfo=None) for t in got]
     assert len(set(local_walls)) == len(local_walls)  # no wall time fires twice
-    for t, wall in zip(got, local_walls):
+    for t, wall in zip(got, local_walls, strict=True):
         if is_gap_end(zone, t) and not matches(e, wall):
             continue  # a tick moved forward out of a gap
         assert matches(e, wall), (e.text, zone_name, t)

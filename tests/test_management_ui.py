@@ -33,7 +33,9 @@ def peek(services, queue_name: str) -> dict:
     return message
 
 
-async def test_a_queued_and_a_dead_lettered_message_read_well_in_the_management_api(settings, services, producer: Producer) -> None:
+async def test_a_queued_and_a_dead_lettered_message_read_well_in_the_management_api(
+    settings, services, producer: Producer
+) -> None:
     queued = await producer.enqueue("reports.monthly", {"month": "2026-11"})
     assert await dispatch_once(settings) == 1
     message = peek(services, f"{settings.namespace}.q.reports.monthly")

@@ -71,10 +71,15 @@ async def test_cli_migrate_creates_a_missing_database_and_is_idempotent(services
     env = child_env(settings, CHRONOQ_DATABASE_URL=url)
     try:
         for _ in range(2):
-            result = subprocess.run([sys.executable, "-m", "chronoq", "migrate"], env=env, capture_output=True, text=True, timeout=60)
+            result = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "chronoq", "migrate"], env=env, capture_output=True, text=True, timeout=60
+            )
             assert result.returncode == 0, result.stderr
         assert "up to date" in result.stdout
-        printed = subprocess.run([sys.executable, "-m", "chronoq", "migrate", "--print"], env=env, capture_output=True, text=True, timeout=60)
+        printed = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "chronoq", "migrate", "--print"], env=env, capture_output=True, text=True,
+            timeout=60,
+        )
         assert printed.returncode == 0 and "CREATE TABLE chronoq.wheel" in printed.stdout
     finally:
         admin = await asyncpg.connect(services.admin_database_url)

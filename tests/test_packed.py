@@ -8,7 +8,6 @@ from chronoq import JobContext, Producer, Worker
 from chronoq.consumer.service import WorkerService
 from chronoq.timer import Timer
 from tests.harness import EFFECTS_TABLE, all_finished, dispatch_once, running
-from tests.test_pipeline import spawn_worker  # noqa: F401 - a fixture
 
 
 async def _messages_in(settings, queue: str) -> int:
@@ -18,7 +17,9 @@ async def _messages_in(settings, queue: str) -> int:
         return declared.declaration_result.message_count
 
 
-async def test_a_packed_queue_carries_many_jobs_per_message_and_each_effect_commits_once(settings, producer: Producer, db) -> None:
+async def test_a_packed_queue_carries_many_jobs_per_message_and_each_effect_commits_once(
+    settings, producer: Producer, db
+) -> None:
     settings = settings.model_copy(update={"packed_queues": "bulk", "pack_size": 50})
     await db.execute(EFFECTS_TABLE)
     worker = Worker()
@@ -42,7 +43,9 @@ async def test_a_packed_queue_carries_many_jobs_per_message_and_each_effect_comm
     assert (await producer.get(bulk[7])).occurrences[0].result == {"n": 7}
 
 
-async def test_a_pack_whose_job_kills_its_worker_is_redelivered_and_only_that_job_ends_dead(settings, spawn_worker, producer: Producer) -> None:
+async def test_a_pack_whose_job_kills_its_worker_is_redelivered_and_only_that_job_ends_dead(
+    settings, spawn_worker, producer: Producer
+) -> None:
     settings = settings.model_copy(update={"delivery_limit": 3, "packed_queues": "crashy"})
     ids = await producer.enqueue_many([{"queue": "crashy", "payload": {"crash": n == 1}} for n in range(4)])
     assert await dispatch_once(settings) == 4

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 from datetime import datetime, timedelta
 
 import aio_pika
@@ -22,38 +24,6 @@ class Email(BaseModel):
 
 
 QUICK = RetryPolicy(max_attempts=3, backoff_base=timedelta(milliseconds=100), backoff_cap=timedelta(milliseconds=300))
-
-
-@pytest.fixture
-def spawn_worker(settings, tmp_path, db):
-    """Run real worker processes (restarted whenever one dies) until the given jobs finish."""
-    from tests.conftest import child_env
-    from tests.harness import EFFECTS_TABLE, Process
-
-    async def run(ids: list[int], settings) -> dict:
-        await db.execute(EFFECTS_TABLE)
-        env = child_env(settings, CHRONOQ_DELIVERY_LIMIT=str(settings.delivery_limit), CHRONOQ_CONCURRENCY="1",
-                        CHRONOQ_BATCH_SIZE="10")
-        processes: list[Process] = []
-        async with running(Timer(settings)), Producer(settings.database_url) as producer:
-            for n in range(10):
-                process = Process(["worker", "tests.handlers:worker", "--queue", "crashy"], env, tmp_path / f"w{n}.log")
-                processes.append(process)
-                await process.wait_for_log("worker_started")
-
-                async def finished_or_dead() -> bool:
-                    return process.popen.poll() is not None or (await producer.summary(ids))["pending"] == 0
-
-                await eventually(finished_or_dead, timeout=60, what="the worker to die or the jobs to finish")
-                if process.popen.poll() is None:
-                    break
-            summary = await producer.summary(ids)
-        for process in processes:
-            process.terminate()
-            process.close()
-        return summary
-
-    return run
 
 
 async def take_dead_letter(settings, queue: str) -> aio_pika.abc.AbstractIncomingMessage:
@@ -116,7 +86,7 @@ async def test_failing_handler_retries_with_backoff_then_dies_into_the_dead_lett
 
     assert summary["dead"] == 1
     assert [a for a, _ in attempts] == [1, 2, 3]
-    gaps = [b - a for (_, a), (_, b) in zip(attempts, attempts[1:])]
+    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(attempts)]
     assert all(gap >= timedelta(milliseconds=80) for gap in gaps), gaps  # backoff 100 ms, jitter 20 %
     # The handler's writes rolled back with every failed attempt.
     assert await db.fetchval("SELECT to_regclass('never_committed')") is None
@@ -380,12 +350,13 @@ async def test_an_unroutable_message_is_not_marked_dispatched(settings, producer
     timer = Timer(settings)
     await timer.start()
     try:
-        await timer._publisher.ensure_queues(["vanishing"])  # noqa: SLF001 - declare, then lose it
+        await timer._publisher.ensure_queues(["vanishing"])  # declare, then lose it
         connection = await aio_pika.connect(settings.amqp_url)
         async with connection:
             channel = await connection.channel()
             await channel.queue_delete(f"{settings.namespace}.q.vanishing")
-        state = "SELECT dispatches, dispatched_at, dispatch_id, last_error, due_at > now() AS later FROM chronoq.wheel WHERE job_id = $1"
+        state = ("SELECT dispatches, dispatched_at, dispatch_id, last_error, due_at > now() AS later"
+                 " FROM chronoq.wheel WHERE job_id = $1")
         assert await timer.run_once() == 1
         row = await db.fetchrow(state, job_id)
         assert row["dispatches"] == 0 and row["later"] and "NO_ROUTE" in row["last_error"]
@@ -428,12 +399,12 @@ async def test_a_duplicate_delivery_is_acked_without_running_again(settings, pro
             # Publish the same occurrence again, as a timer that died before its commit would.
             from chronoq.timer.messages import job_message
 
-            async with timer._pool.acquire() as conn:  # noqa: SLF001
+            async with timer._pool.acquire() as conn:
                 row = await conn.fetchrow(
                     "SELECT r.occurrence_key, r.job_id, r.queue, r.fire_at, r.run_at, r.attempt, 0 AS dispatches,"
                     " j.payload::text AS payload, j.max_attempts, j.timeout_ms, j.trace::text AS trace"
                     " FROM chronoq.results r JOIN chronoq.jobs j ON j.id = r.job_id WHERE r.job_id = $1", job_id)
-            assert await timer._publisher.publish([job_message(row, 1)]) == [None]  # noqa: SLF001
+            assert await timer._publisher.publish([job_message(row, 1)]) == [None]
 
             async def deduplicated() -> bool:
                 return service.outcomes["duplicate"] == 1
@@ -496,10 +467,8 @@ async def test_one_group_with_every_kind_of_outcome_keeps_each_members_own(setti
         if payload.to == "fail":
             raise RuntimeError("always")
         if payload.to == "swallow":
-            try:
+            with contextlib.suppress(Exception):  # the handler hides the error; the attempt still fails
                 await ctx.db.execute("SELECT 1/0")
-            except Exception:  # noqa: BLE001 - the handler hides the error; the attempt still fails
-                pass
         return payload.to
 
     names = ["ok1", "retry", "cancel", "fail", "swallow", "ok2"]
@@ -586,7 +555,8 @@ async def test_a_deadlock_victim_goes_back_to_the_queue_without_spending_an_atte
         seen.append(f"done#{ctx.attempt}")
 
     async def handler_waits() -> bool:
-        return bool(await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"))
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+        return bool(await db.fetchval(waiting))
 
     async with running(Timer(settings)), running(WorkerService(worker, settings)):
         async with db.transaction():
@@ -601,7 +571,9 @@ async def test_a_deadlock_victim_goes_back_to_the_queue_without_spending_an_atte
     assert await db.fetch("SELECT id, n FROM contested ORDER BY id") == [(1, 11), (2, 11)]
 
 
-async def test_a_delivery_that_can_never_be_processed_is_recorded_dead_not_left_to_its_lease(settings, producer: Producer) -> None:
+async def test_a_delivery_that_can_never_be_processed_is_recorded_dead_not_left_to_its_lease(
+    settings, producer: Producer
+) -> None:
     """The worker's last resort for a delivery that fails the same way every time outside any
     handler: the broker dead-letters the message and Postgres records the occurrence dead, so
     no timer dispatches it again when its lease expires."""
@@ -637,7 +609,9 @@ async def test_a_delivery_that_can_never_be_processed_is_recorded_dead_not_left_
     assert (job.state, job.occurrences[0].reason, job.occurrences[0].error) == ("dead", "unprocessable", "TypeError: boom")
 
 
-async def test_handlers_writes_commit_durably_and_a_handler_that_never_uses_the_database_opens_no_savepoint(settings, producer: Producer, db) -> None:
+async def test_handlers_writes_commit_durably_and_a_handler_that_never_uses_the_database_opens_no_savepoint(
+    settings, producer: Producer, db
+) -> None:
     """The transaction that records outcomes and the handlers' writes commits durably, and the
     savepoint a handler gets is opened only if it uses ctx.db (any method, transaction, cursor)."""
     worker = Worker()

@@ -19,7 +19,9 @@ async def _prune_once(settings) -> dict[str, int] | None:
         await timer.close()
 
 
-async def test_old_results_attempts_and_finished_jobs_are_pruned_recent_and_live_ones_kept(settings, producer: Producer, db) -> None:
+async def test_old_results_attempts_and_finished_jobs_are_pruned_recent_and_live_ones_kept(
+    settings, producer: Producer, db
+) -> None:
     worker = Worker()
 
     @worker.handler("history")
@@ -41,7 +43,7 @@ async def test_old_results_attempts_and_finished_jobs_are_pruned_recent_and_live
     await db.execute("UPDATE chronoq.results SET finished_at = finished_at - interval '8 days' WHERE job_id = ANY($1)",
                      [*old, cron])
     await db.execute("UPDATE chronoq.attempts SET finished_at = finished_at - interval '8 days' WHERE job_id = ANY($1)", old)
-    await db.execute("UPDATE chronoq.jobs SET created_at = created_at - interval '8 days' WHERE id = ANY($1)", old + [live, cron])
+    await db.execute("UPDATE chronoq.jobs SET created_at = created_at - interval '8 days' WHERE id = ANY($1)", [*old, live, cron])
     counts = await _prune_once(settings)
     assert counts == {"results": 4, "attempts": 1, "jobs": 3}
     remaining = {r["id"] for r in await db.fetch("SELECT id FROM chronoq.jobs")}

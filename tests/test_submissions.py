@@ -3,6 +3,7 @@ submissions, and the JSON Schema kept in sync with the models."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 from pathlib import Path
@@ -50,8 +51,9 @@ async def test_a_node_producer_submits_a_delayed_and_a_cron_job_that_a_python_wo
 
     async with running(Timer(settings)), running(WorkerService(worker, settings)):
         env = {"PATH": "/usr/bin:/bin", "AMQP_URL": settings.amqp_url, "CHRONOQ_NAMESPACE": settings.namespace}
-        result = subprocess.run(["node", "submit.js", "node.greetings"], cwd=node_example, env=env,
-                                capture_output=True, text=True, timeout=60)
+        # In a thread: the timer and worker on this loop take the submissions meanwhile.
+        result = await asyncio.to_thread(subprocess.run, ["node", "submit.js", "node.greetings"], cwd=node_example, env=env,
+                                         capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
 
         async def both_ran() -> bool:
@@ -60,8 +62,8 @@ async def test_a_node_producer_submits_a_delayed_and_a_cron_job_that_a_python_wo
 
         await eventually(both_ran, what="the node-submitted jobs to run")
         # Submitting again is idempotent by key: no second job of either kind.
-        again = subprocess.run(["node", "submit.js", "node.greetings"], cwd=node_example, env=env,
-                               capture_output=True, text=True, timeout=60)
+        again = await asyncio.to_thread(subprocess.run, ["node", "submit.js", "node.greetings"], cwd=node_example, env=env,
+                                        capture_output=True, text=True, timeout=60)
         assert again.returncode == 0, again.stderr
     jobs = await producer.list_jobs(queue="node.greetings")
     assert sorted((j.kind, j.key) for j in jobs) == [("cron", "node-cron"), ("once", "node-once")]
@@ -108,7 +110,9 @@ def test_a_submission_without_kind_is_a_one_shot_job() -> None:
     assert isinstance(spec, JobSpec) and spec.queue == "reports" and spec.delay.total_seconds() == 5
 
 
-async def test_a_keyless_submission_delivered_twice_is_stored_once_by_its_message_id(settings, services, producer: Producer) -> None:
+async def test_a_keyless_submission_delivered_twice_is_stored_once_by_its_message_id(
+    settings, services, producer: Producer
+) -> None:
     from tests.conftest import _management
     body = orjson.dumps({"kind": "once", "queue": "reports", "payload": {"n": 1}, "delay_s": 3600})
     async with running(Timer(settings)):
@@ -149,7 +153,7 @@ async def test_the_timer_dispatches_while_its_submissions_consumer_cannot_start(
     try:
         assert await timer.run_once() == 1
         assert await db.fetchval("SELECT dispatches FROM chronoq.wheel WHERE job_id = $1", job_id) == 1
-        assert timer._intake_retry is not None and not timer._intake_retry.done()  # noqa: SLF001
+        assert timer._intake_retry is not None and not timer._intake_retry.done()
     finally:
         await timer.close()
-    assert timer._intake_retry is None  # noqa: SLF001 - closing stops the retries
+    assert timer._intake_retry is None  # closing stops the retries

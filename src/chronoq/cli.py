@@ -23,7 +23,7 @@ import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import pydantic_core
@@ -64,6 +64,10 @@ from chronoq.schemas.rules import (
     to_duration,
 )
 from chronoq.schemas.schedule import MAX_BACKFILL_LIMIT, parse_schedule
+from chronoq.schemas.views import QueueStatus
+
+if TYPE_CHECKING:
+    from chronoq.consumer.registry import Worker  # imported when a worker starts: see load_worker
 
 log = logging.getLogger("chronoq.cli")
 
@@ -316,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="IANA time zone of the cron expression (default UTC)")
     schedule.add_argument("--misfire", **_one_of("misfire", "skip", "run_once", "backfill"), default="run_once",
                           help="what to do with ticks missed by more than --misfire-grace (default run_once)")
-    schedule.add_argument("--misfire-grace", type=_duration("misfire_grace"), help="lateness still counted as on time (default 5m)")
+    schedule.add_argument("--misfire-grace", type=_duration("misfire_grace"),
+                          help="lateness still counted as on time (default 5m)")
     schedule.add_argument("--max-backfill", type=_integer("max_backfill", 0, MAX_BACKFILL_LIMIT),
                           help="backfill: most missed ticks run per outage (default 100)")
     schedule.add_argument("--overlap", **_one_of("overlap", "allow", "skip"), default="allow",
@@ -360,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_ls = dlq_commands.add_parser("ls", help="dead occurrences per queue, and dead-letter queue sizes", parents=[settings])
     dlq_ls.add_argument("--queue", type=_queue)
     dlq_ls.add_argument("--json", action="store_true")
-    dlq_show = dlq_commands.add_parser("show", help="the first dead-letter messages of a queue (headers only)", parents=[settings])
+    dlq_show = dlq_commands.add_parser("show", help="the first dead-letter messages of a queue (headers only)",
+                                       parents=[settings])
     dlq_show.add_argument("--queue", type=_queue, required=True)
     dlq_show.add_argument("--limit", **_limit(20))
     dlq_show.add_argument("--json", action="store_true")
@@ -368,23 +374,26 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("--queue", type=_queue, required=True)
     dlq_replay.add_argument("--occurrence", type=_occurrence, help="only this occurrence (idempotency key)")
     dlq_replay.add_argument("--limit", **_limit(100))
-    dlq_purge = dlq_commands.add_parser("purge", help="empty a dead-letter queue (Postgres keeps the records)", parents=[settings])
+    dlq_purge = dlq_commands.add_parser("purge", help="empty a dead-letter queue (Postgres keeps the records)",
+                                        parents=[settings])
     dlq_purge.add_argument("--queue", type=_queue, required=True)
 
     bench = command("bench", "Measure this deployment: burst, steady, enqueue, scale, churn, memory (tables, JSON "
                              "with versions); plot: lateness against offered rate from steady results.")
     bench.add_argument("scenario", **_one_of("scenario", "burst", "steady", "enqueue", "scale", "churn", "memory", "plot"))
     bench.add_argument("inputs", nargs="*", metavar="JSON", help="plot: steady result files or folders")
-    bench.add_argument("--jobs", type=_integer("jobs", 1, MAX_BENCH_JOBS), help="jobs per run: burst/enqueue/memory's burst (default 20000), "
-                                                "churn (default 1000000)")
+    bench.add_argument("--jobs", type=_integer("jobs", 1, MAX_BENCH_JOBS),
+                       help="jobs per run: burst/enqueue/memory's burst (default 20000), churn (default 1000000)")
     bench.add_argument("--rate", type=_number("rate", MAX_BENCH_RATE), default=200.0, help="steady: offered jobs/s (default 200)")
-    bench.add_argument("--duration", type=_number("duration", MAX_BENCH_SECONDS), default=10.0, help="steady: seconds (default 10)")
+    bench.add_argument("--duration", type=_number("duration", MAX_BENCH_SECONDS), default=10.0,
+                       help="steady: seconds (default 10)")
     bench.add_argument("--find-max", action="store_true", help="steady: search the highest rate with p99 under 100 ms")
     bench.add_argument("--handler", **_one_of("handler", "noop", "db"), default="db",
                        help="noop, or db: one row written through ctx.db per job (default)")
     bench.add_argument("--workers", type=_integer("workers", 1, MAX_PROCESSES), default=1, help="worker processes (default 1)")
     bench.add_argument("--timers", type=_integer("timers", 1, MAX_PROCESSES), default=1, help="timer processes (default 1)")
-    bench.add_argument("--runs", type=_integer("runs", 1, MAX_RUNS), default=3, help="repetitions; medians are reported (default 3)")
+    bench.add_argument("--runs", type=_integer("runs", 1, MAX_RUNS), default=3,
+                       help="repetitions; medians are reported (default 3)")
     bench.add_argument("--warmup", type=_number("warmup", MAX_BENCH_SECONDS, zero=True), default=2.0,
                        help="burst/steady/scale: a run whose figures are dropped comes first, so that pools, "
                             "channels and queues are open: steady and scale's lateness run SECONDS at the offered rate, "
@@ -392,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench-results", help="folder for the JSON results")
     bench.add_argument("--sizes", type=_counts, default=[10_000, 1_000_000, 10_000_000],
                        help="scale: scheduled jobs preloaded at each step (default 10000,1000000,10000000)")
-    bench.add_argument("--claim-batches", type=_integer("claim_batches", 1, MAX_LIST_LIMIT), default=40, help="scale: claim batches timed per size (default 40)")
+    bench.add_argument("--claim-batches", type=_integer("claim_batches", 1, MAX_LIST_LIMIT), default=40,
+                       help="scale: claim batches timed per size (default 40)")
     bench.add_argument("--preload", type=_integer("preload", 0, MAX_PRELOAD), default=1_000_000,
                        help="churn/memory: future jobs preloaded (default 1000000)")
     bench.add_argument("--autovacuum", **_one_of("autovacuum", "server", "on"), default="server",
@@ -400,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--autovacuum-naptime", type=_naptime, default=None,
                        help="churn: autovacuum on with this launcher naptime for the run, e.g. 5s (ALTER SYSTEM, "
                             "superuser; the server's default is 60s), reset after")
-    bench.add_argument("--settle", type=_number("settle", MAX_BENCH_SECONDS, zero=True), default=6.0, help="memory: seconds idle before reading RSS (default 6)")
+    bench.add_argument("--settle", type=_number("settle", MAX_BENCH_SECONDS, zero=True), default=6.0,
+                       help="memory: seconds idle before reading RSS (default 6)")
     bench.add_argument("--keep", action="store_true", help="scale/churn/memory: keep the preloaded jobs")
     bench.add_argument("--output", default="bench-lateness.png", help="plot: the PNG to write")
 
@@ -460,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         failure = EXIT_INTERRUPTED, "interrupted"
         logging.disable(logging.CRITICAL)
-    except Exception as exc:  # noqa: BLE001 - every failure ends as one line, never a traceback
+    except Exception as exc:  # every failure ends as one line, never a traceback
         failure = _reported(exc)
         logging.disable(logging.CRITICAL)
     else:
@@ -637,7 +648,7 @@ def _check_bench_load(args: argparse.Namespace) -> None:
         raise InvalidJobError("bench", f"{flags} makes a run of {jobs:,.0f} jobs, more than {MAX_BENCH_JOBS:,}")
 
 
-def load_worker(target: str):
+def load_worker(target: str) -> Worker:
     """Import ``module:attr`` and check it is a Worker: handlers come only from a registry the
     operator named, never from anything a message says."""
     from chronoq.consumer.registry import Worker
@@ -647,7 +658,7 @@ def load_worker(target: str):
         raise ConfigError(f"worker target {short(target)} must look like package.module:attribute")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - the operator's module may fail in any way as it loads
+    except Exception as exc:  # the operator's module may fail in any way as it loads
         raise ConfigError(f"cannot import {short(module_name)}: {type(exc).__name__}: {exc}") from None
     worker = getattr(module, attr, None)
     if not isinstance(worker, Worker):
@@ -655,7 +666,7 @@ def load_worker(target: str):
     return worker
 
 
-def queue_table(rows, *, rates: dict[str, float] | None = None) -> Table:
+def queue_table(rows: Iterable[QueueStatus], *, rates: dict[str, float] | None = None) -> Table:
     """The status table; with ``rates``, a throughput column (jobs/s per queue)."""
     table = Table(title="chronoq queues")
     columns = ["queue", "scheduled", "due", "in flight", "held", "succeeded", "failed", "dead", "skipped", "cancelled",

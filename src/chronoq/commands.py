@@ -148,7 +148,8 @@ async def change_job(settings: Settings, action: str, job_id: int) -> int:
     async with Producer(settings.database_url) as producer:
         changed = await getattr(producer, action)(job_id)
     past = {"cancel": "cancelled", "pause": "paused", "resume": "resumed"}[action]
-    out.print(f"job {job_id} {past}" if changed else f"job {job_id} was not changed (already {past} or not {'paused' if action == 'resume' else 'active'})")
+    other = "paused" if action == "resume" else "active"
+    out.print(f"job {job_id} {past}" if changed else f"job {job_id} was not changed (already {past} or not {other})")
     return 0
 
 

@@ -10,11 +10,13 @@ into a table with no unique constraint, so a duplicate effect would be counted, 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import tempfile
 import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -66,17 +68,19 @@ async def demo_job(ctx: JobContext, payload: DemoPayload) -> None:
 
 async def run_demo(settings: Settings, *, jobs: int, spread: timedelta, workers: int, timers: int) -> int:
     console = Console(highlight=False)
-    console.print(f"[bold]chronoq demo[/bold]: {jobs} jobs over {spread.total_seconds():g}s, {timers} timer(s), {workers} worker(s)")
+    console.print(f"[bold]chronoq demo[/bold]: {jobs} jobs over {spread.total_seconds():g}s, "
+                  f"{timers} timer(s), {workers} worker(s)")
     await migrate(settings)
     logs = Path(tempfile.mkdtemp(prefix="chronoq-demo-"))
-    procs: list = []
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         async with Producer(settings.database_url) as producer:
             async with producer.pool.acquire() as conn:
                 await conn.execute(SETUP_SQL)
                 # Earlier runs' dead rows would slow this one where autovacuum is off.
                 await maintenance.vacuum_hot_tables(conn)
-            await start_fleet(settings, worker_target="chronoq.demo:worker", workers=workers, timers=timers, logs=logs, procs=procs)
+            await start_fleet(settings, worker_target="chronoq.demo:worker", workers=workers, timers=timers,
+                              logs=logs, procs=procs)
             console.print(f"processes up (logs in {logs})")
             run = uuid.uuid4().hex[:8]
             ids = await _enqueue(producer, run, jobs, spread)
@@ -108,7 +112,7 @@ async def _enqueue(producer: Producer, run: str, jobs: int, spread: timedelta) -
     return ids
 
 
-async def _watch(console: Console, producer: Producer, ids: list[int], spread: timedelta) -> dict:
+async def _watch(console: Console, producer: Producer, ids: list[int], spread: timedelta) -> dict[str, Any]:
     deadline = time.monotonic() + spread.total_seconds() + 60
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -125,17 +129,20 @@ async def _watch(console: Console, producer: Producer, ids: list[int], spread: t
             await asyncio.sleep(0.2)
 
 
-def _report(console: Console, enqueued: int, s: dict, duplicates: int, codes: list[int]) -> int:
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def _report(console: Console, enqueued: int, s: dict[str, Any], duplicates: int, codes: list[int]) -> int:
     finished = s["succeeded"] + s["dead"] + s["cancelled"] + s["skipped"]
     lost = enqueued - finished
     table = Table(title="chronoq demo summary")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    ms = lambda v: "-" if v is None else f"{v * 1000:.1f} ms"  # noqa: E731
     for name, value in (
         ("enqueued", enqueued), ("succeeded", s["succeeded"]), ("retried", s["retried"]), ("dead", s["dead"]),
         ("lost (must be 0)", lost), ("duplicate effects (must be 0)", duplicates),
-        ("lateness p50", ms(s["lateness_p50"])), ("lateness p99", ms(s["lateness_p99"])),
+        ("lateness p50", _ms(s["lateness_p50"])), ("lateness p99", _ms(s["lateness_p99"])),
         ("processes exited cleanly", all(c == 0 for c in codes)),
     ):
         table.add_row(name, str(value))

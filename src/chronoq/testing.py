@@ -24,7 +24,7 @@ import asyncpg
 import orjson
 from pydantic import ValidationError
 
-from chronoq._store.connection import connect
+from chronoq._store.connection import Connection, connect
 from chronoq.consumer.context import Cancel, JobContext, Retry
 from chronoq.consumer.registry import Handler, Worker
 from chronoq.errors import UnknownQueueError
@@ -35,7 +35,7 @@ from chronoq.schemas.payload import encode_payload
 from chronoq.schemas.views import JobSummary, JobView
 
 Outcome = Literal["succeeded", "failed", "retry", "cancelled", "invalid_payload"]
-Target = str | Producer | asyncpg.Pool | asyncpg.Connection
+Target = str | Producer | asyncpg.Pool | Connection
 #: States in which a job may still run: the default filter of assert_enqueued / refute_enqueued.
 PENDING = frozenset({"scheduled", "dispatched", "retrying", "active", "paused"})
 #: Jobs of one queue read per assertion (the newest ones).
@@ -67,7 +67,7 @@ async def run_inline(
     payload: Any,
     *,
     database_url: str | None = None,
-    connection: asyncpg.Connection | None = None,
+    connection: Connection | None = None,
     job_id: int = 0,
     attempt: int = 1,
     max_attempts: int = 1,
@@ -116,11 +116,11 @@ class _Discard(Exception):
 
 
 async def _run(
-    handler: Handler, conn: asyncpg.Connection, parsed: Any, rollback: bool, job_id: int, queue: str,
+    handler: Handler, conn: Connection, parsed: Any, rollback: bool, job_id: int, queue: str,
     fire_at: datetime, attempt: int, max_attempts: int, key: str,
 ) -> InlineResult:
     ctx = JobContext(job_id=job_id, queue=queue, fire_at=fire_at, run_at=fire_at, attempt=attempt,
-                     max_attempts=max_attempts, idempotency_key=key, db=conn)
+                     max_attempts=max_attempts, idempotency_key=key, db=cast(asyncpg.Connection, conn))
     timeout = (handler.timeout or DEFAULT_TIMEOUT).total_seconds()
     try:
         async with conn.transaction():
@@ -147,7 +147,7 @@ class _InCallersTransaction:
     transaction the caller holds open (where the jobs under test may still be uncommitted);
     this hands it the caller's connection with ``transaction()`` a no-op, so it reads there."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     def transaction(self, **_: Any) -> contextlib.nullcontext[None]:
@@ -204,7 +204,8 @@ async def _select(target: Target, queue: str, payload: Any, key: str | None, kin
     states = {state} if isinstance(state, str) else state
     everything = cast(list[JobView], await _jobs(target, queue))
     found = [v for v in everything if _matches(v, payload, key, kind, states)]
-    wanted = [f"queue={queue!r}"] + [f"{n}={v!r}" for n, v in (("payload", payload), ("key", key), ("kind", kind)) if v is not None]
+    given = (("payload", payload), ("key", key), ("kind", kind))
+    wanted = [f"queue={queue!r}", *(f"{n}={v!r}" for n, v in given if v is not None)]
     if states is not None:
         wanted.append("not finished" if states is PENDING else f"state in {sorted(states)}")
     return everything, found, ", ".join(wanted)
@@ -253,7 +254,8 @@ else:
         """The database ``chronoq_producer`` opens: override this fixture to point elsewhere."""
         return _default_database_url()
 
-    @pytest_asyncio.fixture
+    # pytest-asyncio's types accept async fixtures only; this one is synchronous (see its docstring).
+    @pytest_asyncio.fixture  # type: ignore[type-var]
     def chronoq_producer(request: pytest.FixtureRequest) -> Iterator[Producer]:
         """An open Producer on ``chronoq_database_url`` (if defined where the test is) or else on
         ``CHRONOQ_DATABASE_URL``. The URL is looked up by name, not as a parameter, so importing

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, TypeAlias
 
 import aio_pika
 import aiormq.exceptions
@@ -14,6 +14,9 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustConn
 from chronoq.errors import ConfigError, ServiceUnavailableError
 
 log = logging.getLogger("chronoq.broker")
+
+#: The connection a service holds: it reconnects by itself (``connect``).
+BrokerConnection: TypeAlias = AbstractRobustConnection
 
 #: Errors that mean the broker is unreachable or the connection or channel broke.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
@@ -43,6 +46,13 @@ CONNECT_TIMEOUT = 30.0
 #: made while the broker is unreachable waits for ever, and SIGTERM never ends the process.
 STOPPING_CALL_TIMEOUT = 3.0
 
+#: What a broker call on the way out may raise without mattering (``while_stopping``).
+_STOPPING_ERRORS: tuple[type[BaseException], ...] = (*BROKER_ERRORS, RuntimeError, TimeoutError)
+
+#: What the connection's handshake raises when the broker is not there or goes away meanwhile;
+#: StopAsyncIteration comes from aiormq's frame reader when the broker closes the socket.
+_HANDSHAKE_ERRORS: tuple[type[BaseException], ...] = (*BROKER_ERRORS, StopAsyncIteration)
+
 
 async def while_stopping(call: Awaitable[Any]) -> None:
     """Make a best-effort broker call on the way out (cancel a consumer, close a channel): a
@@ -51,11 +61,13 @@ async def while_stopping(call: Awaitable[Any]) -> None:
     try:
         async with asyncio.timeout(STOPPING_CALL_TIMEOUT):
             await call
-    except (*BROKER_ERRORS, RuntimeError, TimeoutError):
+    except _STOPPING_ERRORS:
         pass
 
 
-async def connect(url: str, *, name: str, timeout: float = CONNECT_TIMEOUT) -> AbstractRobustConnection:
+# ASYNC109: the timeout is aio-pika's, which keeps it for every reconnection; a deadline around
+# this call would cover the first connection only.
+async def connect(url: str, *, name: str, timeout: float = CONNECT_TIMEOUT) -> AbstractRobustConnection:  # noqa: ASYNC109
     """A robust connection: it reconnects by itself and restores channels and consumers."""
     try:
         connection = await aio_pika.connect_robust(
@@ -73,8 +85,7 @@ async def connect(url: str, *, name: str, timeout: float = CONNECT_TIMEOUT) -> A
             "cannot connect to RabbitMQ: it closed the handshake (shutting down, or a virtual host that "
             "does not exist or that the user may not use)"
         ) from exc
-    except (*BROKER_ERRORS, StopAsyncIteration) as exc:
-        # StopAsyncIteration: aiormq's frame reader, when the broker closes the socket mid-handshake.
+    except _HANDSHAKE_ERRORS as exc:
         raise ServiceUnavailableError(f"cannot connect to RabbitMQ: {type(exc).__name__}: {exc}") from exc
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()

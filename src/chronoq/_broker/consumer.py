@@ -4,6 +4,7 @@ callback as a driver-free :class:`Incoming`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,11 +50,14 @@ class Incoming:
         await _settle(self._message.reject(requeue=False))
 
 
+#: A settlement that raises these has nothing left to do: the delivery went with its channel, or
+#: it was settled already.
+_SETTLED_ERRORS: tuple[type[BaseException], ...] = (*BROKER_ERRORS, RuntimeError, MessageProcessError)
+
+
 async def _settle(action: Awaitable[None]) -> None:
-    try:
+    with contextlib.suppress(*_SETTLED_ERRORS):
         await action
-    except (*BROKER_ERRORS, RuntimeError, MessageProcessError):  # gone with its channel, or settled already
-        pass
 
 
 class Subscription:

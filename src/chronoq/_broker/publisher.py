@@ -20,7 +20,6 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
-
 from pamqp import encode
 from pamqp.commands import Basic
 
@@ -70,7 +69,7 @@ def _encoded_size_at_most(headers: dict[str, Any], limit: int) -> bool:
         return True
     try:
         return len(encode.field_table(headers)) <= limit
-    except Exception:  # noqa: BLE001 - what pamqp cannot encode does not fit anywhere
+    except Exception:  # what pamqp cannot encode does not fit anywhere
         return False
 
 
@@ -237,7 +236,7 @@ class ConfirmedPublisher:
                 message.body, exchange="", routing_key=queue_name,
                 properties=_properties(message, datetime.now(UTC)), mandatory=True,
             )
-        except Exception as exc:  # noqa: BLE001 - reported to the caller like publish() does
+        except Exception as exc:  # reported to the caller like publish() does
             return exc
         return None
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
+from pamqp.common import FieldTable
 
 from chronoq.errors import TopologyError
 
@@ -62,8 +63,8 @@ class Topology:
     def dead_queue_name(self, queue: str) -> str:
         return f"{self.namespace}.dlq.{queue}"
 
-    def queue_arguments(self, queue: str) -> dict[str, object]:
-        arguments: dict[str, object] = {
+    def queue_arguments(self, queue: str) -> FieldTable:
+        arguments: FieldTable = {
             "x-queue-type": self.queue_type,
             # The broker dead-letters a message it could not get processed (rejected, or past
             # the delivery limit) instead of dropping it.
@@ -95,7 +96,7 @@ TOLERATED_ARGUMENTS = ("x-delivery-limit", "x-dead-letter-exchange", "x-dead-let
 _INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'.*but current is (none|the value '([^']*)' of type '(\w+)'|'([^']*)')")
 
 
-async def _declare(channel: AbstractChannel, name: str, arguments: dict[str, object]) -> AbstractQueue:
+async def _declare(channel: AbstractChannel, name: str, arguments: FieldTable) -> AbstractQueue:
     """Declare a queue; where it exists with an older value of a tolerated argument, declare it
     again with the value it has (so that every other argument, the type first, is still checked)."""
     wanted = dict(arguments)
@@ -141,7 +142,7 @@ async def declare_queue(channel: AbstractChannel, topology: Topology, queue: str
 async def declare_submissions(channel: AbstractChannel, topology: Topology) -> AbstractQueue:
     """The submission exchange, the queue timers ingest from, and the queue for rejected ones."""
     exchange = await channel.declare_exchange(topology.submit_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
-    arguments: dict[str, object] = {"x-queue-type": topology.queue_type}
+    arguments: FieldTable = {"x-queue-type": topology.queue_type}
     await channel.declare_queue(topology.rejected_submissions_queue, durable=True, arguments=arguments)
     # A submission the timers keep handing back (one that breaks the timer that reads it) ends
     # in the rejected queue through the default exchange instead of looping forever.

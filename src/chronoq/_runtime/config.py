@@ -7,7 +7,7 @@ flags from this model, so the two can never drift apart.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -146,7 +146,7 @@ class Settings(BaseSettings):
         return frozenset(filter(None, self.packed_queues.split(",")))
 
     @classmethod
-    def load(cls, **overrides: object) -> "Settings":
+    def load(cls, **overrides: Any) -> Settings:
         """Read the environment plus explicit overrides; a bad value raises ConfigError naming it."""
         try:
             return cls(**{k: v for k, v in overrides.items() if v is not None})

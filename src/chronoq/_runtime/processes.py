@@ -39,7 +39,7 @@ def spawn(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[by
         [sys.executable, "-m", "chronoq", *args, "--log-level", level],
         # preexec_fn runs between fork and exec; it only calls a function resolved beforehand
         # (no import, no dlopen, no lock that another thread of this process could hold).
-        env=settings_env(settings), stdout=handle, stderr=handle, preexec_fn=_stop_with_parent,  # noqa: PLW1509
+        env=settings_env(settings), stdout=handle, stderr=handle, preexec_fn=_stop_with_parent,
     )
 
 
@@ -55,7 +55,7 @@ def _stop_with_parent() -> None:
 async def wait_ready(log: Path, marker: bytes, proc: subprocess.Popen[bytes]) -> None:
     """Wait for the process to log ``marker`` (e.g. b"worker_started")."""
     deadline = time.monotonic() + READY_TIMEOUT
-    while marker not in log.read_bytes():
+    while marker not in await asyncio.to_thread(log.read_bytes):
         if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before it was ready; see {log}")
         if time.monotonic() > deadline:

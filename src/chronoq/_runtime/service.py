@@ -53,7 +53,7 @@ async def start_or_close(
     except BaseException as exc:
         try:
             await asyncio.wait_for(close(), CLOSE_AFTER_FAILED_START)
-        except Exception as close_exc:  # noqa: BLE001 - the start's error matters, not this one
+        except Exception as close_exc:  # the start's error matters, not this one
             log.warning("closing after a failed start failed",
                         extra={"action": "close_failed", "error": type(close_exc).__name__})
         if isinstance(exc, unavailable):

@@ -14,7 +14,7 @@ try:
     from opentelemetry import propagate, trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
 except ImportError:  # pragma: no cover - exercised where opentelemetry is absent
-    trace = None  # type: ignore[assignment]
+    trace = None  # type: ignore[assignment]  # the module, or None where OpenTelemetry is absent
 
 _TRACER_NAME = "chronoq"
 TRACE_HEADERS = ("traceparent", "tracestate")

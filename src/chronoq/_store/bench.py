@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
+from chronoq._store.connection import Connection, one_row
 from chronoq._store.sql import query
 
 #: How long set_autovacuum_on waits for a reload to reach its session: 5 s in all.
@@ -28,12 +30,13 @@ def _key(job_id: int, at: datetime) -> str:
     return f"{job_id}@{at.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
 
 
-async def db_now(conn: asyncpg.Connection) -> datetime:
-    return await conn.fetchval(query("bench_db_now"))
+async def db_now(conn: Connection) -> datetime:
+    now: datetime = await conn.fetchval(query("bench_db_now"))
+    return now
 
 
 async def preload(
-    conn: asyncpg.Connection, *, queue: str, payload: str, count: int, first_due: datetime, spacing: timedelta,
+    conn: Connection, *, queue: str, payload: str, count: int, first_due: datetime, spacing: timedelta,
     advance: Callable[[int], None] | None = None,
 ) -> tuple[int, int]:
     """COPY ``count`` one-shot jobs and their first occurrences, due at ``first_due`` plus
@@ -60,7 +63,7 @@ async def preload(
     return first, first + count - 1
 
 
-async def delete_block(conn: asyncpg.Connection, queue: str, first: int, last: int) -> None:
+async def delete_block(conn: Connection, queue: str, first: int, last: int) -> None:
     """Remove the jobs ``first..last`` of ``queue`` (and what they left in the wheel), a chunk at a time."""
     for start in range(first, last + 1, COPY_CHUNK):
         end = min(last, start + COPY_CHUNK - 1)
@@ -69,18 +72,18 @@ async def delete_block(conn: asyncpg.Connection, queue: str, first: int, last: i
             await conn.execute(query("delete_job_block"), start, end, queue)
 
 
-async def queue_block(conn: asyncpg.Connection, queue: str) -> tuple[int, int, int]:
+async def queue_block(conn: Connection, queue: str) -> tuple[int, int, int]:
     """(first id, last id, count) of a queue's occurrences in the wheel."""
-    row = await conn.fetchrow(query("queue_block"), queue)
+    row = await one_row(conn, query("queue_block"), queue)
     return row["first"], row["last"], row["n"]
 
 
-async def vacuum_analyze(conn: asyncpg.Connection) -> None:
+async def vacuum_analyze(conn: Connection) -> None:
     """Outside any transaction; needs the tables' owner."""
     await conn.execute(query("vacuum_analyze_wheel"))
 
 
-async def checkpoint(conn: asyncpg.Connection) -> bool:
+async def checkpoint(conn: Connection) -> bool:
     """Write every dirty page back now. False where the role may not (it needs superuser or
     pg_checkpoint): the run goes on, its figures then include the write-back."""
     try:
@@ -90,13 +93,13 @@ async def checkpoint(conn: asyncpg.Connection) -> bool:
     return True
 
 
-async def wheel_stats(conn: asyncpg.Connection) -> dict[str, object]:
+async def wheel_stats(conn: Connection) -> dict[str, Any]:
     await conn.fetchval(query("flush_stats"))
     row = await conn.fetchrow(query("wheel_stats"))
     return dict(row) if row is not None else {}
 
 
-async def explain_claim(conn: asyncpg.Connection, limit: int) -> list[str]:
+async def explain_claim(conn: Connection, limit: int) -> list[str]:
     """EXPLAIN (ANALYZE, BUFFERS) of the timer's real claim, in a transaction rolled back
     afterwards: the rows it locks stay due. (The prefix is a constant; the statement is the
     timer's own, not a copy that could drift.)"""
@@ -110,7 +113,7 @@ async def explain_claim(conn: asyncpg.Connection, limit: int) -> list[str]:
     return plan
 
 
-async def set_autovacuum_on(conn: asyncpg.Connection, naptime: timedelta | None = None) -> None:
+async def set_autovacuum_on(conn: Connection, naptime: timedelta | None = None) -> None:
     """``ALTER SYSTEM`` (superuser): overrides postgresql.conf and its conf.d until reset."""
     await conn.execute(query("autovacuum_on"))
     if naptime is not None:
@@ -127,11 +130,11 @@ async def set_autovacuum_on(conn: asyncpg.Connection, naptime: timedelta | None 
         await asyncio.sleep(RELOAD_POLL.total_seconds())
 
 
-async def reset_autovacuum(conn: asyncpg.Connection) -> None:
+async def reset_autovacuum(conn: Connection) -> None:
     await conn.execute(query("autovacuum_reset"))
     await conn.execute(query("autovacuum_naptime_reset"))
     await conn.fetchval(query("reload_conf"))
 
 
-async def autovacuum_settings(conn: asyncpg.Connection) -> asyncpg.Record:
-    return await conn.fetchrow(query("autovacuum_settings"))
+async def autovacuum_settings(conn: Connection) -> asyncpg.Record:
+    return await one_row(conn, query("autovacuum_settings"))

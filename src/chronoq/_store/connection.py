@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 import asyncpg
 import asyncpg.pool
 import orjson
 
 from chronoq.errors import ChronoqError, ConfigError, InvalidJobError, ServiceUnavailableError
+
+#: What every query takes: a connection of its own or one lent by a pool.
+Connection: TypeAlias = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 #: Errors that mean "the database is not reachable right now" rather than "the query is wrong".
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -75,6 +78,9 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
+_DATABASE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *CONNECTION_ERRORS)
+
+
 @contextlib.contextmanager
 def database_errors() -> Iterator[None]:
     """Driver errors raised inside become ChronoqErrors (``translated``)."""
@@ -82,7 +88,7 @@ def database_errors() -> Iterator[None]:
         yield
     except ChronoqError:
         raise
-    except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
+    except _DATABASE_ERRORS as exc:
         raise translated(exc) from exc
 
 
@@ -198,12 +204,21 @@ async def create_pool(
         raise translated(exc) from exc
 
 
+async def one_row(conn: Connection, sql: str, *args: object) -> asyncpg.Record:
+    """``fetchrow`` for a query that returns exactly one row whatever the data (an aggregate, a
+    SELECT without FROM, a function call)."""
+    row = await conn.fetchrow(sql, *args)
+    if row is None:
+        raise RuntimeError("a query that always returns one row returned none")
+    return row
+
+
 def is_connection(value: object) -> bool:
     """An asyncpg connection, or one lent by a pool."""
     return isinstance(value, (asyncpg.Connection, asyncpg.pool.PoolConnectionProxy))
 
 
 @contextlib.asynccontextmanager
-async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+async def acquire(pool: asyncpg.Pool) -> AsyncIterator[Connection]:
     async with pool.acquire() as conn:
         yield conn

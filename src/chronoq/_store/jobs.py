@@ -9,9 +9,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import orjson
 
+from chronoq._store.connection import Connection, one_row
 from chronoq._store.sql import query
 from chronoq.schemas.job import JobSpec, RetryPolicy
 from chronoq.schemas.rules import short
@@ -36,7 +36,7 @@ def _trace_text(trace: dict[str, str] | None) -> str | None:
     return orjson.dumps(trace).decode() if trace else None
 
 
-def _row(spec: JobSpec, payload: bytes) -> tuple:
+def _row(spec: JobSpec, payload: bytes) -> tuple[object, ...]:
     retry = spec.retry
     return (
         spec.queue,
@@ -55,7 +55,7 @@ def _row(spec: JobSpec, payload: bytes) -> tuple:
     )
 
 
-async def enqueue(conn: asyncpg.Connection, spec: JobSpec, payload: bytes, trace: dict[str, str] | None = None) -> Enqueued:
+async def enqueue(conn: Connection, spec: JobSpec, payload: bytes, trace: dict[str, str] | None = None) -> Enqueued:
     args = (*_row(spec, payload), _trace_text(trace))
     # A concurrent enqueue of the same key can commit between our conflict check and our
     # read of the existing row; one more round always sees it.
@@ -100,11 +100,11 @@ def _text(value: bytes) -> bytes:
 @dataclass
 class _Part:
     """Up to ``BULK_PART`` keyless jobs of a bulk enqueue: their ``jobs`` COPY data, and what their ``wheel`` rows
-    need: id, queue as COPY text, due time (microseconds since 2000) or None and the delay that
+    need: id, queue as COPY text, and the due time (microseconds since 2000) or the delay that
     gives it."""
 
     job_rows: bytearray
-    occurrences: list[tuple[int, bytes, int | None, timedelta | None]]
+    occurrences: list[tuple[int, bytes, int | timedelta]]
 
 
 class _BulkCopy:
@@ -125,13 +125,13 @@ class _BulkCopy:
         #: Due times of delays, by the database's clock: filled by the writer (``due_times``).
         self.delayed: dict[timedelta, int] = {}
         self._queue_fields: dict[str, bytes] = {}
-        self._options: dict[tuple, tuple[RetryPolicy, bytes]] = {}
+        self._options: dict[tuple[object, ...], tuple[RetryPolicy, bytes]] = {}
 
     async def next_part(self, size: int) -> _Part | None:
         """Validate and encode the next ``size`` jobs; None if none of them is keyless.
         Validation happens here, as the input is iterated: a bad job raises from here, before
         any of its part is sent."""
-        occurrences: list[tuple[int, bytes, int | None, timedelta | None]] = []
+        occurrences: list[tuple[int, bytes, int | timedelta]] = []
         data = bytearray(_COPY_HEADER)
         for start in range(0, size, _SLICE):
             await asyncio.sleep(0)  # let the writer feed Postgres meanwhile
@@ -151,9 +151,9 @@ class _BulkCopy:
                 data += payload
                 data += self._job_options(spec)
                 if spec.run_at is not None:
-                    occurrences.append((job_id, queue, (spec.run_at - _PG_EPOCH) // _MICROSECOND, None))
+                    occurrences.append((job_id, queue, (spec.run_at - _PG_EPOCH) // _MICROSECOND))
                 else:
-                    occurrences.append((job_id, queue, None, spec.delay or timedelta(0)))
+                    occurrences.append((job_id, queue, spec.delay or timedelta(0)))
             if len(self.queues) == len(self._ids):
                 self.exhausted = True
                 break
@@ -179,7 +179,7 @@ class _BulkCopy:
         return cached[1]
 
     def new_delays(self, part: _Part) -> list[timedelta]:
-        return list({delay for _, _, _, delay in part.occurrences if delay is not None and delay not in self.delayed})
+        return list({due for _, _, due in part.occurrences if isinstance(due, timedelta) and due not in self.delayed})
 
     def due_times(self, delays: Sequence[timedelta], times: Sequence[datetime]) -> None:
         for delay, at in zip(delays, times, strict=True):
@@ -190,9 +190,8 @@ class _BulkCopy:
         ``chronoq.occurrence_key(job_id, fire_at)``, built here (a test holds the two equal)."""
         times: dict[int, tuple[str, bytes]] = {}
         rows = [_COPY_HEADER]
-        for job_id, queue, at, delay in part.occurrences:
-            if at is None:
-                at = self.delayed[delay]
+        for job_id, queue, due in part.occurrences:
+            at = self.delayed[due] if isinstance(due, timedelta) else due
             encoded = times.get(at)
             if encoded is None:
                 when = _PG_EPOCH + at * _MICROSECOND
@@ -212,7 +211,7 @@ class BulkEnqueued:
 
 
 async def enqueue_many(
-    conn: asyncpg.Connection, jobs: Iterable[tuple[JobSpec, bytes]], count: int, trace: dict[str, str] | None = None
+    conn: Connection, jobs: Iterable[tuple[JobSpec, bytes]], count: int, trace: dict[str, str] | None = None
 ) -> BulkEnqueued:
     """Store ``count`` one-shot jobs, validated as ``jobs`` is iterated, all or none: in a
     transaction of its own, or a savepoint inside the connection's current transaction, so a
@@ -251,14 +250,15 @@ async def enqueue_many(
     return BulkEnqueued(ids, batch.queues, existing)
 
 
-async def _write_parts(conn: asyncpg.Connection, batch: _BulkCopy, parts: asyncio.Queue[_Part | None]) -> None:
+async def _write_parts(conn: Connection, batch: _BulkCopy, parts: asyncio.Queue[_Part | None]) -> None:
     """The bulk enqueue's writer: each part's ``jobs`` COPY, then its ``wheel`` COPY, until None."""
     while (part := await parts.get()) is not None:
         if delays := batch.new_delays(part):
             batch.due_times(delays, await conn.fetchval(query("now_plus"), delays))
         # A memoryview: bytes would be taken for a file name.
         copying = asyncio.ensure_future(conn.copy_to_table(
-            "jobs", schema_name="chronoq", columns=_JOB_COLUMNS, format="binary", source=memoryview(part.job_rows)
+            "jobs", schema_name="chronoq", columns=_JOB_COLUMNS, format="binary",
+            source=memoryview(part.job_rows),  # type: ignore[arg-type]  # asyncpg takes any buffer; its stubs omit it
         ))
         await asyncio.sleep(0)  # the COPY starts; its wheel rows are encoded meanwhile
         try:
@@ -266,11 +266,12 @@ async def _write_parts(conn: asyncpg.Connection, batch: _BulkCopy, parts: asynci
         finally:
             await copying
         await conn.copy_to_table(
-            "wheel", schema_name="chronoq", columns=_WHEEL_COLUMNS, format="binary", source=memoryview(wheel_rows)
+            "wheel", schema_name="chronoq", columns=_WHEEL_COLUMNS, format="binary",
+            source=memoryview(wheel_rows),  # type: ignore[arg-type]  # as above
         )
 
 
-async def _put(parts: asyncio.Queue[_Part | None], part: _Part | None, writer: asyncio.Future) -> None:
+async def _put(parts: asyncio.Queue[_Part | None], part: _Part | None, writer: asyncio.Future[None]) -> None:
     """Hand a part (or the end, None) to the writer, unless the writer has stopped (failed)."""
     if writer.done():
         return
@@ -282,7 +283,7 @@ async def _put(parts: asyncio.Queue[_Part | None], part: _Part | None, writer: a
 
 
 async def _enqueue_keyed(
-    conn: asyncpg.Connection, keyed: Sequence[tuple[int, JobSpec, bytes]], ids: Sequence[int],
+    conn: Connection, keyed: Sequence[tuple[int, JobSpec, bytes]], ids: Sequence[int],
     trace: dict[str, str] | None,
 ) -> list[Enqueued]:
     """The jobs with a key, in one INSERT ... ON CONFLICT DO NOTHING; the ids of those whose key
@@ -302,11 +303,12 @@ async def _enqueue_keyed(
     return result
 
 
-async def cancel(conn: asyncpg.Connection, job_id: int) -> tuple[bool, int]:
+async def cancel(conn: Connection, job_id: int) -> tuple[bool, int]:
     """Returns (whether the job was active and is now cancelled, occurrences cancelled)."""
-    row = await conn.fetchrow(query("cancel_job"), job_id)
+    row = await one_row(conn, query("cancel_job"), job_id)
     return row["cancelled"] > 0, row["occurrences"]
 
 
-async def job_exists(conn: asyncpg.Connection, job_id: int) -> bool:
-    return await conn.fetchval("SELECT EXISTS (SELECT FROM chronoq.jobs WHERE id = $1)", job_id)
+async def job_exists(conn: Connection, job_id: int) -> bool:
+    exists: bool = await conn.fetchval("SELECT EXISTS (SELECT FROM chronoq.jobs WHERE id = $1)", job_id)
+    return exists

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from chronoq._store.connection import CONNECTION_ERRORS, connect
+from chronoq._store.connection import CONNECTION_ERRORS, Connection, connect
 from chronoq.errors import ServiceUnavailableError
 
 # Any constant works; it only has to be the same for every chronoq process.
@@ -82,7 +82,7 @@ async def ensure_database(url: str) -> bool:
     return True
 
 
-async def apply(conn: asyncpg.Connection, *, until: int | None = None) -> list[Migration]:
+async def apply(conn: Connection, *, until: int | None = None) -> list[Migration]:
     """Apply the migrations not yet applied (up to version ``until``, for tests of an upgrade
     from an older schema); returns the ones this call applied."""
     applied: list[Migration] = []

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from chronoq._store.connection import Connection, one_row
 from chronoq._store.sql import query
 
 
@@ -32,38 +33,39 @@ class Attempt:
 
 
 async def record_retry(
-    conn: asyncpg.Connection, a: Attempt, delay: timedelta, error: str, outcome: str, started_at: datetime
+    conn: Connection, a: Attempt, delay: timedelta, error: str, outcome: str, started_at: datetime
 ) -> datetime | None:
     """Schedules the next attempt; None if the attempt was stale (already moved on or ended)."""
-    return await conn.fetchval(
+    next_run: datetime | None = await conn.fetchval(
         query("record_retry"), a.occurrence_key, a.attempt, delay, error, outcome, started_at, a.worker
     )
+    return next_run
 
 
 async def record_dead(
-    conn: asyncpg.Connection, a: Attempt, reason: str, error: str, outcome: str, started_at: datetime | None
+    conn: Connection, a: Attempt, reason: str, error: str, outcome: str, started_at: datetime | None
 ) -> bool:
-    recorded = await conn.fetchval(
+    recorded: int = await conn.fetchval(
         query("record_dead"), a.occurrence_key, a.attempt, reason, error, outcome, started_at, a.worker
     )
     return recorded == 1
 
 
 async def record_cancelled(
-    conn: asyncpg.Connection, a: Attempt, reason: str, started_at: datetime | None
+    conn: Connection, a: Attempt, reason: str, started_at: datetime | None
 ) -> bool:
-    recorded = await conn.fetchval(
+    recorded: int = await conn.fetchval(
         query("record_cancelled"), a.occurrence_key, a.attempt, reason, started_at, a.worker
     )
     return recorded == 1
 
 
-async def retry_policy(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record | None:
+async def retry_policy(conn: Connection, job_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow(query("retry_policy"), job_id)
 
 
 async def start_many(
-    conn: asyncpg.Connection, keys: list[str], attempts: list[int], leases: list[timedelta]
+    conn: Connection, keys: list[str], attempts: list[int], leases: list[timedelta]
 ) -> dict[str, OccurrenceStatus]:
     return _statuses(await conn.fetch(query("start_deliveries"), keys, attempts, leases))
 
@@ -81,7 +83,7 @@ def _statuses(rows: list[asyncpg.Record]) -> dict[str, OccurrenceStatus]:
 
 
 async def start_locked(
-    conn: asyncpg.Connection, keys: list[str], attempts: list[int], dispatch_ids: list[int | None],
+    conn: Connection, keys: list[str], attempts: list[int], dispatch_ids: list[int | None],
 ) -> tuple[dict[str, OccurrenceStatus], datetime]:
     """The first statement of a group of first deliveries, in its transaction: the verdict of
     ``start_many`` with the live rows locked until the group ends (the fence), nothing counted
@@ -90,16 +92,17 @@ async def start_locked(
     return _statuses(rows), rows[0]["db_now"]
 
 
-async def lock_live(conn: asyncpg.Connection, keys: list[str], attempts: list[int]) -> tuple[set[str], datetime]:
+async def lock_live(conn: Connection, keys: list[str], attempts: list[int]) -> tuple[set[str], datetime]:
     """Inside the group's transaction: lock the occurrences still live at these attempts.
     Returns the keys locked and the database's clock (read after the locks, even if none was
     live: a build without the fence, for the chaos checker, runs such deliveries anyway)."""
-    row = await conn.fetchrow(query("lock_live"), keys, attempts)
+    row = await one_row(conn, query("lock_live"), keys, attempts)
     return set(row["locked"]), row["db_now"]
 
 
 async def record_successes(
-    conn: asyncpg.Connection, keys: list[str], attempts: list[int], results: list[object],
+    conn: Connection, keys: list[str], attempts: list[int], results: list[object],
     started: list[datetime], worker: str,
 ) -> int:
-    return await conn.fetchval(query("record_successes"), keys, attempts, results, started, worker)
+    recorded: int = await conn.fetchval(query("record_successes"), keys, attempts, results, started, worker)
+    return recorded

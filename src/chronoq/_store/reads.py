@@ -6,41 +6,43 @@ from datetime import timedelta
 
 import asyncpg
 
+from chronoq._store.connection import Connection, one_row
 from chronoq._store.sql import query
 
 
-async def job(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record | None:
+async def job(conn: Connection, job_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow(query("job"), job_id)
 
 
-async def live_occurrences(conn: asyncpg.Connection, job_id: int) -> list[asyncpg.Record]:
+async def live_occurrences(conn: Connection, job_id: int) -> list[asyncpg.Record]:
     return await conn.fetch(query("job_live_occurrences"), job_id)
 
 
-async def results(conn: asyncpg.Connection, job_id: int) -> list[asyncpg.Record]:
+async def results(conn: Connection, job_id: int) -> list[asyncpg.Record]:
     return await conn.fetch(query("job_results"), job_id)
 
 
-async def attempts(conn: asyncpg.Connection, job_id: int) -> list[asyncpg.Record]:
+async def attempts(conn: Connection, job_id: int) -> list[asyncpg.Record]:
     return await conn.fetch(query("job_attempts"), job_id)
 
 
-async def queue_status(conn: asyncpg.Connection, window: timedelta) -> list[asyncpg.Record]:
+async def queue_status(conn: Connection, window: timedelta) -> list[asyncpg.Record]:
     return await conn.fetch(query("queue_status"), window)
 
 
-async def outcome_summary(conn: asyncpg.Connection, job_ids: list[int]) -> asyncpg.Record:
-    return await conn.fetchrow(query("outcome_summary"), job_ids)
+async def outcome_summary(conn: Connection, job_ids: list[int]) -> asyncpg.Record:
+    return await one_row(conn, query("outcome_summary"), job_ids)
 
 
-async def run_timing(conn: asyncpg.Connection, first_id: int, last_id: int) -> asyncpg.Record:
-    return await conn.fetchrow(query("run_timing"), first_id, last_id)
+async def run_timing(conn: Connection, first_id: int, last_id: int) -> asyncpg.Record:
+    return await one_row(conn, query("run_timing"), first_id, last_id)
 
 
-async def pending_in_range(conn: asyncpg.Connection, first_id: int, last_id: int) -> int:
-    return await conn.fetchval(query("pending_in_range"), first_id, last_id)
+async def pending_in_range(conn: Connection, first_id: int, last_id: int) -> int:
+    pending: int = await conn.fetchval(query("pending_in_range"), first_id, last_id)
+    return pending
 
 
-async def delete_jobs_of_queue(conn: asyncpg.Connection, queue: str) -> None:
+async def delete_jobs_of_queue(conn: Connection, queue: str) -> None:
     """Benchmarks clean up after themselves (cascades to occurrences and results)."""
     await conn.execute(query("delete_jobs_of_queue"), queue)

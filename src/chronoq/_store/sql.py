@@ -16,7 +16,7 @@ _BLOCK = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 @cache
 def queries() -> dict[str, str]:
     found: dict[str, str] = {}
-    for entry in sorted(resources.files("chronoq._store").joinpath("queries").iterdir()):
+    for entry in sorted(resources.files("chronoq._store").joinpath("queries").iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".sql"):
             continue
         parts = _BLOCK.split(entry.read_text(encoding="utf-8"))

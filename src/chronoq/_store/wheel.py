@@ -7,22 +7,23 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from chronoq._store.connection import Connection, one_row
 from chronoq._store.sql import query
 
 
-async def claim_due(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+async def claim_due(conn: Connection, limit: int) -> list[asyncpg.Record]:
     """Must run inside a transaction: the claimed rows stay locked until it ends."""
     return await conn.fetch(query("claim_due"), limit)
 
 
 async def mark_dispatched(
-    conn: asyncpg.Connection, keys: Sequence[str], leases: Sequence[timedelta], dispatch_id: int | None = None
+    conn: Connection, keys: Sequence[str], leases: Sequence[timedelta], dispatch_id: int | None = None
 ) -> None:
     if keys:
         await conn.execute(query("mark_dispatched"), list(keys), list(leases), dispatch_id)
 
 
-async def postpone(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], pause: timedelta, error: str) -> None:
+async def postpone(conn: Connection, rows: Sequence[asyncpg.Record], pause: timedelta, error: str) -> None:
     """Claimed rows the broker refused: due again after ``pause``, their dispatch state as claimed."""
     if rows:
         await conn.execute(
@@ -32,26 +33,26 @@ async def postpone(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], pau
         )
 
 
-async def hold(conn: asyncpg.Connection, key: str, pause: timedelta, error: str) -> None:
+async def hold(conn: Connection, key: str, pause: timedelta, error: str) -> None:
     """An occurrence whose dispatch failed alone, for an unknown reason: due again after
     ``pause``, with the error for ``jobs show``; the other rows go on meanwhile."""
     await conn.execute(query("hold_occurrence"), key, pause, error)
 
 
-async def next_due(conn: asyncpg.Connection, *, count_backlog: bool) -> tuple[float, float | None, int | None]:
+async def next_due(conn: Connection, *, count_backlog: bool) -> tuple[float, float | None, int | None]:
     """(database epoch now, seconds until the earliest due row or None, rows due now if
     ``count_backlog``, else None)."""
-    row = await conn.fetchrow(query("next_due"), count_backlog)
+    row = await one_row(conn, query("next_due"), count_backlog)
     return row["db_now"], row["due_in"], row["backlog"]
 
 
-async def record_unrun(conn: asyncpg.Connection, ticks: Sequence[tuple[int, str, datetime, str, str, str]]) -> None:
+async def record_unrun(conn: Connection, ticks: Sequence[tuple[int, str, datetime, str, str, str | None]]) -> None:
     """Rows of (job_id, queue, fire_at, state, reason, detail); state is skipped or cancelled."""
     if ticks:
         await conn.execute(query("record_unrun_ticks"), *map(list, zip(*ticks, strict=True)))
 
 
-async def record_set_aside(conn: asyncpg.Connection, rows: Sequence[tuple[asyncpg.Record, str, str]]) -> None:
+async def record_set_aside(conn: Connection, rows: Sequence[tuple[asyncpg.Record, str, str]]) -> None:
     """Claimed rows that can never be dispatched, as (row, reason, error): recorded dead."""
     if rows:
         await conn.execute(query("record_set_aside"), *map(list, zip(*(
@@ -60,23 +61,23 @@ async def record_set_aside(conn: asyncpg.Connection, rows: Sequence[tuple[asyncp
         ), strict=True)))
 
 
-async def drop(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
+async def drop(conn: Connection, keys: Sequence[str]) -> None:
     if keys:
         await conn.execute(query("drop_occurrences"), list(keys))
 
 
-async def add(conn: asyncpg.Connection, rows: Sequence[tuple[int, str, datetime, datetime, datetime, bool, int]]) -> None:
+async def add(conn: Connection, rows: Sequence[tuple[int, str, datetime, datetime, datetime, bool, int]]) -> None:
     """Rows of (job_id, queue, fire_at, run_at, due_at, head, backfilled)."""
     if rows:
         await conn.execute(query("add_occurrences"), *map(list, zip(*rows, strict=True)))
 
 
-async def park(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
+async def park(conn: Connection, keys: Sequence[str]) -> None:
     if keys:
         await conn.execute(query("park_occurrences"), list(keys))
 
 
-async def prune(conn: asyncpg.Connection, retention: timedelta, batch: int) -> dict[str, int] | None:
+async def prune(conn: Connection, retention: timedelta, batch: int) -> dict[str, int] | None:
     """One batch of pruning per table, in one transaction; None if another timer is pruning."""
     async with conn.transaction():
         if not await conn.fetchval(query("try_prune_lock")):

@@ -31,7 +31,7 @@ from rich.progress import Progress
 from chronoq._runtime.config import Settings
 from chronoq._store import bench as store
 from chronoq._store import outcomes, wheel
-from chronoq._store.connection import CONNECTION_ERRORS
+from chronoq._store.connection import CONNECTION_ERRORS, Connection
 from chronoq.bench.report import Measured
 from chronoq.bench.scale import (
     PAYLOAD,
@@ -54,7 +54,7 @@ MIB = 1024 * 1024
 RESET_ATTEMPTS = 30
 
 
-async def _one_batch(conn: asyncpg.Connection, batch: int, lease: timedelta) -> tuple[int, float]:
+async def _one_batch(conn: Connection, batch: int, lease: timedelta) -> tuple[int, float]:
     """One occurrence life for a batch: returns (rows, claim seconds)."""
     async with conn.transaction():
         started = time.perf_counter()
@@ -71,7 +71,7 @@ async def _one_batch(conn: asyncpg.Connection, batch: int, lease: timedelta) -> 
     return len(rows), claim
 
 
-async def _sample(conn: asyncpg.Connection, done: int, elapsed: float, jobs_in: int, seconds_in: float,
+async def _sample(conn: Connection, done: int, elapsed: float, jobs_in: int, seconds_in: float,
                   claims: list[float]) -> dict[str, Any]:
     stats = await store.wheel_stats(conn)
     return {
@@ -89,7 +89,7 @@ async def _sample(conn: asyncpg.Connection, done: int, elapsed: float, jobs_in: 
     }
 
 
-async def _claim_buffers(conn: asyncpg.Connection, batch: int) -> dict[str, int | None]:
+async def _claim_buffers(conn: Connection, batch: int) -> dict[str, int | None]:
     """Buffers one full claim touches now: a batch of due jobs is added first (the loop then
     finishes them like the others), so every sample claims ``batch`` rows whatever the backlog."""
     now = await store.db_now(conn)

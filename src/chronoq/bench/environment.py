@@ -7,9 +7,8 @@ import platform
 from importlib import metadata
 from typing import Any
 
-import asyncpg
-
 from chronoq._runtime.config import Settings
+from chronoq._store.connection import Connection
 
 PACKAGES = ("chronoq", "asyncpg", "aio-pika", "aiormq", "orjson", "uvloop", "pydantic", "croniter")
 
@@ -21,11 +20,16 @@ def _version(package: str) -> str | None:
         return None
 
 
-async def describe(settings: Settings, conn: asyncpg.Connection) -> dict[str, Any]:
-    meminfo = {}
-    if os.path.exists("/proc/meminfo"):
-        with open("/proc/meminfo") as f:
-            meminfo = dict(line.split(":", 1) for line in f if ":" in line)
+def _meminfo() -> dict[str, str]:
+    """/proc/meminfo's fields; a file the kernel writes from memory, so reading it never waits."""
+    if not os.path.exists("/proc/meminfo"):
+        return {}
+    with open("/proc/meminfo") as f:
+        return dict(line.split(":", 1) for line in f if ":" in line)
+
+
+async def describe(settings: Settings, conn: Connection) -> dict[str, Any]:
+    meminfo = _meminfo()
     return {
         "machine": {
             "cpus": os.cpu_count(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ import asyncpg
 
 from chronoq._runtime.config import Settings
 from chronoq._runtime.processes import start_fleet, stop
+from chronoq._store.connection import Connection
 from chronoq._store.migrate import migrate as apply_migrations
 from chronoq.bench.handlers import SETUP_SQL
 from chronoq.producer import Producer
@@ -21,7 +23,7 @@ from chronoq.producer import Producer
 class Pipeline:
     settings: Settings
     producer: Producer
-    conn: asyncpg.Connection
+    conn: Connection
     logs: Path
     exit_codes: list[int]
     pids: dict[str, int] = field(default_factory=dict)  # "worker-0", "timer-0", ... -> process id
@@ -32,13 +34,14 @@ async def pipeline(settings: Settings, *, timers: int, workers: int) -> AsyncIte
     """Migrated database (wheel emptied of earlier benchmark jobs), processes up and ready."""
     await apply_migrations(settings.database_url)
     logs = Path(tempfile.mkdtemp(prefix="chronoq-bench-"))
-    procs = []
+    procs: list[subprocess.Popen[bytes]] = []
     conn = await asyncpg.connect(settings.database_url)
     try:
         await conn.execute(SETUP_SQL)
         await conn.execute("TRUNCATE chronoq_bench.effects")
         async with Producer(settings.database_url) as producer:
-            await start_fleet(settings, worker_target="chronoq.bench.handlers:worker", workers=workers, timers=timers, logs=logs, procs=procs)
+            await start_fleet(settings, worker_target="chronoq.bench.handlers:worker", workers=workers, timers=timers,
+                              logs=logs, procs=procs)
             names = [f"worker-{n}" for n in range(workers)] + [f"timer-{n}" for n in range(timers)]
             running = Pipeline(settings, producer, conn, logs, [], dict(zip(names, (p.pid for p in procs), strict=True)))
             try:

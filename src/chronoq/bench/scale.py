@@ -31,7 +31,7 @@ from rich.progress import Progress
 from chronoq._runtime.config import Settings
 from chronoq._store import bench as store
 from chronoq._store import wheel
-from chronoq._store.connection import CONNECTION_ERRORS
+from chronoq._store.connection import CONNECTION_ERRORS, Connection
 from chronoq.bench import scenarios
 from chronoq.bench.pipeline import pipeline
 from chronoq.bench.report import Measured
@@ -78,7 +78,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def preload_future(conn: asyncpg.Connection, count: int, offset: int, progress: Progress,
+async def preload_future(conn: Connection, count: int, offset: int, progress: Progress,
                          queue: str = SCALE_QUEUE) -> tuple[tuple[int, int], float]:
     """``count`` far-future jobs after the ``offset`` already preloaded; returns (id range, seconds)."""
     task = progress.add_task(f"COPY {count:,} future jobs", total=count)

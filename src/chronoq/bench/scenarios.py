@@ -51,7 +51,8 @@ async def _enqueue_at(p: Pipeline, due_offsets: list[float], mode: str) -> tuple
 
 
 async def _wait_done(
-    p: Pipeline, first: int, last: int, total: int, progress: Progress, timeout: float
+    p: Pipeline, first: int, last: int, total: int, progress: Progress,
+    timeout: float,  # noqa: ASYNC109 - its error says how many jobs were still pending
 ) -> dict[str, float] | None:
     """Wait until the jobs are done; returns the CPU per job by process meanwhile (bench/cpu.py),
     None where ``/proc`` is not there."""

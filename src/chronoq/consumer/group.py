@@ -33,7 +33,7 @@ from chronoq._runtime import tracing
 from chronoq._runtime.failpoints import failpoint
 from chronoq._runtime.hooks import Hooks
 from chronoq._store import outcomes
-from chronoq._store.connection import RawJson
+from chronoq._store.connection import Connection, RawJson
 from chronoq.consumer.context import Cancel, JobContext, Retry
 from chronoq.consumer.job_connection import SAVEPOINT, JobConnection
 from chronoq.consumer.registry import Handler, Worker
@@ -63,6 +63,15 @@ _UNDO_JOB = f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}"
 _NO_SPAN = contextlib.nullcontext()  # stateless: one serves every untraced handler
 
 
+@dataclass(frozen=True)
+class Job:
+    """A delivery that parsed and names a queue this worker handles: all a group needs to run it."""
+
+    message: JobMessage
+    handler: Handler
+    attempt: outcomes.Attempt
+
+
 @dataclass
 class Member:
     """One delivery of the group and, once decided, what happened to it."""
@@ -70,14 +79,16 @@ class Member:
     body: bytes
     headers: dict[str, Any] = field(default_factory=dict)
     redelivered: bool = False
-    message: JobMessage | None = None
-    handler: Handler | None = None
-    attempt: outcomes.Attempt | None = None
+    message: JobMessage | None = None  # the message, if it parsed (also when its queue has no handler)
+    job: Job | None = None  # None: rejected when parsed
     action: str = ""  # succeeded | duplicate | stale | retry | dead | cancelled | rejected | deferred | isolate
     dead_letter: tuple[str, str] | None = None  # (reason, error) for the dead-letter copy
     lateness_s: float | None = None  # handler start minus due time, by the database's clock
     seconds: float = 0.0  # handler run time
 
+
+#: A member of a group that runs, with the job it carries.
+Live = tuple[Member, Job]
 
 
 def describe(exc: BaseException) -> str:
@@ -98,15 +109,15 @@ class GroupExecutor:
         self.delivery_limit = delivery_limit
         self.gate = SuspectGate()
 
-    async def execute(self, conn: asyncpg.Connection, deliveries: list[tuple[bytes, dict[str, Any], bool]]) -> list[Member]:
+    async def execute(self, conn: Connection, deliveries: list[tuple[bytes, dict[str, Any], bool]]) -> list[Member]:
         """Process the group to the point where every member may be settled (acked, or
         dead-lettered if ``rejected``). Raises if the database or broker failed: then nothing
         was recorded and every member must go back to the queue."""
         return await self.execute_members(conn, [self._parse(b, h, r) for b, h, r in deliveries])
 
-    async def execute_members(self, conn: asyncpg.Connection, members: list[Member]) -> list[Member]:
+    async def execute_members(self, conn: Connection, members: list[Member]) -> list[Member]:
         """``execute`` for members already parsed (from single messages or from a pack)."""
-        live = [m for m in members if not m.action]
+        live = [(m, m.job) for m in members if not m.action and m.job is not None]
         if live:
             await self._run_group(conn, live)
         for m in members if type(self.hooks) is not Hooks else ():  # no per-job work when unobserved
@@ -116,17 +127,17 @@ class GroupExecutor:
             self.hooks.job_finished(queue, m.action, m.seconds)
         return members
 
-    async def bury_unprocessable(self, conn: asyncpg.Connection, body: bytes, headers: dict[str, Any], error: str) -> bool:
+    async def bury_unprocessable(self, conn: Connection, body: bytes, headers: dict[str, Any], error: str) -> bool:
         """Record in Postgres that a delivery can never be processed (the broker dead-letters the
         message itself), so the wheel does not dispatch it again when its lease expires."""
         return await self.bury_member(conn, self._parse(body, headers, False), error)
 
-    async def bury_member(self, conn: asyncpg.Connection, member: Member, error: str) -> bool:
-        if member.attempt is None:
+    async def bury_member(self, conn: Connection, member: Member, error: str) -> bool:
+        if member.job is None:
             return False  # names no occurrence: the dead-letter queue is its only record
         try:
             async with conn.transaction():
-                return await outcomes.record_dead(conn, member.attempt, "unprocessable", error, "failed", None)
+                return await outcomes.record_dead(conn, member.job.attempt, "unprocessable", error, "failed", None)
         except asyncpg.PostgresError:
             return False  # its own values are what Postgres refuses: the lease will bring it back
 
@@ -160,34 +171,34 @@ class GroupExecutor:
 
     def _member(self, member: Member, m: JobMessage) -> Member:
         member.message = m
-        member.handler = self.worker.get(m.queue)
-        if member.handler is None:
+        handler = self.worker.get(m.queue)
+        if handler is None:
             log.warning("message for a queue without handler", extra={"action": "message_rejected", "queue": m.queue})
             member.action = "rejected"
             return member
-        member.attempt = outcomes.Attempt(m.occurrence_key, m.job_id, m.queue, m.fire_at, m.run_at, m.attempt, self.name)
+        attempt = outcomes.Attempt(m.occurrence_key, m.job_id, m.queue, m.fire_at, m.run_at, m.attempt, self.name)
+        member.job = Job(m, handler, attempt)
         return member
 
-    def _timeout(self, member: Member) -> timedelta:
-        assert member.handler is not None and member.message is not None
-        return member.handler.timeout or timedelta(seconds=member.message.timeout_s)
+    def _timeout(self, job: Job) -> timedelta:
+        return job.handler.timeout or timedelta(seconds=job.message.timeout_s)
 
-    async def _run_group(self, conn: asyncpg.Connection, members: list[Member]) -> None:
+    async def _run_group(self, conn: Connection, members: list[Live]) -> None:
         if len(members) > 1:
             # A redelivery (its worker died, or its group was handed back) runs alone: a crash
             # it causes then counts against it only, never against innocent neighbours.
-            for m in members:
+            for m, _ in members:
                 if m.redelivered:
                     m.action = "isolate"
-            members = [m for m in members if not m.action]
+            members = [(m, job) for m, job in members if not m.action]
             if not members:
                 return
-        keys = [m.attempt.occurrence_key for m in members]  # type: ignore[union-attr]
-        attempts = [m.attempt.attempt for m in members]  # type: ignore[union-attr]
-        if members[0].redelivered:
+        keys = [job.attempt.occurrence_key for _, job in members]
+        attempts = [job.attempt.attempt for _, job in members]
+        if members[0][0].redelivered:
             # Alone, and maybe what killed the last worker: its start is committed before it
             # runs, so that a delivery that keeps killing workers reaches the delivery limit.
-            leases = [self.redispatch_after + self._timeout(m) for m in members]
+            leases = [self.redispatch_after + self._timeout(job) for _, job in members]
             statuses = await outcomes.start_many(conn, keys, attempts, leases)
             runnable = self._runnable(members, statuses)
             if not runnable:
@@ -198,7 +209,7 @@ class GroupExecutor:
             failpoint("consumer.before_transaction")
             async with self.gate.suspect() if suspect else self.gate.ordinary(), conn.transaction():
                 locked, db_started = await outcomes.lock_live(
-                    conn, [m.attempt.occurrence_key for m in runnable], [m.attempt.attempt for m in runnable]  # type: ignore[union-attr]
+                    conn, [job.attempt.occurrence_key for _, job in runnable], [job.attempt.attempt for _, job in runnable]
                 )
                 await self._run_locked(conn, runnable, statuses, locked, db_started)
             return
@@ -207,11 +218,11 @@ class GroupExecutor:
         # published runs here; if it kills the worker, its redelivery above is counted.
         failpoint("consumer.before_transaction")
         async with self.gate.ordinary(), conn.transaction():
-            dispatch_ids = [m.message.dispatch_id for m in members]  # type: ignore[union-attr]
+            dispatch_ids = [job.message.dispatch_id for _, job in members]
             statuses, db_started = await outcomes.start_locked(conn, keys, attempts, dispatch_ids)
             runnable = self._runnable(members, statuses)
-            for m in runnable:
-                status = statuses[m.attempt.occurrence_key]  # type: ignore[union-attr]
+            for m, job in runnable:
+                status = statuses[job.attempt.occurrence_key]
                 if status.starts is not None and status.starts <= self.delivery_limit and not status.only_copy \
                         and not NO_FENCE:
                     # Started before without an outcome (its worker died), or not the one copy
@@ -221,32 +232,32 @@ class GroupExecutor:
                     # uncounted here, and runs alone as a redelivery, its start counted first.
                     # (Past the limit it is buried below, in this group.)
                     m.action = "deferred"
-            runnable = [m for m in runnable if not m.action]
+            runnable = [(m, job) for m, job in runnable if not m.action]
             locked = {k for k, status in statuses.items() if status.starts is not None}
             await self._run_locked(conn, runnable, statuses, locked, db_started)
 
     @staticmethod
-    def _runnable(members: list[Member], statuses: dict[str, outcomes.OccurrenceStatus]) -> list[Member]:
-        runnable: list[Member] = []
+    def _runnable(members: list[Live], statuses: dict[str, outcomes.OccurrenceStatus]) -> list[Live]:
+        runnable: list[Live] = []
         seen: set[str] = set()
-        for m in members:
-            key = m.attempt.occurrence_key  # type: ignore[union-attr]
+        for m, job in members:
+            key = job.attempt.occurrence_key
             status = statuses[key]
             if NO_FENCE:
-                runnable.append(m)
+                runnable.append((m, job))
             elif status.terminal_state is not None or key in seen:
                 m.action = "duplicate"  # ended already, or a second copy within this group
-            elif status.live_attempt != m.attempt.attempt:  # type: ignore[union-attr]
+            elif status.live_attempt != job.attempt.attempt:
                 # A later attempt is live, or the message names no live occurrence (forged, or
                 # its job deleted): nothing to run.
                 m.action = "stale"
             else:
                 seen.add(key)
-                runnable.append(m)
+                runnable.append((m, job))
         return runnable
 
     async def _run_locked(
-        self, conn: asyncpg.Connection, runnable: list[Member], statuses: dict[str, outcomes.OccurrenceStatus],
+        self, conn: Connection, runnable: list[Live], statuses: dict[str, outcomes.OccurrenceStatus],
         locked: set[str], db_started: datetime,
     ) -> None:
         """Inside the group's transaction, the live occurrences locked: run, record, and let
@@ -255,71 +266,72 @@ class GroupExecutor:
             return
         clock_started = time.perf_counter()
         traced = tracing.enabled()
-        successes: list[tuple[Member, Any, datetime]] = []
-        for m in runnable:
+        successes: list[tuple[Member, Job, Any, datetime]] = []
+        for m, job in runnable:
             if time.perf_counter() - clock_started > GROUP_TIME_BUDGET:
                 m.action = "deferred"  # not started: handed back to the queue
                 continue
-            if m.attempt.occurrence_key not in locked and not NO_FENCE:  # type: ignore[union-attr]
+            if job.attempt.occurrence_key not in locked and not NO_FENCE:
                 m.action = "duplicate"  # ended between the start and the lock
                 continue
             started_at = db_started + timedelta(seconds=time.perf_counter() - clock_started)
-            starts = statuses[m.attempt.occurrence_key].starts  # type: ignore[union-attr]
+            starts = statuses[job.attempt.occurrence_key].starts
             if starts is not None and starts > self.delivery_limit:
                 # Started this often without an outcome: it kills or hangs its workers.
                 error = f"started {starts - 1} times without an outcome (delivery limit {self.delivery_limit})"
-                await self._bury(conn, m, "delivery_limit", error, "poison", None)
+                await self._bury(conn, m, job.attempt, "delivery_limit", error, "poison", None)
                 result = _FAILED
             else:
-                m.lateness_s = (started_at - m.attempt.run_at).total_seconds()  # type: ignore[union-attr]
+                m.lateness_s = (started_at - job.attempt.run_at).total_seconds()
                 handler_clock = time.perf_counter()
-                result = await self._run_one(conn, m, started_at, traced)
+                result = await self._run_one(conn, m, job, started_at, traced)
                 m.seconds = time.perf_counter() - handler_clock
             if result is not _FAILED:
-                successes.append((m, result, started_at))
+                successes.append((m, job, result, started_at))
         failpoint("consumer.before_commit")
         if successes:
             recorded = await outcomes.record_successes(
                 conn,
-                [m.attempt.occurrence_key for m, _, _ in successes],  # type: ignore[union-attr]
-                [m.attempt.attempt for m, _, _ in successes],  # type: ignore[union-attr]
-                [RawJson(r) if r is not None else None for _, r, _ in successes],
-                [s for _, _, s in successes],
+                [job.attempt.occurrence_key for _, job, _, _ in successes],
+                [job.attempt.attempt for _, job, _, _ in successes],
+                [RawJson(r) if r is not None else None for _, _, r, _ in successes],
+                [s for _, _, _, s in successes],
                 self.name,
             )
             if recorded != len(successes) and not NO_FENCE:  # impossible while the group holds the locks
                 raise RuntimeError(f"recorded {recorded} of {len(successes)} results; rolling back the group")
-            for m, _, _ in successes:
+            for m, _, _, _ in successes:
                 m.action = "succeeded"
-        await self._copy_dead_letters([m for m in runnable if m.dead_letter])
+        await self._copy_dead_letters([(job, m.dead_letter) for m, job in runnable if m.dead_letter is not None])
 
-    async def _run_one(self, conn: asyncpg.Connection, m: Member, started_at: datetime, traced: bool) -> Any:
+    async def _run_one(self, conn: Connection, m: Member, job: Job, started_at: datetime, traced: bool) -> Any:
         """Run one handler inside the group's savepoint. Returns its encoded result, or _FAILED
         after recording the failure (its writes rolled back)."""
-        assert m.message is not None and m.handler is not None and m.attempt is not None
+        message = job.message
         try:
-            payload = m.handler.parse(m.message.payload)
+            payload = job.handler.parse(message.payload)
         except ValidationError as exc:
-            await self._bury(conn, m, "invalid_payload", describe(exc), "invalid", None)
+            await self._bury(conn, m, job.attempt, "invalid_payload", describe(exc), "invalid", None)
             return _FAILED
         db = JobConnection(conn)
         ctx = JobContext(
-            job_id=m.message.job_id, queue=m.message.queue, fire_at=m.message.fire_at, run_at=m.message.run_at,
-            attempt=m.message.attempt, max_attempts=m.message.max_attempts,
-            idempotency_key=m.message.occurrence_key, db=db,  # type: ignore[arg-type]
+            job_id=message.job_id, queue=message.queue, fire_at=message.fire_at, run_at=message.run_at,
+            attempt=message.attempt, max_attempts=message.max_attempts,
+            # The handler sees an asyncpg connection: JobConnection has its interface, not its class.
+            idempotency_key=message.occurrence_key, db=db,  # type: ignore[arg-type]
             redelivered=m.redelivered,
         )
         # Whether tracing is on is asked once per group: the question costs an environment
         # lookup in OpenTelemetry's API, and untraced jobs then pay for no span at all.
-        scope = tracing.handler_span(m.message.queue, m.headers, {
-            "chronoq.job_id": m.message.job_id, "chronoq.attempt": m.message.attempt,
-            "chronoq.occurrence": m.message.occurrence_key,
+        scope = tracing.handler_span(message.queue, m.headers, {
+            "chronoq.job_id": message.job_id, "chronoq.attempt": message.attempt,
+            "chronoq.occurrence": message.occurrence_key,
         }) if traced else _NO_SPAN
         try:
             with scope as span:
                 try:
-                    async with asyncio.timeout(self._timeout(m).total_seconds()):  # no task per job, unlike wait_for
-                        value = await m.handler.fn(ctx, payload)
+                    async with asyncio.timeout(self._timeout(job).total_seconds()):  # no task per job, unlike wait_for
+                        value = await job.handler.fn(ctx, payload)
                 except BaseException as exc:
                     tracing.mark_failed(span, exc)
                     raise
@@ -341,12 +353,12 @@ class GroupExecutor:
                 # attempt unspent, and runs alone when redelivered.
                 m.action = "deferred"
                 return _FAILED
-            await self._failed(conn, m, exc, started_at)
+            await self._failed(conn, m, job.attempt, exc, started_at)
             return _FAILED
 
-    async def _failed(self, conn: asyncpg.Connection, m: Member, exc: BaseException, started_at: datetime) -> None:
-        attempt = m.attempt
-        assert attempt is not None
+    async def _failed(
+        self, conn: Connection, m: Member, attempt: outcomes.Attempt, exc: BaseException, started_at: datetime
+    ) -> None:
         if isinstance(exc, Cancel):
             await outcomes.record_cancelled(conn, attempt, exc.reason[:ERROR_TEXT_LIMIT], started_at)
             m.action = "cancelled"
@@ -366,7 +378,7 @@ class GroupExecutor:
             jitter=policy_row["jitter"],
         )
         if attempt.attempt >= policy.max_attempts:
-            await self._bury(conn, m, "max_attempts", error, outcome, started_at)
+            await self._bury(conn, m, attempt, "max_attempts", error, outcome, started_at)
             return
         delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else policy.backoff(attempt.attempt)
         next_run = await outcomes.record_retry(conn, attempt, delay, error, outcome, started_at)
@@ -378,22 +390,21 @@ class GroupExecutor:
                    "delay_s": round(delay.total_seconds(), 3)},
         )
 
-    async def _bury(self, conn: asyncpg.Connection, m: Member, reason: str, error: str, outcome: str,
-                    started_at: datetime | None) -> None:
+    async def _bury(self, conn: Connection, m: Member, attempt: outcomes.Attempt, reason: str, error: str,
+                    outcome: str, started_at: datetime | None) -> None:
         """End the occurrence dead (in the group's transaction); the dead-letter copy follows
         the commit."""
-        assert m.attempt is not None
-        recorded = await outcomes.record_dead(conn, m.attempt, reason, error, outcome, started_at)
+        recorded = await outcomes.record_dead(conn, attempt, reason, error, outcome, started_at)
         m.action = "dead" if recorded else "stale"
         if recorded:
             m.dead_letter = (reason, error)
         log.warning(
             "job dead",
-            extra={"action": "job_dead", "job_id": m.attempt.job_id, "queue": m.attempt.queue,
-                   "occurrence": m.attempt.occurrence_key, "attempt": m.attempt.attempt, "reason": reason},
+            extra={"action": "job_dead", "job_id": attempt.job_id, "queue": attempt.queue,
+                   "occurrence": attempt.occurrence_key, "attempt": attempt.attempt, "reason": reason},
         )
 
-    async def _copy_dead_letters(self, dead: list[Member]) -> None:
+    async def _copy_dead_letters(self, dead: list[tuple[Job, tuple[str, str]]]) -> None:
         """Copies of dead occurrences' messages for operators, published and confirmed before the
         group commits their dead records: if the broker cannot take them, the group rolls back
         and comes back later, so no dead occurrence lacks its copy. (A commit that fails after
@@ -401,15 +412,14 @@ class GroupExecutor:
         if not dead:
             return
         copies = []
-        for m in dead:
-            assert m.message is not None and m.dead_letter is not None
-            reason, error = m.dead_letter
-            headers = fitted_headers(m.message.headers(), {"x-chronoq-reason": reason, "x-chronoq-error": error[:500]},
+        for job, (reason, error) in dead:
+            message = job.message
+            headers = fitted_headers(message.headers(), {"x-chronoq-reason": reason, "x-chronoq-error": error[:500]},
                                      self.publisher.frame_max())
-            copies.append(Outgoing(m.message.queue, m.message.body(), f"{m.message.occurrence_key}#dead", headers))
+            copies.append(Outgoing(message.queue, message.body(), f"{message.occurrence_key}#dead", headers))
         try:
             failures = await asyncio.wait_for(self.publisher.publish(copies, dead=True), DEAD_LETTER_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001 - any failure means the same: not published
+        except Exception as exc:  # any failure means the same: not published
             failures = [exc] * len(copies)
         failed = [(c, f) for c, f in zip(copies, failures, strict=True) if f is not None]
         if failed:

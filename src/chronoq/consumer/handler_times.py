@@ -2,8 +2,9 @@
 
 A group runs its deliveries one after the other, so it should hold as many as fit in a short
 time (``GROUP_TIME``): all of a batch for fast handlers, a few for handlers of tens of
-milliseconds, one at a time for slow ones, which the other lanes then run side by side. A queue not seen yet counts as slow until its first
-delivery has run: a worker never serialises handlers it knows nothing about.
+milliseconds, one at a time for slow ones, which the other lanes then run side by side. A queue
+not seen yet counts as slow until its first delivery has run: a worker never serialises handlers
+it knows nothing about.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import asyncpg
+from chronoq._store.connection import Connection
 
 SAVEPOINT = "chronoq_job"
 #: Opening the savepoint also plans the handler's statements as Postgres does by default
@@ -35,7 +35,7 @@ class JobConnection:
 
     __slots__ = ("_conn", "opened")
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self.opened = False  # whether this handler's savepoint exists
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from chronoq._broker.connection import BROKER_ERRORS
+from chronoq._broker.connection import BROKER_ERRORS, BrokerConnection
 from chronoq._broker.connection import connect as connect_broker
 from chronoq._broker.consumer import Incoming, Subscription
 from chronoq._broker.publisher import ConfirmedPublisher
@@ -125,7 +125,7 @@ class WorkerService:
         self.name = name or f"worker@{socket.gethostname()}:{os.getpid()}"
         self.topology = Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
         self._pool: asyncpg.Pool | None = None
-        self._broker = None
+        self._broker: BrokerConnection | None = None
         self._publisher: ConfirmedPublisher | None = None
         self._executor: GroupExecutor | None = None
         self._lanes: list[Lane] = []
@@ -228,7 +228,7 @@ class WorkerService:
                 else:
                     await self._executor.execute_members(conn, members)
             failpoint("consumer.after_commit")
-        except Exception as exc:  # noqa: BLE001 - classified: unavailable, or one of its jobs' fault
+        except Exception as exc:  # classified: unavailable, or one of its jobs' fault
             if unavailable(exc):
                 # As for a group: nothing recorded, hand it back.
                 log.warning("pack not processed; returned to the queue",
@@ -241,12 +241,12 @@ class WorkerService:
                       "error": type(exc).__name__, "count": len(members)}, exc_info=exc)
             async with self._pool.acquire() as conn:
                 for member in members:
-                    if member.handler is None:
+                    if member.job is None:
                         continue  # rejected when parsed
                     member.action = ""  # whatever the rolled-back attempt decided did not happen
                     try:
                         await self._executor.execute_members(conn, [member])
-                    except Exception as alone:  # noqa: BLE001 - as above, for this job alone
+                    except Exception as alone:  # as above, for this job alone
                         if unavailable(alone):
                             raise
                         member.action = "rejected"

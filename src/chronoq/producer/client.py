@@ -18,7 +18,7 @@ from chronoq._runtime import tracing
 from chronoq._runtime.hooks import count_enqueued
 from chronoq._store import jobs as job_store
 from chronoq._store import reads
-from chronoq._store.connection import create_pool, is_connection, with_database_errors
+from chronoq._store.connection import Connection, create_pool, is_connection, with_database_errors
 from chronoq.errors import InvalidJobError, JobNotFoundError
 from chronoq.producer import recurring
 from chronoq.producer.views import load_job
@@ -56,7 +56,7 @@ class Producer:
         self._pool = pool
         self._owns_pool = pool is None
 
-    async def __aenter__(self) -> "Producer":
+    async def __aenter__(self) -> Producer:
         await self.open()
         return self
 
@@ -91,10 +91,10 @@ class Producer:
         key: str | None = None,
         max_attempts: int | None = None,
         retry: RetryPolicy | None = None,
-        timeout: Delay | None = None,
+        timeout: Delay | None = None,  # noqa: ASYNC109 - the job's handler timeout, not this call's
         misfire: Literal["skip", "run_once"] | None = None,
         misfire_grace: Delay | None = None,
-        connection: asyncpg.Connection | None = None,
+        connection: Connection | None = None,
     ) -> int:
         """Store a one-shot job; returns its id. With ``key``, a second enqueue of the same key on
         the same queue stores nothing and returns the first job's id. With ``connection``, the job
@@ -106,13 +106,13 @@ class Producer:
         return (await self._enqueue(spec, connection)).job_id
 
     @with_database_errors
-    async def enqueue_spec(self, spec: JobSpec, *, connection: asyncpg.Connection | None = None) -> int:
+    async def enqueue_spec(self, spec: JobSpec, *, connection: Connection | None = None) -> int:
         """Store a one-shot job built beforehand; it is checked again as a new one would be."""
         if not isinstance(spec, JobSpec):
             raise InvalidJobError("spec", f"must be a JobSpec, not {type(spec).__name__}")
         return (await self._enqueue(revalidated(spec)[0], connection)).job_id
 
-    async def _enqueue(self, spec: JobSpec, connection: asyncpg.Connection | None) -> job_store.Enqueued:
+    async def _enqueue(self, spec: JobSpec, connection: Connection | None) -> job_store.Enqueued:
         _check_connection(connection)
         payload = spec.encoded_payload()
         with tracing.enqueue_span(spec.queue) as trace:
@@ -130,7 +130,7 @@ class Producer:
         self,
         jobs: Iterable[JobSpec | Mapping[str, Any]],
         *,
-        connection: asyncpg.Connection | None = None,
+        connection: Connection | None = None,
     ) -> list[int]:
         """Store many one-shot jobs in one transaction; ids in input order. Each item is a JobSpec
         or a mapping of ``enqueue``'s keyword arguments (``queue`` and ``payload`` included).
@@ -174,8 +174,8 @@ class Producer:
         key: str | None = None,
         max_attempts: int | None = None,
         retry: RetryPolicy | None = None,
-        timeout: Delay | None = None,
-        connection: asyncpg.Connection | None = None,
+        timeout: Delay | None = None,  # noqa: ASYNC109 - the job's handler timeout, not this call's
+        connection: Connection | None = None,
     ) -> int:
         """Store a recurring job; returns its id. With ``key``, declaring it again (a redeploy)
         updates the existing job instead of adding one; a changed cron or zone applies from the

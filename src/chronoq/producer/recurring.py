@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from chronoq._store import schedules as store
+from chronoq._store.connection import Connection
 from chronoq.errors import InvalidJobError, JobNotFoundError, JobStateError
 from chronoq.schemas.cron import CronSchedule
 from chronoq.schemas.schedule import ScheduleSpec, parse_schedule
@@ -23,12 +24,12 @@ MAX_PAUSED_TICKS_RECORDED = 100_000
 INFINITY = datetime.max.replace(tzinfo=UTC)
 
 
-async def schedule(conn: asyncpg.Connection, spec: ScheduleSpec) -> int:
+async def schedule(conn: Connection, spec: ScheduleSpec) -> int:
     """Create the recurring job, or update the one with the same (queue, key); returns its id."""
     return await store.store_schedule(conn, spec)
 
 
-async def _locked(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record:
+async def _locked(conn: Connection, job_id: int) -> asyncpg.Record:
     job = await store.lock_job(conn, job_id)
     if job is None:
         raise JobNotFoundError(job_id)
@@ -37,7 +38,7 @@ async def _locked(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record:
     return job
 
 
-async def pause(conn: asyncpg.Connection, job_id: int) -> bool:
+async def pause(conn: Connection, job_id: int) -> bool:
     """Stop a job's future ticks (they are recorded skipped, reason `paused`). True if it was
     active; a tick already dispatched still runs."""
     async with conn.transaction():
@@ -49,7 +50,7 @@ async def pause(conn: asyncpg.Connection, job_id: int) -> bool:
     return True
 
 
-async def resume(conn: asyncpg.Connection, job_id: int) -> bool:
+async def resume(conn: Connection, job_id: int) -> bool:
     """Resume a paused job: ticks that fell while paused are recorded skipped (`paused`), the next
     one is scheduled. A paused one-shot job becomes due at its time again."""
     async with conn.transaction():
@@ -76,7 +77,7 @@ async def resume(conn: asyncpg.Connection, job_id: int) -> bool:
     return True
 
 
-async def reschedule(conn: asyncpg.Connection, job_id: int, *, cron: str | None, timezone: str | None,
+async def reschedule(conn: Connection, job_id: int, *, cron: str | None, timezone: str | None,
                      run_at: datetime | None) -> None:
     """New cron (and/or zone) for a recurring job, or a new run time for a one-shot job that has
     not been dispatched yet. Applies from the next tick."""
@@ -101,10 +102,10 @@ async def reschedule(conn: asyncpg.Connection, job_id: int, *, cron: str | None,
         await store.replace_head(conn, job_id, job["queue"], run_at, INFINITY if parked else run_at)
 
 
-async def ticks(conn: asyncpg.Connection, job_id: int, since: datetime | None, limit: int) -> list[TickView]:
+async def ticks(conn: Connection, job_id: int, since: datetime | None, limit: int) -> list[TickView]:
     rows = await store.ticks(conn, job_id, since or datetime.min.replace(tzinfo=UTC), limit)
     return [TickView(**dict(r)) for r in rows]
 
 
-async def list_jobs(conn: asyncpg.Connection, queue: str | None, state: str | None, limit: int) -> list[JobSummary]:
+async def list_jobs(conn: Connection, queue: str | None, state: str | None, limit: int) -> list[JobSummary]:
     return [JobSummary(**dict(r)) for r in await store.list_jobs(conn, queue, state, limit)]

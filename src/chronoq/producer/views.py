@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import asyncpg
-
 from chronoq._store import reads
+from chronoq._store.connection import Connection
 from chronoq.schemas.views import AttemptView, JobView, OccurrenceView
 
 
-async def load_job(conn: asyncpg.Connection, job_id: int) -> JobView | None:
+async def load_job(conn: Connection, job_id: int) -> JobView | None:
     # One snapshot for all four reads, so an occurrence cannot appear both live and finished.
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         job = await reads.job(conn, job_id)

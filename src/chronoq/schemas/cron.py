@@ -29,7 +29,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
@@ -43,7 +43,7 @@ MAX_EXPRESSION_LENGTH = 256
 # Croniter steps allowed without producing a tick. Normal schedules need 1-2; gaps, folds and
 # skipped days restart the enumeration past themselves, so this only trips on a bug.
 _MAX_STEPS = 4096
-_UTC = timezone.utc
+_UTC = UTC
 _SECOND = timedelta(seconds=1)
 # Fixed reference for the "does this ever fire?" check at parse time.
 _REFERENCE = datetime(2000, 1, 1)
@@ -51,8 +51,8 @@ _REFERENCE = datetime(2000, 1, 1)
 _ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
             "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
             "@hourly": "0 * * * *"}
-_MONTHS = {m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
-_WEEKDAYS = {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}
+_MONTHS = {m: i for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1)}
+_WEEKDAYS = {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
 # (name, low, high, names): `*` is low..high; day-of-week `*` is 0..6, 7 (Sunday) only as a value.
 _FIELDS = (
     ("minute", 0, 59, None), ("hour", 0, 23, None), ("day-of-month", 1, 31, None),
@@ -217,7 +217,9 @@ class CronSchedule:
                 # `instant` is in the second pass of a fold: every repeated wall time already
                 # fired at its first instance, so resume at the wall time where the fold ends.
                 transition = _transition(self._zone, first, last)
-                start = (transition + first.astimezone(self._zone).utcoffset()).replace(tzinfo=None)
+                # utcoffset() is None only for a naive datetime; this one is aware.
+                offset = first.astimezone(self._zone).utcoffset() or timedelta(0)
+                start = (transition + offset).replace(tzinfo=None)
             else:
                 start = wall.replace(microsecond=0) + _SECOND  # walls strictly after `instant`
         except OverflowError as exc:  # within a day of datetime.max/min

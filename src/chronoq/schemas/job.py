@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -134,7 +134,7 @@ class JobSpec(SpecFields):
         return delay
 
     @model_validator(mode="after")
-    def _one_time(self) -> "JobSpec":
+    def _one_time(self) -> JobSpec:
         if self.run_at is not None and self.delay is not None:
             raise InvalidJobError("job", "give run_at or delay, not both")
         return self
@@ -176,7 +176,10 @@ def retry_with(retry: object, max_attempts: object = None) -> RetryPolicy:
     return validated(RetryPolicy, fields)
 
 
-def validated(model: Any, fields: dict[str, Any]) -> Any:
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def validated(model: type[_Model], fields: dict[str, Any]) -> _Model:
     """``model(**fields)``, with a failure as InvalidJobError naming the field."""
     try:
         return model(**fields)

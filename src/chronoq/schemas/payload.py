@@ -54,9 +54,11 @@ def _plain(value: Any, depth: int) -> bool:
     if value is None or kind is bool:
         return True
     if kind is int:
-        return _INT_RANGE[0] <= value <= _INT_RANGE[1]
+        integer: int = value
+        return _INT_RANGE[0] <= integer <= _INT_RANGE[1]
     if kind is float:
-        return -_FLOAT_LIMIT <= value <= _FLOAT_LIMIT  # False for NaN too
+        number: float = value
+        return -_FLOAT_LIMIT <= number <= _FLOAT_LIMIT  # False for NaN too
     if depth >= _MAX_DEPTH:
         return False
     if kind is dict:
@@ -67,10 +69,7 @@ def _plain(value: Any, depth: int) -> bool:
                 return False
         return True
     if kind is list or kind is tuple:
-        for item in value:
-            if not _plain(item, depth + 1):
-                return False
-        return True
+        return all(_plain(item, depth + 1) for item in value)
     return False
 
 

@@ -78,7 +78,8 @@ def judge(
     if not missed:
         backfilled = 0  # the outage is over: a later one gets a fresh budget
     if overlap == "skip" and run:
-        first, *rest = run if not previous_running else [None, *run]
+        # Only the first tick runs, and not even that one while the previous occurrence runs.
+        kept, rest = ([], run) if previous_running else (run[:1], run[1:])
         skip += [Skip(t, "overlap", "previous occurrence still running") for t in rest]
-        run = [first] if first is not None else []
+        run = kept
     return Verdict(run=run, skip=sorted(skip, key=lambda s: s.fire_at), backfilled=backfilled)

@@ -134,7 +134,7 @@ def check_aware_time(value: object, field: str, *, earliest: datetime, latest: d
         raise InvalidJobError(field, f"must be a datetime with a time zone, not {type(value).__name__}")
     try:
         offset = value.utcoffset()
-    except Exception:  # noqa: BLE001 - a tzinfo of the caller's that fails is the caller's value
+    except Exception:  # a tzinfo of the caller's that fails is the caller's value
         offset = None
     if value.tzinfo is None or offset is None:
         raise InvalidJobError(field, "naive datetime: give a time zone (for example datetime.now(UTC))")

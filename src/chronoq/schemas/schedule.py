@@ -31,7 +31,7 @@ class ScheduleSpec(SpecFields):
         return check_int(value, "max_backfill", 0, MAX_BACKFILL_LIMIT)
 
     @model_validator(mode="after")
-    def _schedule(self) -> "ScheduleSpec":
+    def _schedule(self) -> ScheduleSpec:
         self.schedule()  # raises CronError, turned into InvalidJobError by build_schedule
         return self
 

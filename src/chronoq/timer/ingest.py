@@ -56,7 +56,7 @@ class Ingest:
                         job_id = (await job_store.enqueue(conn, spec, spec.encoded_payload())).job_id
                     else:
                         job_id = await store_schedule(conn, spec)
-        except Exception as exc:  # noqa: BLE001 - classified: unavailable, or this submission's fault
+        except Exception as exc:  # classified: unavailable, or this submission's fault
             if unavailable(exc):
                 log.warning("submission not stored; returned to the queue",
                             extra={"action": "submission_requeued", "error": type(exc).__name__})
@@ -79,7 +79,7 @@ class Ingest:
                 self.topology.rejected_submissions_queue,
                 Outgoing(routing_key="", body=message.body, message_id="", headers=headers),
             )
-        except Exception as exc:  # noqa: BLE001 - the broker is unavailable: keep the submission
+        except Exception as exc:  # the broker is unavailable: keep the submission
             failure = exc
         if failure is not None:
             log.warning("rejected submission not copied; returned to the queue",

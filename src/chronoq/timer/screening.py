@@ -7,8 +7,7 @@ was claimed in: the timer sets it aside, recorded dead with the reason, and publ
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import asyncpg
 
 from chronoq.errors import InvalidJobError
 from chronoq.schemas.job import MAX_ATTEMPTS_LIMIT
@@ -23,7 +22,7 @@ MAX_STORED_PAYLOAD_CHARS = 4 * MAX_PAYLOAD_BYTES
 MAX_TRACE_CHARS = 2048
 
 
-def unpublishable(row: Mapping[str, Any]) -> str | None:
+def unpublishable(row: asyncpg.Record) -> str | None:
     """Why this claimed row can never be published, or None if it can."""
     try:
         check_queue_name(row["queue"])

@@ -11,6 +11,7 @@ duplicate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -21,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from chronoq._broker.connection import BROKER_ERRORS
+from chronoq._broker.connection import BROKER_ERRORS, BrokerConnection
 from chronoq._broker.connection import connect as connect_broker
 from chronoq._broker.consumer import SubmissionIntake
 from chronoq._broker.publisher import ConfirmedPublisher, Outgoing, Unpublishable
@@ -32,7 +33,7 @@ from chronoq._runtime.failpoints import armed, failpoint
 from chronoq._runtime.hooks import Hooks
 from chronoq._runtime.service import start_or_close
 from chronoq._store import maintenance, wheel
-from chronoq._store.connection import CONNECTION_ERRORS, connect, create_pool
+from chronoq._store.connection import CONNECTION_ERRORS, Connection, connect, create_pool
 from chronoq.schemas.rules import short
 from chronoq.timer.ingest import Ingest
 from chronoq.timer.messages import job_message, lease, pack_message
@@ -71,6 +72,10 @@ SET_ASIDE_LOGGED = 10
 
 # A claimed row set aside as dead: (row, reason, detail).
 SetAside = tuple[asyncpg.Record, str, str]
+#: Rows the broker refused, with its error.
+Refused = tuple[asyncpg.Record, BaseException]
+#: What keeps the submission intake from starting; the timer dispatches meanwhile.
+_INTAKE_START_ERRORS: tuple[type[BaseException], ...] = (*BROKER_ERRORS, TimeoutError)
 
 
 class Timer:
@@ -82,7 +87,7 @@ class Timer:
         self._pool: asyncpg.Pool | None = None
         self._dispatch_pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
-        self._broker = None
+        self._broker: BrokerConnection | None = None
         self._publisher: ConfirmedPublisher | None = None
         self._intake: SubmissionIntake | None = None
         self._intake_retry: asyncio.Task[None] | None = None
@@ -138,7 +143,7 @@ class Timer:
         try:
             await asyncio.wait_for(self._intake.start(SUBMISSION_PREFETCH, handle), INTAKE_START_TIMEOUT)
             return True
-        except (*BROKER_ERRORS, TimeoutError) as exc:
+        except _INTAKE_START_ERRORS as exc:
             log.warning("submission intake unavailable; the timer dispatches meanwhile",
                         extra={"action": "intake_unavailable", "error": f"{type(exc).__name__}: {exc}"[:300]})
             await self._intake.close()
@@ -159,9 +164,9 @@ class Timer:
             log.warning("notify listener unavailable", extra={"action": "timer_listen_failed"}, exc_info=True)
             self._listener = None
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notify(self, _conn: Connection, _pid: int, _channel: str, payload: object) -> None:
         try:
-            due_host = int(payload) / 1000 - self._clock_offset
+            due_host = int(str(payload)) / 1000 - self._clock_offset
         except ValueError:
             return
         if due_host < self._planned_wake:
@@ -228,7 +233,7 @@ class Timer:
             for row in (r for r in rows if r["head"]):
                 try:
                     plan = plan_head(row)
-                except Exception as exc:  # noqa: BLE001 - a stored schedule that cannot be judged
+                except Exception as exc:  # a stored schedule that cannot be judged
                     set_aside.append((row, "invalid_schedule", f"{type(exc).__name__}: {exc}"))
                     continue
                 plans.append((row, plan))
@@ -263,7 +268,8 @@ class Timer:
             marked = time.perf_counter()
             self.hooks.confirm_latency(confirmed - publish_started)
             failpoint("timer.after_confirm")
-            sent, refused = [], []
+            sent: list[asyncpg.Record] = []
+            refused: list[Refused] = []
             for rows_, failure in zip(carried, failures, strict=True):
                 if failure is None:
                     sent += rows_
@@ -306,7 +312,7 @@ class Timer:
             )
         return claimed
 
-    async def _drop_orphans(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
+    async def _drop_orphans(self, conn: Connection, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
         """Occurrences whose job no longer exists (deleted by hand): nothing to run, nowhere to
         record an outcome. They leave the wheel in this batch's transaction; returns the rest."""
         orphans = [r for r in rows if r["kind"] is None]
@@ -333,7 +339,7 @@ class Timer:
                 continue
             try:
                 messages.append(job_message(r, dispatch_id))
-            except Exception as exc:  # noqa: BLE001 - this row's stored values, not the batch's
+            except Exception as exc:  # this row's stored values, not the batch's
                 unbuilt.append((r, "unpublishable", f"message not built: {type(exc).__name__}"))
                 continue
             carried.append([r])
@@ -343,14 +349,14 @@ class Timer:
                 chunk = queue_rows[start : start + size]
                 try:
                     messages.append(pack_message(chunk, dispatch_id))
-                except Exception as exc:  # noqa: BLE001 - as above; the pack's rows run alone next time
+                except Exception as exc:  # as above; the pack's rows run alone next time
                     unbuilt += [(r, "unpublishable", f"message not built: {type(exc).__name__}") for r in chunk]
                     continue
                 carried.append(chunk)
         return messages, carried, unbuilt
 
-    def _report(self, rows: list, sent: list, refused: list, plans: list, set_aside: list[SetAside],
-                seconds: float) -> None:
+    def _report(self, rows: list[asyncpg.Record], sent: list[asyncpg.Record], refused: list[Refused],
+                plans: list[tuple[asyncpg.Record, Plan]], set_aside: list[SetAside], seconds: float) -> None:
         hooks = self.hooks
         if type(hooks) is Hooks:
             return  # nobody is observing: no per-row work on the claim path
@@ -365,13 +371,13 @@ class Timer:
             for skip in plan.skipped:
                 hooks.tick_skipped(row["queue"], skip.reason)
 
-    async def _apply(self, conn: asyncpg.Connection, plans: list[tuple[asyncpg.Record, Plan]]) -> None:
+    async def _apply(self, conn: Connection, plans: list[tuple[asyncpg.Record, Plan]]) -> None:
         """Write down what judging the head rows decided: skipped ticks, extra runs, next heads.
         Runs after the published heads stopped being heads, so the one-head-per-job index holds."""
-        unrun: list[tuple] = []
+        unrun: list[tuple[int, str, datetime, str, str, str | None]] = []
         drop: list[str] = []
         park: list[str] = []
-        add: list[tuple] = []
+        add: list[tuple[int, str, datetime, datetime, datetime, bool, int]] = []
         for row, plan in plans:
             job_id, queue, now = row["job_id"], row["queue"], row["db_now"]
             if plan.park:
@@ -397,7 +403,7 @@ class Timer:
         await wheel.record_unrun(conn, unrun)
         await wheel.add(conn, add)
 
-    async def _set_aside(self, conn: asyncpg.Connection, items: list[SetAside]) -> None:
+    async def _set_aside(self, conn: Connection, items: list[SetAside]) -> None:
         """Rows that can never be dispatched leave the wheel, each recorded dead with its reason
         (``jobs show`` and ``status`` show them), instead of being retried forever in front of
         every other row."""
@@ -408,7 +414,7 @@ class Timer:
         await wheel.drop(conn, [r["occurrence_key"] for r, _, _ in items])
         await wheel.record_set_aside(conn, [(r, reason, detail[:500]) for r, reason, detail in items])
 
-    async def _postpone(self, conn: asyncpg.Connection, refused: list) -> None:
+    async def _postpone(self, conn: Connection, refused: list[Refused]) -> None:
         first_error = f"{type(refused[0][1]).__name__}: {refused[0][1]}"[:500]
         for row, failure in refused[:10]:
             log.warning(
@@ -437,8 +443,8 @@ class Timer:
         while not self._stopping.is_set():
             try:
                 counts = await self.prune_once()
-                busy = bool(counts) and any(n >= PRUNE_BATCH for n in counts.values())
-            except Exception as exc:  # noqa: BLE001 - next round tries again
+                busy = counts is not None and any(n >= PRUNE_BATCH for n in counts.values())
+            except Exception as exc:  # next round tries again
                 log.warning("pruning failed", extra={"action": "prune_failed", "error": type(exc).__name__})
                 busy = False
             await self._pause(0.1 if busy else PRUNE_INTERVAL)
@@ -470,10 +476,8 @@ class Timer:
         self._planned_wake = host_now + wait
         if wait <= 0 or self._wake.is_set() or self._stopping.is_set():
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=wait)
-        except TimeoutError:
-            pass
 
     async def run(self) -> None:
         """Start, turn the wheel until stop(), close. A batch in progress always finishes."""
@@ -514,7 +518,7 @@ class Timer:
             try:
                 async with self._pool.acquire() as conn:
                     await wheel.hold(conn, keys[0], HOLD_PAUSE, f"dispatch failed: {type(exc).__name__}: {exc}"[:500])
-            except Exception as hold_failed:  # noqa: BLE001 - the next round finds it again
+            except Exception as hold_failed:  # the next round finds it again
                 await self._recover(hold_failed, expected=unavailable(hold_failed))
             return
         log.error("dispatch failed; claiming one row at a time to find the cause",
@@ -551,10 +555,8 @@ class Timer:
             await self._listen()
 
     async def _pause(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
 
 def _among(row: asyncpg.Record, items: list[SetAside]) -> bool:
