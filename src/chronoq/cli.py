@@ -160,7 +160,7 @@ def _time(field: str, *, earliest: datetime, latest: datetime) -> Callable[[str]
     @_argument
     def time(text: str) -> datetime:
         try:
-            value = datetime.fromisoformat(text)
+            value = datetime.fromisoformat(text.upper())  # RFC 3339 allows a lower-case t and z
         except ValueError:
             raise InvalidJobError(field, f"{short(text)} is not an ISO 8601 time like 2030-01-01T09:00:00+01:00") from None
         if value.tzinfo is None:
