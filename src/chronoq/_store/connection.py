@@ -40,7 +40,9 @@ _UNAVAILABLE_STATES = ("08", "53", "57", "40", "25006", "42", "3F", "3D", "28")
 def database_unavailable(exc: BaseException) -> bool:
     """True if ``exc`` means Postgres is unreachable or cannot serve for now, so the same work
     may succeed later; False for everything that says what was asked is wrong."""
-    if isinstance(exc, CONNECTION_ERRORS):
+    if isinstance(exc, (*CONNECTION_ERRORS, asyncpg.InternalClientError)):
+        # InternalClientError: asyncpg's protocol found itself mid-operation on a connection the
+        # server had just closed (a terminated backend, a restart); the next connection works.
         return True
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
