@@ -38,6 +38,7 @@ from chronoq._runtime.config import Settings
 from chronoq._runtime.processes import settings_env
 from chronoq._store.connection import CONNECTION_ERRORS
 from chronoq._store.migrate import migrate
+from chronoq.errors import ServiceUnavailableError
 
 ADMIN_URL = os.environ.get("CHAOS_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("CHAOS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -79,7 +80,7 @@ async def retrying(what, deadline: float = 60.0):
     while True:
         try:
             return await what()
-        except (*CONNECTION_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (ServiceUnavailableError, *CONNECTION_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError):
             if time.monotonic() > end:
                 raise
             await asyncio.sleep(0.2)

@@ -39,7 +39,8 @@ class _Common(BaseModel):
                             description="Idempotency key: the same key on the same queue is stored once. "
                                         "Printable characters only.")
     max_attempts: int | None = Field(None, ge=1, le=MAX_ATTEMPTS_LIMIT)
-    timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT.total_seconds(), description="Handler timeout in seconds.")
+    timeout_s: float | None = Field(None, ge=0.001, le=MAX_TIMEOUT.total_seconds(),
+                                    description="Handler timeout in seconds (at least a millisecond).")
 
     @field_validator("queue", mode="before")
     @classmethod
@@ -132,7 +133,14 @@ def parse_submission(body: bytes) -> JobSpec | ScheduleSpec:
         if error["loc"] and error["loc"][0] in ("once", "cron"):
             error["loc"] = error["loc"][1:]  # the tag: not a field of the submission
         raise _named(exc, error) from None
-    return submission.to_spec()
+    try:
+        return submission.to_spec()
+    except InvalidJobError as exc:  # the job's rules name the Python field: name the JSON one
+        raise InvalidJobError(_JSON_FIELDS.get(exc.field, exc.field), exc.message) from None
+
+
+#: Submission fields whose name differs from the job's.
+_JSON_FIELDS = {"delay": "delay_s", "timeout": "timeout_s", "misfire_grace": "misfire_grace_s"}
 
 
 def _named(exc: ValidationError, error: Any) -> InvalidJobError:
