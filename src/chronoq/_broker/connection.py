@@ -101,8 +101,8 @@ async def connect(url: str, *, name: str, timeout: float = CONNECT_TIMEOUT) -> A
 async def open_channel(connection: AbstractConnection, **kwargs: Any) -> AbstractChannel:
     """A new channel on ``connection``, or a broker error if the connection is down. While a
     robust connection reconnects, aio-pika raises a bare RuntimeError ("Connection was not
-    opened", "<Connection …> closed"), which a timer took for a bug in itself: an error with a
-    traceback in its log at every broker restart (chaos runs, thirteenth sitting)."""
+    opened", "<Connection …> closed"), which a service would take for a bug in itself: an error
+    with a traceback in its log at every broker restart."""
     try:
         return await connection.channel(**kwargs)
     except RuntimeError as exc:

@@ -46,8 +46,7 @@ async def start_or_close(
 
     An ``unavailable`` error (a connection lost after it was made, during a query the start
     makes) becomes :class:`ServiceUnavailableError`, as a connection refused at once does: the
-    process exits with the code for "try again" instead of a traceback (chaos seed 727994: a
-    timer's Postgres connection cut mid-start)."""
+    process exits with the code for "try again" instead of a traceback."""
     try:
         await start()
     except BaseException as exc:

@@ -134,8 +134,8 @@ async def claim_durations(conn: asyncpg.Connection, *, batches: int, batch: int,
 
 async def _lateness(settings: Settings, options: dict[str, Any], progress: Progress) -> dict[str, Any]:
     async with pipeline(settings, timers=options["timers"], workers=options["workers"]) as p:
-        # The pipeline is new at each size: without a warm-up, the first 10^7 pass read 1.88x the
-        # 10^4 p99 and a re-run 1.02x (docs/benchmarks.md, tenth and eleventh sittings).
+        # The pipeline is new at each size: without a warm-up, the first pass measures the opening
+        # of pools and channels, not the size.
         await scenarios.warm_up(p, "steady", options, progress)
         runs = [await scenarios.steady(p, rate=options["rate"], duration=options["duration"], mode=options["handler"],
                                        progress=progress)

@@ -15,10 +15,9 @@ from chronoq._broker.consumer import Incoming
 from chronoq.schemas.message import PACK_HEADER
 
 #: Handler time a group is filled up to. Handler times are wall times, stretched by everything
-#: else running on the machine: with 10 ms, handlers that write a row through ctx.db measured
-#: 1-2 ms in a burst and ran in groups of 5-10, and the burst drained at 2,133 / 2,068 jobs/s
-#: against 2,433 / 2,352 with a channel per lane; with 100 ms, 2,275 / 2,517
-#: (docs/benchmarks.md, twelfth sitting). Handlers of 100 ms and more run one per group.
+#: else running on the machine: with a 10 ms budget, handlers that write a row through ctx.db
+#: ran in groups of 5-10 in a burst, each paying its own commit. Handlers of 100 ms and more
+#: run one per group.
 GROUP_TIME = 0.100
 #: Weight of the newest run in the running mean: about the last ten runs count.
 _WEIGHT = 0.2

@@ -2,8 +2,7 @@
 
 A lane that started a group with whatever the inbox held the moment it was free ran small
 groups: lanes split the inflow, 15 jobs a group on average in a burst where 32 fit, and every
-group paid a transaction, two statements, a commit and an ack (docs/benchmarks.md, eleventh
-sitting).
+group paid a transaction, two statements, a commit and an ack.
 
 So a lane with a partial group waits while another lane's group runs, until one of: no group
 runs, the inbox holds a full batch, or ``linger`` has passed since it began waiting. Fast

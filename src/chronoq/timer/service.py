@@ -131,8 +131,8 @@ class Timer:
         if not await self._start_intake():
             # The wheel does not wait for the submissions consumer: after a broker kill, the
             # consumer's queue could refuse it for minutes while every job queue worked, and a
-            # timer that exited over it and was restarted, again and again, dispatched nothing
-            # (chaos seed 4242). Submissions wait in their queue until the consumer is back.
+            # timer that exited over it and was restarted, again and again, would dispatch nothing.
+            # Submissions wait in their queue until the consumer is back.
             self._intake_retry = asyncio.create_task(self._retry_intake(), name="intake")
         await self._listen()
 

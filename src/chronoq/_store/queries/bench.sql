@@ -29,8 +29,8 @@ VACUUM ANALYZE chronoq.wheel, chronoq.jobs;
 
 -- name: checkpoint
 -- After a bulk preload, before anything is timed: the preload's WAL starts checkpoints that
--- write its pages back for minutes, through the measurements (in the ninth sitting one ran for
--- 72 s across the 10^7 step's lateness runs). Needs superuser or the pg_checkpoint role.
+-- write its pages back for minutes, through the measurements. Needs superuser or the
+-- pg_checkpoint role.
 CHECKPOINT;
 
 -- name: wheel_stats

@@ -106,7 +106,7 @@ WITH input AS (
 SELECT input.occurrence_key,
        -- Subqueries, not joins: one primary-key lookup per delivery. As joins, with statistics
        -- that had not seen the results table grow (autovacuum off), the planner scanned all of
-       -- it for every group (docs/benchmarks.md, eighth sitting).
+       -- it for every group.
        (SELECT r.state FROM chronoq.results r WHERE r.occurrence_key = input.occurrence_key) AS terminal_state,
        (SELECT w.attempt FROM chronoq.wheel w WHERE w.occurrence_key = input.occurrence_key) AS live_attempt,
        locked.starts + 1 AS starts,
@@ -136,8 +136,8 @@ SELECT coalesce(array_agg(occurrence_key), '{}') AS locked, clock_timestamp() AS
 -- set_config(..., true) is SET LOCAL, run once while the statement runs: the plan of the statement
 -- itself was made before, custom as the worker's session asks (_store/connection.py), but the
 -- foreign-key check of each results row, at the statement's end, then runs the plan Postgres
--- keeps for it instead of planning it again per row (41 us a row against 11.5 on the slow
--- machine; docs/benchmarks.md, eighth sitting). The rest of the transaction is the commit.
+-- keeps for it instead of planning it again per row (several times cheaper). The rest of the
+-- transaction is the commit.
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::jsonb[], $4::timestamptz[])
         AS i(occurrence_key, attempt, result, started_at)

@@ -27,7 +27,7 @@ FROM due
 -- One jobs_pkey lookup per claimed row, whatever the planner believes about how many are due:
 -- with statistics older than the wheel's contents (autovacuum off, or not yet run) it expected
 -- hundreds of due rows where there were three, and hashed the whole jobs table for every claim,
--- a third of Postgres's CPU at 200 jobs/s (docs/benchmarks.md, eighth sitting). OFFSET 0 keeps
+-- a third of Postgres's CPU at 200 jobs/s. OFFSET 0 keeps
 -- the planner from merging this back into a join it may plan that way.
 -- A LEFT join: a row whose job is gone (no foreign key since migration 007; a job deleted by
 -- hand while its next tick was being written) comes back with j.kind NULL, and the timer drops
@@ -71,9 +71,8 @@ WHERE occurrence_key = $1 AND due_at <= now();
 -- min(due_at) is the first entry of the due_at index. The backlog (rows due, not yet claimed)
 -- is for the metrics, counted only when $1 asks (at most once a second, timer/service.py): with
 -- statistics that expect many due rows the count is a scan of the whole wheel, and the timer
--- reads this after every batch that did not fill, hundreds of times a second at 1,300 jobs/s
--- (docs/benchmarks.md, eleventh sitting). The CASE keeps the count's subplan from running
--- otherwise.
+-- reads this after every batch that did not fill, hundreds of times a second at high rates.
+-- The CASE keeps the count's subplan from running otherwise.
 SELECT extract(epoch FROM now())::float8 AS db_now,
        (SELECT extract(epoch FROM min(due_at) - now())::float8 FROM chronoq.wheel) AS due_in,
        CASE WHEN $1::boolean THEN (SELECT count(*) FROM chronoq.wheel WHERE due_at <= now()) END AS backlog;
