@@ -40,9 +40,8 @@ async def start_or_close(
     """Start a service; if that fails, close what it opened before the error goes on. Without
     this a robust AMQP connection stays behind, reconnecting: asyncio.run then cancels its task
     on the way out, the reconnect loop takes the cancellation for a failed attempt and carries
-    on, and the process never exits. The chaos suite found two such timers alive and idle while
-    their jobs waited (seed 4242). Errors while closing are logged, never raised: the start's
-    own error is the one to see.
+    on, and the process never exits, alive and idle while its jobs wait. Errors while closing are
+    logged, never raised: the start's own error is the one to see.
 
     An ``unavailable`` error (a connection lost after it was made, during a query the start
     makes) becomes :class:`ServiceUnavailableError`, as a connection refused at once does: the

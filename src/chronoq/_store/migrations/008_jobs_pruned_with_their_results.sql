@@ -2,9 +2,8 @@
 -- age through an index of their own.
 --
 -- Why: jobs_once_created (created_at) WHERE kind = 'once' gave every bulk-enqueued job one more
--- index entry, all with the same key (a transaction's rows share now()): about 0.8 of the
--- 8.6 µs Postgres spent per job of a bulk enqueue (docs/benchmarks.md, twelfth sitting). It
--- also led the pruner, every round, back over each old one-shot job still scheduled.
+-- index entry, all with the same key (a transaction's rows share now()): about a tenth of what
+-- Postgres spends per job of a bulk enqueue. It also led the pruner, every round, back over each old one-shot job still scheduled.
 --
 -- How they are found instead: a one-shot job leaves the wheel only in the transaction that
 -- writes its terminal result (a worker's outcome, a cancel, a skipped misfire), or when the job
