@@ -17,14 +17,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from chronoq.cli import (
+from chronoq.cli import main
+from chronoq.cli_errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     MESSAGE_LENGTH,
     bounded,
-    main,
 )
 from chronoq.schemas.rules import ECHO_LENGTH
 from tests.conftest import child_env

@@ -13,35 +13,59 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import gc
 import importlib
 import logging
 import os
-import re
-import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-import pydantic_core
 from pydantic.fields import FieldInfo
 from rich.table import Table
 
 from chronoq._runtime.config import Settings
-from chronoq._runtime.durations import parse_duration
 from chronoq._runtime.logs import configure as configure_logging
-from chronoq._store.connection import translated
+from chronoq.cli_arguments import (
+    EARLIEST_SINCE,
+    LATEST_SINCE,
+    MAX_BENCH_JOBS,
+    MAX_BENCH_RATE,
+    MAX_BENCH_SECONDS,
+    MAX_DEMO_JOBS,
+    MAX_DEMO_SPREAD,
+    MAX_PRELOAD,
+    MAX_PROCESSES,
+    MAX_RUNS,
+    counts,
+    cron,
+    duration,
+    integer,
+    job_id,
+    key,
+    limit,
+    naptime,
+    number,
+    occurrence,
+    one_of,
+    payload,
+    queue,
+    time,
+    timezone,
+)
+from chronoq.cli_errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    MESSAGE_LENGTH,
+    exit_with,
+    reported,
+)
 from chronoq.errors import (
-    ChronoqError,
     ConfigError,
     InvalidJobError,
-    JobNotFoundError,
-    JobStateError,
-    ServiceUnavailableError,
-    UnknownQueueError,
 )
 from chronoq.schemas.job import (
     EARLIEST_RUN_AT,
@@ -50,188 +74,17 @@ from chronoq.schemas.job import (
     MAX_DELAY,
     MAX_TIMEOUT,
 )
-from chronoq.schemas.payload import encode_payload
 from chronoq.schemas.rules import (
-    ECHO_LENGTH,
-    MAX_DURATION,
-    MAX_JOB_ID,
     MAX_LIST_LIMIT,
-    check_aware_time,
-    check_int,
-    check_key,
-    check_queue_name,
     short,
-    to_duration,
 )
-from chronoq.schemas.schedule import MAX_BACKFILL_LIMIT, parse_schedule
+from chronoq.schemas.schedule import MAX_BACKFILL_LIMIT
 from chronoq.schemas.views import QueueStatus
 
 if TYPE_CHECKING:
     from chronoq.consumer.registry import Worker  # imported when a worker starts: see load_worker
 
 log = logging.getLogger("chronoq.cli")
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
-#: Ctrl-C, as a shell reports a process ended by SIGINT.
-EXIT_INTERRUPTED = 130
-#: Longest error line printed.
-MESSAGE_LENGTH = 280
-#: Times ``jobs ticks --since`` may name: every aware time both Python and Postgres hold.
-EARLIEST_SINCE = datetime(1, 1, 2, tzinfo=UTC)
-LATEST_SINCE = datetime(9999, 12, 31, tzinfo=UTC)
-#: Bounds of the bench and demo flags: far beyond any useful run, near enough that no value
-#: runs the machine out of memory or time before the run even starts.
-MAX_BENCH_JOBS = 10_000_000
-MAX_BENCH_RATE = 1_000_000.0
-MAX_BENCH_SECONDS = 86_400.0
-MAX_PRELOAD = 100_000_000
-MAX_PROCESSES = 64
-MAX_RUNS = 100
-MAX_SIZES = 20
-MAX_DEMO_JOBS = 1_000_000
-MAX_DEMO_SPREAD = timedelta(hours=1)
-
-_T = TypeVar("_T")
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-#: Digits beyond which an integer is outside every bound here (int() of thousands of digits is
-#: slow, and refused past 4300).
-_INTEGER_DIGITS = 30
-
-
-def _argument(convert: Callable[[str], _T]) -> Callable[[str], _T]:
-    """``convert`` as an argparse ``type=``: an InvalidJobError becomes argparse's refusal of the
-    argument, with the rule's message (which repeats at most a short prefix of the value)."""
-
-    @functools.wraps(convert)
-    def checked(text: str) -> _T:
-        try:
-            return convert(text)
-        except InvalidJobError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return checked
-
-
-def _to_int(text: str, field: str, low: int, high: int) -> int:
-    if _INTEGER.fullmatch(text) is None:
-        raise InvalidJobError(field, f"{short(text)} is not an integer")
-    if len(text.lstrip("+-").lstrip("0")) > _INTEGER_DIGITS:
-        raise InvalidJobError(field, f"{text[:ECHO_LENGTH]}... is outside {low}..{high}")
-    return check_int(int(text), field, low, high)
-
-
-def _integer(field: str, low: int, high: int) -> Callable[[str], int]:
-    return _argument(functools.partial(_to_int, field=field, low=low, high=high))
-
-
-def _number(field: str, high: float, *, zero: bool = False) -> Callable[[str], float]:
-    """A decimal number (no sign, no exponent) above zero (``zero``: or zero), at most ``high``."""
-
-    @_argument
-    def number(text: str) -> float:
-        if _DECIMAL.fullmatch(text) is None:
-            raise InvalidJobError(field, f"{short(text)} is not a number like 2 or 0.5")
-        value = float(text)
-        if value == 0 and not zero:
-            raise InvalidJobError(field, "must be above 0")
-        if value > high:
-            raise InvalidJobError(field, f"{short(text)} is more than {high:,.0f}")
-        return value
-
-    return number
-
-
-def _duration(
-    field: str, *, maximum: timedelta = MAX_DURATION, positive: bool = False,
-) -> Callable[[str], timedelta]:
-    @_argument
-    def duration(text: str) -> timedelta:
-        try:
-            value = parse_duration(text)
-        except ValueError as exc:  # its message quotes a short prefix of the text
-            raise InvalidJobError(field, str(exc)) from None
-        return to_duration(value, field, maximum=maximum, positive=positive)
-
-    return duration
-
-
-def _time(field: str, *, earliest: datetime, latest: datetime) -> Callable[[str], datetime]:
-    @_argument
-    def time(text: str) -> datetime:
-        try:
-            value = datetime.fromisoformat(text.upper())  # RFC 3339 allows a lower-case t and z
-        except ValueError:
-            raise InvalidJobError(field, f"{short(text)} is not an ISO 8601 time like 2030-01-01T09:00:00+01:00") from None
-        if value.tzinfo is None:
-            raise InvalidJobError(field, f"{short(text)} is a naive time: add its UTC offset, e.g. +01:00 or Z")
-        return check_aware_time(value, field, earliest=earliest, latest=latest)
-
-    return time
-
-
-@_argument
-def _payload(text: str) -> object:
-    """JSON, parsed with integers kept exact, and refused unless it can be stored as it was given."""
-    try:
-        payload = pydantic_core.from_json(text, allow_inf_nan=False)
-    except ValueError as exc:
-        raise InvalidJobError("payload", f"not valid JSON: {exc}") from None
-    encode_payload(payload)
-    return payload
-
-
-@_argument
-def _cron(text: str) -> str:
-    parse_schedule(text, "UTC")
-    return text
-
-
-@_argument
-def _timezone(text: str) -> str:
-    parse_schedule("* * * * *", text)  # the zone, checked as a schedule checks it
-    return text
-
-
-_queue = _argument(check_queue_name)
-_key = _argument(check_key)
-_occurrence = _argument(functools.partial(check_key, field="occurrence"))
-_job_id = _integer("job_id", 1, MAX_JOB_ID)
-
-
-def _one_of(field: str, *names: str) -> dict[str, Any]:
-    """``add_argument`` options for a value among ``names``. argparse's own ``choices`` would quote
-    a refused value in full."""
-
-    @_argument
-    def name(text: str) -> str:
-        if text not in names:
-            raise InvalidJobError(field, f"{short(text)} is not one of {', '.join(names)}")
-        return text
-
-    return {"type": name, "metavar": "{" + ",".join(names) + "}"}
-
-
-def _limit(default: int) -> dict[str, Any]:
-    return {"type": _integer("limit", 1, MAX_LIST_LIMIT), "default": default,
-            "help": f"at most this many (1-{MAX_LIST_LIMIT}, default {default})"}
-
-
-def _naptime(text: str) -> timedelta:
-    naptime = _duration("autovacuum_naptime")(text)
-    if not timedelta(seconds=1) <= naptime <= timedelta(days=24):  # Postgres's range for the setting
-        raise argparse.ArgumentTypeError(f"autovacuum_naptime: must be between 1s and 24d, not {short(text)}")
-    return naptime
-
-
-@_argument
-def _counts(text: str) -> list[int]:
-    """Counts separated by commas."""
-    parts = text.split(",", MAX_SIZES)
-    if len(parts) > MAX_SIZES:
-        raise InvalidJobError("sizes", f"at most {MAX_SIZES} counts")
-    return [_to_int(part, "sizes", 1, MAX_PRELOAD) for part in parts]
-
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -261,9 +114,9 @@ def _setting_type(name: str, field: FieldInfo) -> Callable[[str], Any]:
         low, high = -(2**63), 2**63 - 1
         for rule in field.metadata:
             low, high = getattr(rule, "ge", low), getattr(rule, "le", high)
-        return _integer(variable, low, high)
+        return integer(variable, low, high)
     if field.annotation is timedelta:
-        return _duration(variable)
+        return duration(variable)
     return str
 
 
@@ -276,7 +129,7 @@ def _settings_parser() -> _Parser:
             _flag(name), dest=f"setting_{name}", type=_setting_type(name, field), default=argparse.SUPPRESS,
             metavar=name.upper(), help=f"{field.description} [env CHRONOQ_{name.upper()}]",
         )
-    group.add_argument("--log-level", default="INFO", **_one_of("log_level", "DEBUG", "INFO", "WARNING", "ERROR"))
+    group.add_argument("--log-level", default="INFO", **one_of("log_level", "DEBUG", "INFO", "WARNING", "ERROR"))
     return parent
 
 
@@ -298,42 +151,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = command("worker", "Run the Worker found at MODULE:ATTR.")
     worker.add_argument("target", metavar="MODULE:ATTR")
-    worker.add_argument("--queue", action="append", dest="queues", metavar="Q", type=_queue,
+    worker.add_argument("--queue", action="append", dest="queues", metavar="Q", type=queue,
                         help="consume only this queue (repeatable)")
 
     enqueue = command("enqueue", "Enqueue a one-shot job; prints its id.")
-    enqueue.add_argument("queue", type=_queue)
-    enqueue.add_argument("--payload", type=_payload, default=None, help="the payload, as JSON (default null)")
+    enqueue.add_argument("queue", type=queue)
+    enqueue.add_argument("--payload", type=payload, default=None, help="the payload, as JSON (default null)")
     when = enqueue.add_mutually_exclusive_group()
-    when.add_argument("--delay", type=_duration("delay", maximum=MAX_DELAY), help="run after this long, e.g. 30s")
-    when.add_argument("--at", dest="run_at", type=_time("run_at", earliest=EARLIEST_RUN_AT, latest=LATEST_RUN_AT),
+    when.add_argument("--delay", type=duration("delay", maximum=MAX_DELAY), help="run after this long, e.g. 30s")
+    when.add_argument("--at", dest="run_at", type=time("run_at", earliest=EARLIEST_RUN_AT, latest=LATEST_RUN_AT),
                       help="run at this ISO 8601 time (with offset)")
-    enqueue.add_argument("--key", type=_key, help="idempotency key: the same key on the same queue enqueues once")
-    enqueue.add_argument("--max-attempts", type=_integer("max_attempts", 1, MAX_ATTEMPTS_LIMIT))
-    enqueue.add_argument("--timeout", type=_duration("timeout", maximum=MAX_TIMEOUT, positive=True),
+    enqueue.add_argument("--key", type=key, help="idempotency key: the same key on the same queue enqueues once")
+    enqueue.add_argument("--max-attempts", type=integer("max_attempts", 1, MAX_ATTEMPTS_LIMIT))
+    enqueue.add_argument("--timeout", type=duration("timeout", maximum=MAX_TIMEOUT, positive=True),
                          help="handler timeout, e.g. 60s")
 
     schedule = command("schedule", "Schedule a recurring (cron) job; prints its id.")
-    schedule.add_argument("queue", type=_queue)
-    schedule.add_argument("--cron", type=_cron, required=True, help="5 fields, or 6 with seconds last; @hourly, @daily, ...")
-    schedule.add_argument("--tz", dest="timezone", type=_timezone, default="UTC",
+    schedule.add_argument("queue", type=queue)
+    schedule.add_argument("--cron", type=cron, required=True, help="5 fields, or 6 with seconds last; @hourly, @daily, ...")
+    schedule.add_argument("--tz", dest="timezone", type=timezone, default="UTC",
                           help="IANA time zone of the cron expression (default UTC)")
-    schedule.add_argument("--misfire", **_one_of("misfire", "skip", "run_once", "backfill"), default="run_once",
+    schedule.add_argument("--misfire", **one_of("misfire", "skip", "run_once", "backfill"), default="run_once",
                           help="what to do with ticks missed by more than --misfire-grace (default run_once)")
-    schedule.add_argument("--misfire-grace", type=_duration("misfire_grace"),
+    schedule.add_argument("--misfire-grace", type=duration("misfire_grace"),
                           help="lateness still counted as on time (default 5m)")
-    schedule.add_argument("--max-backfill", type=_integer("max_backfill", 0, MAX_BACKFILL_LIMIT),
+    schedule.add_argument("--max-backfill", type=integer("max_backfill", 0, MAX_BACKFILL_LIMIT),
                           help="backfill: most missed ticks run per outage (default 100)")
-    schedule.add_argument("--overlap", **_one_of("overlap", "allow", "skip"), default="allow",
+    schedule.add_argument("--overlap", **one_of("overlap", "allow", "skip"), default="allow",
                           help="skip: a tick is skipped while the previous occurrence still runs")
-    schedule.add_argument("--payload", type=_payload, default=None, help="the payload, as JSON (default null)")
-    schedule.add_argument("--key", type=_key, help="idempotency key: declaring the same key again updates the schedule")
-    schedule.add_argument("--max-attempts", type=_integer("max_attempts", 1, MAX_ATTEMPTS_LIMIT))
-    schedule.add_argument("--timeout", type=_duration("timeout", maximum=MAX_TIMEOUT, positive=True),
+    schedule.add_argument("--payload", type=payload, default=None, help="the payload, as JSON (default null)")
+    schedule.add_argument("--key", type=key, help="idempotency key: declaring the same key again updates the schedule")
+    schedule.add_argument("--max-attempts", type=integer("max_attempts", 1, MAX_ATTEMPTS_LIMIT))
+    schedule.add_argument("--timeout", type=duration("timeout", maximum=MAX_TIMEOUT, positive=True),
                           help="handler timeout, e.g. 60s")
 
     status = command("status", "Per queue: scheduled, due, in flight, outcomes and lateness.")
-    status.add_argument("--window", type=_duration("window", positive=True), default=timedelta(minutes=5),
+    status.add_argument("--window", type=duration("window", positive=True), default=timedelta(minutes=5),
                         help="look-back for outcomes (default 5m)")
     status.add_argument("--json", action="store_true")
     status.add_argument("--watch", action="store_true", help="a live view, refreshed every second, until Ctrl-C")
@@ -341,86 +194,86 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = command("jobs", "Inspect or change jobs.")
     job_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     show = job_commands.add_parser("show", help="a job with every occurrence, attempt and error", parents=[settings])
-    show.add_argument("job_id", type=_job_id)
+    show.add_argument("job_id", type=job_id)
     show.add_argument("--json", action="store_true")
     for action, text in (("cancel", "cancel a job and its pending occurrences"),
                          ("pause", "pause a job: its ticks are skipped (recorded) until resumed"),
                          ("resume", "resume a paused job from its next tick")):
         sub = job_commands.add_parser(action, help=text, parents=[settings])
-        sub.add_argument("job_id", type=_job_id)
+        sub.add_argument("job_id", type=job_id)
     listing = job_commands.add_parser("ls", help="list jobs, newest first", parents=[settings])
-    listing.add_argument("--queue", type=_queue)
-    listing.add_argument("--state", **_one_of("state", "active", "paused", "cancelled"))
-    listing.add_argument("--limit", **_limit(100))
+    listing.add_argument("--queue", type=queue)
+    listing.add_argument("--state", **one_of("state", "active", "paused", "cancelled"))
+    listing.add_argument("--limit", **limit(100))
     listing.add_argument("--json", action="store_true")
     ticks = job_commands.add_parser("ticks", help="every nominal tick of a job and what happened to it", parents=[settings])
-    ticks.add_argument("job_id", type=_job_id)
-    ticks.add_argument("--since", type=_time("since", earliest=EARLIEST_SINCE, latest=LATEST_SINCE),
+    ticks.add_argument("job_id", type=job_id)
+    ticks.add_argument("--since", type=time("since", earliest=EARLIEST_SINCE, latest=LATEST_SINCE),
                        help="ISO 8601 time with offset")
-    ticks.add_argument("--limit", **_limit(1000))
+    ticks.add_argument("--limit", **limit(1000))
     ticks.add_argument("--json", action="store_true")
 
     dlq = command("dlq", "Dead occurrences and their dead-letter queues.")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     dlq_ls = dlq_commands.add_parser("ls", help="dead occurrences per queue, and dead-letter queue sizes", parents=[settings])
-    dlq_ls.add_argument("--queue", type=_queue)
+    dlq_ls.add_argument("--queue", type=queue)
     dlq_ls.add_argument("--json", action="store_true")
     dlq_show = dlq_commands.add_parser("show", help="the first dead-letter messages of a queue (headers only)",
                                        parents=[settings])
-    dlq_show.add_argument("--queue", type=_queue, required=True)
-    dlq_show.add_argument("--limit", **_limit(20))
+    dlq_show.add_argument("--queue", type=queue, required=True)
+    dlq_show.add_argument("--limit", **limit(20))
     dlq_show.add_argument("--json", action="store_true")
     dlq_replay = dlq_commands.add_parser("replay", help="put dead occurrences back as a fresh attempt", parents=[settings])
-    dlq_replay.add_argument("--queue", type=_queue, required=True)
-    dlq_replay.add_argument("--occurrence", type=_occurrence, help="only this occurrence (idempotency key)")
-    dlq_replay.add_argument("--limit", **_limit(100))
+    dlq_replay.add_argument("--queue", type=queue, required=True)
+    dlq_replay.add_argument("--occurrence", type=occurrence, help="only this occurrence (idempotency key)")
+    dlq_replay.add_argument("--limit", **limit(100))
     dlq_purge = dlq_commands.add_parser("purge", help="empty a dead-letter queue (Postgres keeps the records)",
                                         parents=[settings])
-    dlq_purge.add_argument("--queue", type=_queue, required=True)
+    dlq_purge.add_argument("--queue", type=queue, required=True)
 
     bench = command("bench", "Measure this deployment: burst, steady, enqueue, scale, churn, memory (tables, JSON "
                              "with versions); plot: lateness against offered rate from steady results.")
-    bench.add_argument("scenario", **_one_of("scenario", "burst", "steady", "enqueue", "scale", "churn", "memory", "plot"))
+    bench.add_argument("scenario", **one_of("scenario", "burst", "steady", "enqueue", "scale", "churn", "memory", "plot"))
     bench.add_argument("inputs", nargs="*", metavar="JSON", help="plot: steady result files or folders")
-    bench.add_argument("--jobs", type=_integer("jobs", 1, MAX_BENCH_JOBS),
+    bench.add_argument("--jobs", type=integer("jobs", 1, MAX_BENCH_JOBS),
                        help="jobs per run: burst/enqueue/memory's burst (default 20000), churn (default 1000000)")
-    bench.add_argument("--rate", type=_number("rate", MAX_BENCH_RATE), default=200.0, help="steady: offered jobs/s (default 200)")
-    bench.add_argument("--duration", type=_number("duration", MAX_BENCH_SECONDS), default=10.0,
+    bench.add_argument("--rate", type=number("rate", MAX_BENCH_RATE), default=200.0, help="steady: offered jobs/s (default 200)")
+    bench.add_argument("--duration", type=number("duration", MAX_BENCH_SECONDS), default=10.0,
                        help="steady: seconds (default 10)")
     bench.add_argument("--find-max", action="store_true", help="steady: search the highest rate with p99 under 100 ms")
-    bench.add_argument("--handler", **_one_of("handler", "noop", "db"), default="db",
+    bench.add_argument("--handler", **one_of("handler", "noop", "db"), default="db",
                        help="noop, or db: one row written through ctx.db per job (default)")
-    bench.add_argument("--workers", type=_integer("workers", 1, MAX_PROCESSES), default=1, help="worker processes (default 1)")
-    bench.add_argument("--timers", type=_integer("timers", 1, MAX_PROCESSES), default=1, help="timer processes (default 1)")
-    bench.add_argument("--runs", type=_integer("runs", 1, MAX_RUNS), default=3,
+    bench.add_argument("--workers", type=integer("workers", 1, MAX_PROCESSES), default=1, help="worker processes (default 1)")
+    bench.add_argument("--timers", type=integer("timers", 1, MAX_PROCESSES), default=1, help="timer processes (default 1)")
+    bench.add_argument("--runs", type=integer("runs", 1, MAX_RUNS), default=3,
                        help="repetitions; medians are reported (default 3)")
-    bench.add_argument("--warmup", type=_number("warmup", MAX_BENCH_SECONDS, zero=True), default=2.0,
+    bench.add_argument("--warmup", type=number("warmup", MAX_BENCH_SECONDS, zero=True), default=2.0,
                        help="burst/steady/scale: a run whose figures are dropped comes first, so that pools, "
                             "channels and queues are open: steady and scale's lateness run SECONDS at the offered rate, "
                             "burst drains SECONDS x 1,000 jobs (default 2; 0: none)")
     bench.add_argument("--out", default="bench-results", help="folder for the JSON results")
-    bench.add_argument("--sizes", type=_counts, default=[10_000, 1_000_000, 10_000_000],
+    bench.add_argument("--sizes", type=counts, default=[10_000, 1_000_000, 10_000_000],
                        help="scale: scheduled jobs preloaded at each step (default 10000,1000000,10000000)")
-    bench.add_argument("--claim-batches", type=_integer("claim_batches", 1, MAX_LIST_LIMIT), default=40,
+    bench.add_argument("--claim-batches", type=integer("claim_batches", 1, MAX_LIST_LIMIT), default=40,
                        help="scale: claim batches timed per size (default 40)")
-    bench.add_argument("--preload", type=_integer("preload", 0, MAX_PRELOAD), default=1_000_000,
+    bench.add_argument("--preload", type=integer("preload", 0, MAX_PRELOAD), default=1_000_000,
                        help="churn/memory: future jobs preloaded (default 1000000)")
-    bench.add_argument("--autovacuum", **_one_of("autovacuum", "server", "on"), default="server",
+    bench.add_argument("--autovacuum", **one_of("autovacuum", "server", "on"), default="server",
                        help="churn: 'on' switches autovacuum on for the run (ALTER SYSTEM, superuser), reset after")
-    bench.add_argument("--autovacuum-naptime", type=_naptime, default=None,
+    bench.add_argument("--autovacuum-naptime", type=naptime, default=None,
                        help="churn: autovacuum on with this launcher naptime for the run, e.g. 5s (ALTER SYSTEM, "
                             "superuser; the server's default is 60s), reset after")
-    bench.add_argument("--settle", type=_number("settle", MAX_BENCH_SECONDS, zero=True), default=6.0,
+    bench.add_argument("--settle", type=number("settle", MAX_BENCH_SECONDS, zero=True), default=6.0,
                        help="memory: seconds idle before reading RSS (default 6)")
     bench.add_argument("--keep", action="store_true", help="scale/churn/memory: keep the preloaded jobs")
     bench.add_argument("--output", default="bench-lateness.png", help="plot: the PNG to write")
 
     demo = command("demo", "Run the whole pipeline on the local services and check nothing was lost.")
-    demo.add_argument("--jobs", type=_integer("jobs", 1, MAX_DEMO_JOBS), default=3000, help="jobs to enqueue (default 3000)")
-    demo.add_argument("--spread", type=_duration("spread", maximum=MAX_DEMO_SPREAD, positive=True),
+    demo.add_argument("--jobs", type=integer("jobs", 1, MAX_DEMO_JOBS), default=3000, help="jobs to enqueue (default 3000)")
+    demo.add_argument("--spread", type=duration("spread", maximum=MAX_DEMO_SPREAD, positive=True),
                       default=timedelta(seconds=5), help="spread of due times (default 5s)")
-    demo.add_argument("--workers", type=_integer("workers", 1, MAX_PROCESSES), default=2, help="worker processes (default 2)")
-    demo.add_argument("--timers", type=_integer("timers", 1, MAX_PROCESSES), default=1, help="timer processes (default 1)")
+    demo.add_argument("--workers", type=integer("workers", 1, MAX_PROCESSES), default=2, help="worker processes (default 2)")
+    demo.add_argument("--timers", type=integer("timers", 1, MAX_PROCESSES), default=1, help="timer processes (default 1)")
     demo.add_argument("--external", action="store_true",
                       help="start no processes: use timers and workers already running (docker compose)")
 
@@ -463,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         args = build_parser().parse_args(arguments)
     except _Refused as exc:
-        _exit(EXIT_USAGE, exc.message, inputs)
+        exit_with(EXIT_USAGE, exc.message, inputs)
     configure_logging(args.log_level)
     logging_off = logging.root.manager.disable
     try:
@@ -472,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         failure = EXIT_INTERRUPTED, "interrupted"
         logging.disable(logging.CRITICAL)
     except Exception as exc:  # every failure ends as one line, never a traceback
-        failure = _reported(exc)
+        failure = reported(exc)
         logging.disable(logging.CRITICAL)
     else:
         sys.exit(code)
@@ -481,88 +334,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # it as it goes, a second line that only repeats the failure.
     gc.collect()
     logging.disable(logging_off)
-    _exit(*failure, inputs)
-
-
-def _reported(exc: Exception) -> tuple[int, str]:
-    """The exit code and the line that report ``exc``."""
-    if _raised_by(exc, "asyncpg"):  # a path that reached Postgres without the store's translation
-        exc = translated(exc)
-    elif isinstance(exc, (ValueError, OverflowError)) and not isinstance(exc, ChronoqError) and (
-        setting := _refused_setting(exc)
-    ):
-        return EXIT_USAGE, f"error: invalid setting: CHRONOQ_{setting.upper()}: {type(exc).__name__}: {exc}"
-    if isinstance(exc, (ConfigError, InvalidJobError, JobNotFoundError, JobStateError, UnknownQueueError)):
-        return EXIT_USAGE, f"error: {exc}"
-    if isinstance(exc, ServiceUnavailableError):
-        return EXIT_UNAVAILABLE, f"unavailable: {exc}"
-    if isinstance(exc, ChronoqError):
-        return EXIT_FAILURE, f"error: {exc}"
-    if _raised_by(exc, "aio_pika", "aiormq", "pamqp"):
-        # Connection errors are translated by the broker package; what is left is a refusal,
-        # most often of the virtual host or of the user's permissions.
-        return EXIT_FAILURE, f"error: RabbitMQ refused: {type(exc).__name__} (check the amqp_url: user, password, virtual host)"
-    if isinstance(exc, (ConnectionError, socket.gaierror, TimeoutError)):
-        return EXIT_UNAVAILABLE, f"unavailable: {type(exc).__name__}: {exc}"
-    if isinstance(exc, OSError):
-        return EXIT_FAILURE, f"error: {type(exc).__name__}: {exc}"
-    log.debug("internal error", exc_info=exc, extra={"action": "cli_internal_error"})
-    return EXIT_FAILURE, f"error: internal error: {type(exc).__name__} (rerun with --log-level DEBUG for the traceback)"
-
-
-def _refused_setting(exc: BaseException) -> str | None:
-    """``database_url`` or ``amqp_url`` if ``exc`` (a bad value) was raised while the driver for
-    it was running: the driver found the URL unusable (a port out of range, say)."""
-    tb = exc.__traceback__
-    while tb is not None:
-        module = tb.tb_frame.f_globals.get("__name__", "").partition(".")[0]
-        if module == "asyncpg":
-            return "database_url"
-        if module in ("aio_pika", "aiormq", "yarl"):
-            return "amqp_url"
-        tb = tb.tb_next
-    return None
-
-
-def _raised_by(exc: BaseException, *packages: str) -> bool:
-    """True if ``exc`` is an exception of one of these packages. Drivers are recognised by name:
-    the CLI does not import aio-pika (only ``_broker`` does)."""
-    return type(exc).__module__.partition(".")[0] in packages
-
-
-def _exit(code: int, message: str, inputs: Iterable[str]) -> NoReturn:
-    sys.stderr.write(bounded(message, inputs) + "\n")
-    sys.exit(code)
-
-
-def bounded(message: str, inputs: Iterable[str]) -> str:
-    """``message`` as one printable line of at most MESSAGE_LENGTH characters that repeats no
-    more than ECHO_LENGTH consecutive characters of any of ``inputs``, whatever produced it:
-    argparse quotes a refused choice in full, Postgres names the database that is missing."""
-    line = _printable(message)[: 4 * MESSAGE_LENGTH]
-    sources = [_printable(text) for text in inputs if len(text) > ECHO_LENGTH]
-
-    def echoed(start: int) -> bool:
-        window = line[start : start + ECHO_LENGTH + 1]
-        return len(window) > ECHO_LENGTH and any(window in source for source in sources)
-
-    kept, start, i = [], 0, 0
-    while i + ECHO_LENGTH < len(line):
-        if not echoed(i):
-            i += 1
-            continue
-        end = i + 1
-        while echoed(end):
-            end += 1
-        kept.append(line[start : i + ECHO_LENGTH] + "...")
-        start = i = end + ECHO_LENGTH
-    kept.append(line[start:])
-    text = "".join(kept)
-    return text if len(text) <= MESSAGE_LENGTH else text[: MESSAGE_LENGTH - 3] + "..."
-
-
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else " " for c in text)
+    exit_with(*failure, inputs)
 
 
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
