@@ -1,5 +1,5 @@
 #!/bin/bash
-# Eleventh sitting, part 2 (c5055dd): find-max and half of it, three more burst pairs, packed
+# Part 2 (c5055dd): find-max and half of it, three more burst pairs, packed
 # against PGQueuer, enqueue. Nothing else running.
 set -u
 CQ=/work/venv/bin/chronoq

@@ -1,5 +1,5 @@
 #!/bin/bash
-# As run in the tenth sitting (paths of that machine), after the campaigns; then bench plot.
+# As run (paths of that machine), after the campaigns; then bench plot.
 E=postgresql://postgres@127.0.0.1/chronoq_sweep
 cd /tmp/sweep
 for h in noop db; do

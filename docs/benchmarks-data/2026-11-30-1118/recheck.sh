@@ -1,5 +1,5 @@
 #!/bin/bash
-# Thirteenth sitting: a recheck of the ratio targets at 4a31532 in a slow phase of the machine,
+# A recheck of the ratio targets at 4a31532 in a slow phase of the machine,
 # ours alternating with the reference or the peer. Scratch database chronoq_camp12 (created
 # before, dropped after); peers from /tmp/peervenv. Usage: recheck.sh OUTDIR
 set -u

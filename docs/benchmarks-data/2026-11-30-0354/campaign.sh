@@ -1,7 +1,7 @@
 #!/bin/bash
 # As run, part 1 of 2 (paths of the machine it ran on). Before it, by hand: churn with autovacuum on
 # (naptime 60 s) and one with --autovacuum-naptime 5s (churn/), and the A/B of migration 007 (ab-enqueue-migration-007/).
-# Tenth sitting campaign: ours alternating with the reference; nothing else running.
+# Campaign: ours alternating with the reference; nothing else running.
 set -u
 B=/work/venv/bin/chronoq
 OUT=/tmp/camp

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Twelfth sitting's figures for issue 5, in order; nothing else running. Usage: campaign.sh OUTDIR
+# Figures of the targets, in order; nothing else running. Usage: campaign.sh OUTDIR
 # Scratch database chronoq_camp12 (dropped by hand afterwards); reference and peers from
 # shared/bench, run from /tmp/peervenv (asyncpg, aio-pika, uvloop, psutil, pgqueuer).
 set -u

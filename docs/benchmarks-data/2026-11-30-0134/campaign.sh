@@ -1,5 +1,5 @@
 #!/bin/bash
-# The ninth sitting's campaign (docs/benchmarks.md), in order; nothing else ran meanwhile.
+# The campaign, in order; nothing else ran meanwhile.
 # REF: shared/bench; PV: a virtualenv with its requirements (aio-pika asyncpg orjson uvloop psutil pgqueuer).
 CQ=chronoq
 PV=${PV:-python}

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Eleventh sitting campaign at c5055dd: ours alternating with the reference; nothing else running.
+# Campaign at c5055dd: ours alternating with the reference; nothing else running.
 set -u
 B=/work/venv/bin/chronoq
 OUT=/tmp/camp11

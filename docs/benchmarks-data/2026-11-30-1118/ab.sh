@@ -1,5 +1,5 @@
 #!/bin/bash
-# Thirteenth sitting: the timer pipeline (timer-pipeline.patch applied in /work/main) against
+# The timer pipeline (timer-pipeline.patch applied in /work/main) against
 # the code without it (git worktree add /tmp/old 4a31532), alternating, one 10 s steady run each.
 # Scratch database chronoq_b13, dropped afterwards. Usage: ab.sh OUT RATE N
 OUT=$1; RATE=$2; N=$3
