@@ -15,7 +15,8 @@ import pytest
 
 from chronoq import JobContext, Producer, Worker
 from chronoq.consumer.service import WorkerService
-from chronoq.timer import Timer
+from chronoq.timer import Timer, batch
+from chronoq.timer.messages import build_messages
 from tests.conftest import child_env
 from tests.harness import EFFECTS_TABLE, Process, all_finished, eventually, running
 
@@ -86,27 +87,27 @@ async def test_a_schedule_that_can_no_longer_be_judged_is_set_aside_and_other_jo
         await eventually(recorded, what="the broken schedule's tick recorded dead")
 
 
-class _BrokenForOneJob(Timer):
-    """A mutant timer whose batch fails as a whole, for a reason nobody foresaw, whenever one
-    given job is in it: what isolation must find and hold alone."""
+def _broken_for_one_job(poisoned: int):
+    """A mutant of the timer's message building whose batch fails as a whole, for a reason
+    nobody foresaw, whenever one given job is in it: what isolation must find and hold alone."""
 
-    poisoned: int = 0
-
-    def _messages(self, rows, dispatch_id):
-        if any(r["job_id"] == self.poisoned for r in rows) and len(rows) > 1:
+    def build(rows, dispatch_id, packed, pack_size):
+        if any(r["job_id"] == poisoned for r in rows) and len(rows) > 1:
             raise RuntimeError("a batch containing the poisoned job fails")
-        if any(r["job_id"] == self.poisoned for r in rows):
+        if any(r["job_id"] == poisoned for r in rows):
             raise KeyError("the poisoned job alone fails")
-        return super()._messages(rows, dispatch_id)
+        return build_messages(rows, dispatch_id, packed, pack_size)
+
+    return build
 
 
 async def test_a_batch_failing_for_an_unknown_reason_is_split_and_only_its_culprit_is_held(
-    settings, producer: Producer, db
+    settings, producer: Producer, db, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     poisoned = await producer.enqueue("reports", {"n": -1})
     good = [await producer.enqueue("reports", {"n": n}) for n in range(30)]
-    timer = _BrokenForOneJob(settings)
-    timer.poisoned = poisoned
+    monkeypatch.setattr(batch, "build_messages", _broken_for_one_job(poisoned))
+    timer = Timer(settings)
     async with running(WorkerService(_worker("reports"), settings)), running(timer):
         summary = await all_finished(producer, good)
     assert summary["succeeded"] == 30

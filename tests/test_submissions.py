@@ -153,7 +153,7 @@ async def test_the_timer_dispatches_while_its_submissions_consumer_cannot_start(
     try:
         assert await timer.run_once() == 1
         assert await db.fetchval("SELECT dispatches FROM chronoq.wheel WHERE job_id = $1", job_id) == 1
-        assert timer._intake_retry is not None and not timer._intake_retry.done()
+        assert timer.side_tasks.running == {"intake"}  # retrying in the background
     finally:
         await timer.close()
-    assert timer._intake_retry is None  # closing stops the retries
+    assert timer.side_tasks.running == set()  # closing stops the retries

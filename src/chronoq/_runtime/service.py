@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,13 @@ async def run_until_signalled(service: Service, signals: tuple[int, ...] = (sign
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+async def pause(stopping: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less if ``stopping`` is set first: a service's loops pause this way,
+    so that stop() never waits for a pause to run out."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
 
 
 #: Longest a half-started service gets to close what it opened.

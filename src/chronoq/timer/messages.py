@@ -1,8 +1,9 @@
-"""Building the AMQP message for a claimed wheel row, without decoding its payload."""
+"""Building the AMQP messages for claimed wheel rows, without decoding their payloads: one
+message per job, or, for a packed queue, one message per ``pack_size`` jobs of the queue."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ import orjson
 from chronoq._broker.publisher import Outgoing
 from chronoq._runtime.tracing import TRACE_HEADERS
 from chronoq.schemas.message import MESSAGE_VERSION, message_headers, pack_headers
-from chronoq.timer.screening import MAX_TRACE_CHARS
+from chronoq.timer.screening import MAX_TRACE_CHARS, SetAside
 
 
 def _envelope(row: asyncpg.Record, dispatch_id: int) -> dict[str, Any]:
@@ -68,6 +69,38 @@ def pack_message(rows: Sequence[asyncpg.Record], dispatch_id: int) -> Outgoing:
     }
     return Outgoing(routing_key=first["queue"], body=body,
                     message_id=f"pack:{first['occurrence_key']}#{first['attempt']}+{len(rows)}", headers=headers)
+
+
+def build_messages(
+    rows: list[asyncpg.Record], dispatch_id: int, packed: Collection[str], pack_size: int
+) -> tuple[list[Outgoing], list[list[asyncpg.Record]], list[SetAside]]:
+    """One message per job, except for packed queues: up to ``pack_size`` jobs of one queue
+    per message. Returns the messages, for each the rows it carries, and the rows whose
+    message could not be built (set aside)."""
+    messages: list[Outgoing] = []
+    carried: list[list[asyncpg.Record]] = []
+    unbuilt: list[SetAside] = []
+    by_queue: dict[str, list[asyncpg.Record]] = {}
+    for r in rows:
+        if r["queue"] in packed:
+            by_queue.setdefault(r["queue"], []).append(r)
+            continue
+        try:
+            messages.append(job_message(r, dispatch_id))
+        except Exception as exc:  # this row's stored values, not the batch's
+            unbuilt.append((r, "unpublishable", f"message not built: {type(exc).__name__}"))
+            continue
+        carried.append([r])
+    for queue_rows in by_queue.values():
+        for start in range(0, len(queue_rows), pack_size):
+            chunk = queue_rows[start : start + pack_size]
+            try:
+                messages.append(pack_message(chunk, dispatch_id))
+            except Exception as exc:  # as above; the pack's rows run alone next time
+                unbuilt += [(r, "unpublishable", f"message not built: {type(exc).__name__}") for r in chunk]
+                continue
+            carried.append(chunk)
+    return messages, carried, unbuilt
 
 
 def lease(row: asyncpg.Record, redispatch_after: timedelta) -> timedelta:

@@ -1,4 +1,4 @@
-"""Ingesting jobs that services in other languages submit over AMQP.
+"""The submissions intake: ingesting jobs that services in other languages submit over AMQP.
 
 A submission is stored exactly like the Python producer stores a job (the same statements,
 the idempotency key honoured) and acked only after the commit: the sender's publisher confirm
@@ -9,6 +9,11 @@ A submission that cannot be stored for any reason other than the database being 
 to ``<ns>.submissions.rejected`` at once, with the error in the ``x-chronoq-error`` header (never
 the payload in a log), then is acked: handing it back would only fail it again, in front of the
 submissions behind it. Only "unavailable" (``_runtime/availability.py``) hands it back.
+
+The timer does not wait for the submissions consumer: after a broker kill, the consumer's queue
+could refuse it for minutes while every job queue worked, and a timer that exited over it and was
+restarted, again and again, would dispatch nothing. Submissions wait in their queue until the
+consumer is back; meanwhile a side task keeps trying to subscribe.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import logging
 
 import asyncpg
 
-from chronoq._broker.consumer import Incoming
+from chronoq._broker.connection import BROKER_ERRORS
+from chronoq._broker.consumer import Incoming, SubmissionIntake
 from chronoq._broker.publisher import ConfirmedPublisher, Outgoing, fitted_headers
 from chronoq._broker.topology import Topology
 from chronoq._runtime.availability import unavailable
+from chronoq._runtime.service import pause
 from chronoq._store import jobs as job_store
 from chronoq._store.connection import database_errors
 from chronoq._store.schedules import store_schedule
@@ -34,9 +41,20 @@ log = logging.getLogger("chronoq.timer")
 
 #: Pause before handing a submission back when the database is unavailable.
 UNAVAILABLE_PAUSE = 1.0
+#: Submissions from other languages being stored at once, per timer.
+SUBMISSION_PREFETCH = 20
+#: Longest wait for the submissions consumer to subscribe, before the timer goes on without it
+#: (and keeps trying in the background).
+INTAKE_START_TIMEOUT = 10.0
+#: Pause between attempts to subscribe.
+RETRY_PAUSE = 1.0
+#: What keeps the submissions consumer from subscribing; the timer dispatches meanwhile.
+_START_ERRORS: tuple[type[BaseException], ...] = (*BROKER_ERRORS, TimeoutError)
 
 
 class Ingest:
+    """Stores one submission, or rejects it with its reason."""
+
     def __init__(self, pool: asyncpg.Pool, publisher: ConfirmedPublisher, topology: Topology) -> None:
         self.pool = pool
         self.publisher = publisher
@@ -101,3 +119,35 @@ def _error_text(exc: BaseException) -> str:
     if isinstance(exc, ChronoqError):
         return str(exc)
     return f"the submission could not be stored: {type(exc).__name__}"
+
+
+class Intake:
+    """The submissions consumer's lifecycle: subscribe, or keep trying beside the dispatch loop."""
+
+    def __init__(self, consumer: SubmissionIntake, ingest: Ingest, stopping: asyncio.Event, timer: str) -> None:
+        self.consumer = consumer
+        self.ingest = ingest
+        self.stopping = stopping
+        self.timer = timer
+
+    async def start(self) -> bool:
+        """Subscribe to the submissions queue; False (logged) if the broker would not let us."""
+        try:
+            await asyncio.wait_for(self.consumer.start(SUBMISSION_PREFETCH, self.ingest.handle), INTAKE_START_TIMEOUT)
+            return True
+        except _START_ERRORS as exc:
+            log.warning("submission intake unavailable; the timer dispatches meanwhile",
+                        extra={"action": "intake_unavailable", "error": f"{type(exc).__name__}: {exc}"[:300]})
+            await self.consumer.close()
+            return False
+
+    async def retry(self) -> None:
+        """Side task: try to subscribe again after a pause, until it works or the timer stops."""
+        while not self.stopping.is_set():
+            await pause(self.stopping, RETRY_PAUSE)
+            if not self.stopping.is_set() and await self.start():
+                log.info("submission intake started", extra={"action": "intake_started", "timer": self.timer})
+                return
+
+    async def close(self) -> None:
+        await self.consumer.close()

@@ -1,0 +1,112 @@
+"""When the timer looks at the wheel again: at the next due time the database reports, at the
+latest after ``timer_max_idle``, or sooner when a NOTIFY announces an earlier due time.
+
+The producer's NOTIFY carries the due time in database epoch milliseconds. The timer compares it
+with the time it plans to wake, in its host's monotonic clock, through the offset between the
+two measured at every look (``next_due`` returns the database's clock): no host wall clock is
+involved. Without the listener (its connection failed) the timer still works, only with up to
+``timer_max_idle`` of lateness for a job enqueued while it sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+
+import asyncpg
+
+from chronoq._runtime.hooks import Hooks
+from chronoq._store import wheel
+from chronoq._store.connection import Connection, connect
+
+log = logging.getLogger("chronoq.timer")
+
+NOTIFY_CHANNEL = "chronoq_due"
+#: Pause when due rows exist but are all locked by other timers' batches.
+LOCKED_ROWS_PAUSE = 0.05
+#: Seconds between counts of the due backlog (the chronoq_due_backlog gauge): see next_due.
+BACKLOG_INTERVAL = 1.0
+
+
+class Wakeups:
+    def __init__(self, database_url: str, application_name: str, max_idle: float, hooks: Hooks,
+                 stopping: asyncio.Event) -> None:
+        self.database_url = database_url
+        self.application_name = application_name
+        self.max_idle = max_idle
+        self.hooks = hooks
+        self.stopping = stopping
+        self._listener: asyncpg.Connection | None = None
+        self._wake = asyncio.Event()
+        # Host monotonic time at which the timer plans to look again; a NOTIFY for an earlier
+        # due time wakes it sooner. `_clock_offset` maps database epoch to host monotonic time.
+        self._planned_wake = 0.0
+        self._clock_offset = 0.0
+        self._claimed_nothing_while_due = False
+        self._backlog_due = 0.0  # host monotonic time of the next backlog count
+
+    async def listen(self) -> None:
+        """Listen for NOTIFYs on a connection of its own; logged, not raised, if that fails."""
+        try:
+            self._listener = await connect(self.database_url, application_name=self.application_name)
+            await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        except Exception:  # the timer still works without NOTIFY, only with max-idle lateness
+            log.warning("notify listener unavailable", extra={"action": "timer_listen_failed"}, exc_info=True)
+            self._listener = None
+
+    async def listen_again_if_lost(self) -> None:
+        if self._listener is None or self._listener.is_closed():
+            await self.listen()
+
+    def _on_notify(self, _conn: Connection, _pid: int, _channel: str, payload: object) -> None:
+        try:
+            due_host = int(str(payload)) / 1000 - self._clock_offset
+        except ValueError:
+            return
+        if due_host < self._planned_wake:
+            self._wake.set()
+
+    def interrupt(self) -> None:
+        """End the current sleep at once (the timer is stopping)."""
+        self._wake.set()
+
+    async def sleep_until_due(self, pool: asyncpg.Pool, claimed_nothing: bool) -> None:
+        # Until the new wake time is known, any NOTIFY must wake us: clear first, never after.
+        self._planned_wake = math.inf
+        self._wake.clear()
+        count_backlog = time.monotonic() >= self._backlog_due
+        async with pool.acquire() as conn:
+            db_now, due_in, backlog = await wheel.next_due(conn, count_backlog=count_backlog)
+        host_now = time.monotonic()
+        if backlog is not None:
+            self.hooks.due_backlog(backlog)
+            self._backlog_due = host_now + BACKLOG_INTERVAL
+        self._clock_offset = db_now - host_now
+        wait = self._wait(due_in, claimed_nothing)
+        self._planned_wake = host_now + wait
+        if wait <= 0 or self._wake.is_set() or self.stopping.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    def _wait(self, due_in: float | None, claimed_nothing: bool) -> float:
+        """Seconds until the next look, given the next due time (None: nothing is due)."""
+        if due_in is None:
+            return self.max_idle
+        if claimed_nothing and due_in <= 0:
+            # Due rows that the claim did not get: either one just became due (claim again at
+            # once) or, if that happens twice running, another timer holds them mid-batch (pause
+            # instead of spinning on them).
+            wait = LOCKED_ROWS_PAUSE if self._claimed_nothing_while_due else 0.0
+            self._claimed_nothing_while_due = True
+            return wait
+        self._claimed_nothing_while_due = False
+        return min(max(due_in, 0.0), self.max_idle)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
