@@ -28,6 +28,7 @@ EXIT_UNAVAILABLE = 3  # chronoq's exit code when a service it needs is unreachab
 class Member:
     name: str
     env: dict[str, str]
+    mutant: str | None = None  # a deliberately broken build (chaos/mutants.py)
     proc: subprocess.Popen[bytes] | None = None
     held: bool = False  # down on purpose: the supervisor leaves it down
     pids: list[int] = field(default_factory=list)
@@ -40,8 +41,8 @@ class Fleet:
         self.deaths: list[dict] = []
         self._supervisor: asyncio.Task[None] | None = None
 
-    def add(self, name: str, env: dict[str, str]) -> None:
-        self.members[name] = Member(name, env)
+    def add(self, name: str, env: dict[str, str], mutant: str | None = None) -> None:
+        self.members[name] = Member(name, env, mutant)
 
     def names(self, prefix: str) -> list[str]:
         return [n for n in self.members if n.startswith(prefix)]
@@ -50,7 +51,8 @@ class Fleet:
         member = self.members[name]
         args = ["timer"] if name.startswith("timer") else ["worker", "chaos.handlers:worker"]
         log = (self.logs / f"{name}.log").open("ab")
-        member.proc = subprocess.Popen([sys.executable, "-m", "chronoq", *args], env=member.env, stdout=log, stderr=log)
+        entry = ["chaos.mutants", member.mutant] if member.mutant else ["chronoq"]
+        member.proc = subprocess.Popen([sys.executable, "-m", *entry, *args], env=member.env, stdout=log, stderr=log)
         member.pids.append(member.proc.pid)
         member.held = False
 

@@ -3,9 +3,9 @@ checker that judges it. Usage (from the repository root):
 
     python -m chaos.run --seed 7 --duration 60 --jobs 2000 [--roles] [--broken | --ack-before-commit]
 
-``--broken`` starts workers without the dedup and fence (CHRONOQ_CHAOS_NO_FENCE=1) and
-``--ack-before-commit`` workers that ack before committing (CHRONOQ_CHAOS_ACK_BEFORE_COMMIT=1):
-the checker must judge such runs invalid. ``--roles`` connects timers and workers with the
+``--broken`` starts workers without the dedup and fence and ``--ack-before-commit`` workers that
+ack before committing (mutants the harness installs, chaos/mutants.py): the checker must judge
+such runs invalid. ``--roles`` connects timers and workers with the
 least-privilege roles of ``chronoq migrate --roles``. Prints the checker's JSON (history
 included); exits 0 only if it is valid.
 """
@@ -217,15 +217,12 @@ async def run(args: argparse.Namespace) -> dict:
                           query=f"idle_in_transaction_session_timeout={WORKER_IDLE_IN_TRANSACTION_MS}")
     history: list[dict] = []
     fleet = Fleet(logs, poison, history)
+    mutants = [name for name, on in (("no_fence", args.broken), ("ack_before_commit", args.ack_before_commit)) if on]
     for n in range(args.workers):
         env = {**base, "CHRONOQ_DATABASE_URL": worker_url}
-        if args.broken:
-            env["CHRONOQ_CHAOS_NO_FENCE"] = "1"
-        if args.ack_before_commit:
-            env["CHRONOQ_CHAOS_ACK_BEFORE_COMMIT"] = "1"
         if n < 2 and args.failpoint_rate > 0:
             env["CHRONOQ_FAILPOINTS"] = failpoint_spec("worker", args.failpoint_rate)
-        fleet.add(f"worker-{n}", env)
+        fleet.add(f"worker-{n}", env, mutant=",".join(mutants) or None)
     for n in range(args.timers):
         env = {**base, "CHRONOQ_DATABASE_URL": timer_url}
         if n < 1 and args.failpoint_rate > 0:

@@ -57,11 +57,9 @@ async def test_a_pack_whose_job_kills_its_worker_is_redelivered_and_only_that_jo
 
 
 async def test_a_pack_with_a_forged_element_runs_the_valid_jobs_and_rejects_the_rest(settings, producer: Producer) -> None:
-    from chronoq.consumer.group import GroupExecutor
+    from chronoq.consumer.delivery import Deliveries, Rejected
 
-    executor = GroupExecutor(Worker(), None, "test", redispatch_after=settings.redispatch_after,  # type: ignore[arg-type]
-                             delivery_limit=settings.delivery_limit)
-    assert executor.parse_pack(b"not json") == []
-    assert executor.parse_pack(b'{"v": 1, "pack": "nope"}') == []
-    members = executor.parse_pack(b'{"v": 1, "pack": [{"job_id": "x"}, 42]}')
-    assert [m.action for m in members] == ["rejected", "rejected"]
+    deliveries = Deliveries(Worker(), "test")
+    assert deliveries.parse_pack(b"not json", False) == []
+    assert deliveries.parse_pack(b'{"v": 1, "pack": "nope"}', False) == []
+    assert deliveries.parse_pack(b'{"v": 1, "pack": [{"job_id": "x"}, 42]}', False) == [Rejected("-"), Rejected("-")]

@@ -574,13 +574,11 @@ async def test_a_deadlock_victim_goes_back_to_the_queue_without_spending_an_atte
 async def test_a_delivery_that_can_never_be_processed_is_recorded_dead_not_left_to_its_lease(
     settings, producer: Producer
 ) -> None:
-    """The worker's last resort for a delivery that fails the same way every time outside any
-    handler: the broker dead-letters the message and Postgres records the occurrence dead, so
+    """The worker's last resort for a delivery whose handler's writes Postgres refuses at commit,
+    even alone: the broker dead-letters the message and Postgres records the occurrence dead, so
     no timer dispatches it again when its lease expires."""
-    from chronoq._broker.connection import connect
-    from chronoq._broker.publisher import ConfirmedPublisher
-    from chronoq._broker.topology import Topology
-    from chronoq.consumer.group import GroupExecutor
+    from chronoq.consumer.delivery import Deliveries, Job
+    from chronoq.consumer.failures import bury_unprocessable
 
     job_id = await producer.enqueue("unprocessable", {"n": 1})
     assert await dispatch_once(settings) == 1
@@ -595,18 +593,15 @@ async def test_a_delivery_that_can_never_be_processed_is_recorded_dead_not_left_
     async def never_reached(ctx: JobContext, payload: dict) -> None:
         raise AssertionError("not run")
 
-    broker = await connect(settings.amqp_url, name="test")
-    executor = GroupExecutor(worker, ConfirmedPublisher(broker, Topology(settings.namespace)), "test",
-                             redispatch_after=settings.redispatch_after, delivery_limit=settings.delivery_limit)
+    job = Deliveries(worker, "test").parse(message.body, dict(message.headers), False)
+    assert isinstance(job, Job)
+    conn = await asyncpg_connect(settings.database_url)
     try:
-        conn = await asyncpg_connect(settings.database_url)
-        assert await executor.bury_unprocessable(conn, message.body, dict(message.headers), "TypeError: boom")
-        assert not await executor.bury_unprocessable(conn, b"{not json", {}, "TypeError: boom")
-        await conn.close()
+        assert await bury_unprocessable(conn, job, "TypeError: boom")
     finally:
-        await broker.close()
-    job = await producer.get(job_id)
-    assert (job.state, job.occurrences[0].reason, job.occurrences[0].error) == ("dead", "unprocessable", "TypeError: boom")
+        await conn.close()
+    view = await producer.get(job_id)
+    assert (view.state, view.occurrences[0].reason, view.occurrences[0].error) == ("dead", "unprocessable", "TypeError: boom")
 
 
 async def test_handlers_writes_commit_durably_and_a_handler_that_never_uses_the_database_opens_no_savepoint(

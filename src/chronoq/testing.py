@@ -18,14 +18,16 @@ import contextlib
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import asyncpg
 import orjson
 from pydantic import ValidationError
 
+from chronoq._store import inline
 from chronoq._store.connection import Connection, connect
-from chronoq.consumer.context import Cancel, JobContext, Retry
+from chronoq.consumer.context import JobContext
+from chronoq.consumer.outcome import Ending, ending_of
 from chronoq.consumer.registry import Handler, Worker
 from chronoq.errors import UnknownQueueError
 from chronoq.producer import Producer, recurring
@@ -34,7 +36,6 @@ from chronoq.schemas.job import DEFAULT_TIMEOUT
 from chronoq.schemas.payload import encode_payload
 from chronoq.schemas.views import JobSummary, JobView
 
-Outcome = Literal["succeeded", "failed", "retry", "cancelled", "invalid_payload"]
 Target = str | Producer | asyncpg.Pool | Connection
 #: States in which a job may still run: the default filter of assert_enqueued / refute_enqueued.
 PENDING = frozenset({"scheduled", "dispatched", "retrying", "active", "paused"})
@@ -45,12 +46,15 @@ _SHOWN = 20
 
 @dataclass(frozen=True)
 class InlineResult:
-    """How an inline run ended. ``error`` is the exception the handler raised (``Retry`` and
-    ``Cancel`` included) or the payload's ``ValidationError``; ``value`` is the handler's return."""
+    """How an inline run ended. ``outcome`` is the worker's own verdict on a run (a string enum:
+    ``"succeeded"``, ``"failed"``, ``"timeout"``, ``"invalid_result"``, ``"retry"``,
+    ``"cancelled"``, ``"invalid_payload"``); ``error`` is the exception the handler raised
+    (``Retry`` and ``Cancel`` included), the one that kept its result from being stored, or the
+    payload's ``ValidationError``; ``value`` is the handler's return."""
 
     value: Any
     error: BaseException | None
-    outcome: Outcome
+    outcome: Ending
     idempotency_key: str
 
 
@@ -83,6 +87,8 @@ async def run_inline(
     raised. With ``connection``, everything happens in a savepoint of its current transaction (or
     a transaction of its own if none is open), and the connection's own codecs stay as they are;
     otherwise a connection to ``database_url`` (default: as ``Producer()``) is opened and closed.
+    The database needs chronoq's schema (``chronoq migrate``): the idempotency key is made by the
+    function that makes the wheel's.
     """
     handler = worker.get(queue)
     if handler is None:
@@ -92,17 +98,12 @@ async def run_inline(
     fire_at = datetime.now(UTC) if fire_at is None else fire_at
     if fire_at.tzinfo is None:
         raise ValueError("fire_at must carry a time zone")
-    fire_at = fire_at.astimezone(UTC)
-    key = f"{job_id}@{fire_at:%Y-%m-%dT%H:%M:%S.%fZ}"  # the format of the wheel's occurrence keys
-    try:
-        parsed = handler.parse(orjson.loads(encode_payload(payload)))  # what enqueue stores, a worker reads
-    except ValidationError as exc:
-        return InlineResult(None, exc, "invalid_payload", key)
+    run = _Run(handler, queue, job_id, fire_at.astimezone(UTC), attempt, max_attempts, rollback)
     if connection is not None:
-        return await _run(handler, connection, parsed, rollback, job_id, queue, fire_at, attempt, max_attempts, key)
+        return await run.on(connection, payload)
     conn = await connect(database_url or _default_database_url(), application_name="chronoq-testing")
     try:
-        return await _run(handler, conn, parsed, rollback, job_id, queue, fire_at, attempt, max_attempts, key)
+        return await run.on(conn, payload)
     finally:
         await conn.close()
 
@@ -115,31 +116,50 @@ class _Discard(Exception):
         self.result = result
 
 
-async def _run(
-    handler: Handler, conn: Connection, parsed: Any, rollback: bool, job_id: int, queue: str,
-    fire_at: datetime, attempt: int, max_attempts: int, key: str,
-) -> InlineResult:
-    ctx = JobContext(job_id=job_id, queue=queue, fire_at=fire_at, run_at=fire_at, attempt=attempt,
-                     max_attempts=max_attempts, idempotency_key=key, db=cast(asyncpg.Connection, conn))
-    timeout = (handler.timeout or DEFAULT_TIMEOUT).total_seconds()
-    try:
-        async with conn.transaction():
-            try:
-                # The savepoint's release fails if the handler swallowed a database error and left
-                # the transaction aborted: a failed attempt, as in a worker (a COMMIT would not say).
-                async with conn.transaction():
-                    value = await asyncio.wait_for(handler.fn(ctx, parsed), timeout)
-                    if value is not None:
-                        encode_payload(value, field="result")  # a worker stores it: must be JSON
-            except Exception as exc:
-                outcome: Outcome = "retry" if isinstance(exc, Retry) else "cancelled" if isinstance(exc, Cancel) else "failed"
-                raise _Discard(InlineResult(None, exc, outcome, key)) from None
-            result = InlineResult(value, None, "succeeded", key)
-            if rollback:
-                raise _Discard(result)
-    except _Discard as discard:
-        return discard.result
-    return result
+@dataclass(frozen=True)
+class _Run:
+    handler: Handler
+    queue: str
+    job_id: int
+    fire_at: datetime
+    attempt: int
+    max_attempts: int
+    rollback: bool
+
+    async def on(self, conn: Connection, payload: Any) -> InlineResult:
+        key = await inline.occurrence_key(conn, self.job_id, self.fire_at)
+        try:
+            parsed = self.handler.parse(orjson.loads(encode_payload(payload)))  # what enqueue stores, a worker reads
+        except ValidationError as exc:
+            return InlineResult(None, exc, Ending.INVALID_PAYLOAD, key)
+        ctx = JobContext(job_id=self.job_id, queue=self.queue, fire_at=self.fire_at, run_at=self.fire_at,
+                         attempt=self.attempt, max_attempts=self.max_attempts, idempotency_key=key,
+                         db=cast(asyncpg.Connection, conn))
+        try:
+            async with conn.transaction():
+                result = await self._handle(conn, ctx, parsed)
+                if self.rollback or result.outcome is not Ending.SUCCEEDED:
+                    raise _Discard(result)
+        except _Discard as discard:
+            return discard.result
+        return result
+
+    async def _handle(self, conn: Connection, ctx: JobContext, parsed: Any) -> InlineResult:
+        """Run the handler in a savepoint, as a worker does, and say how it ended in the worker's
+        terms (consumer/outcome.py)."""
+        timeout = (self.handler.timeout or DEFAULT_TIMEOUT).total_seconds()
+        returned = False
+        try:
+            # The savepoint's release fails if the handler swallowed a database error and left
+            # the transaction aborted: a failed attempt, as in a worker (a COMMIT would not say).
+            async with conn.transaction():
+                value = await asyncio.wait_for(self.handler.fn(ctx, parsed), timeout)
+                returned = True
+                if value is not None:
+                    encode_payload(value, field="result")  # a worker stores it: must be JSON
+        except Exception as exc:
+            return InlineResult(None, exc, ending_of(exc, returned=returned), ctx.idempotency_key)
+        return InlineResult(value, None, Ending.SUCCEEDED, ctx.idempotency_key)
 
 
 class _InCallersTransaction:
@@ -172,7 +192,7 @@ async def _jobs(target: Target, queue: str | None, *, full: bool = True) -> list
         return summaries
     reader = cast(asyncpg.Connection, _InCallersTransaction(conn)) if conn.is_in_transaction() else conn
     views = [view for s in summaries if (view := await load_job(reader, s.id)) is not None]
-    if views and isinstance(await conn.fetchval("SELECT '{}'::jsonb"), str):  # asyncpg's default: JSON text
+    if views and await inline.decodes_jsonb_as_text(conn):  # asyncpg's default
         views = [v.model_copy(update={"payload": orjson.loads(v.payload)}) for v in views]
     return views
 

@@ -1,9 +1,10 @@
 """Whether a failure means "a service is unavailable, try the same work again later".
 
 The classification is narrow on purpose: only an unreachable or overloaded Postgres or RabbitMQ,
-a broken connection, or a conflict that changed nothing is "unavailable". Everything else says
-that the work itself is wrong, and the work is set aside with its reason, instead of being
-handed back to fail again in front of everything else.
+a broken connection, or a conflict that changed nothing is "unavailable". Anything else is not
+an outage, and the caller says whose fault it is: the work's (the timer sets a message the
+broker refuses aside, with its reason) or chronoq's own (the worker logs an error and hands the
+delivery back; consumer/settle.py).
 """
 
 from __future__ import annotations

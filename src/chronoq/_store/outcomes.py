@@ -70,6 +70,10 @@ async def start_many(
     return _statuses(await conn.fetch(query("start_deliveries"), keys, attempts, leases))
 
 
+async def unstart_many(conn: Connection, keys: list[str], attempts: list[int]) -> None:
+    await conn.execute(query("unstart_deliveries"), keys, attempts)
+
+
 def _statuses(rows: list[asyncpg.Record]) -> dict[str, OccurrenceStatus]:
     """By occurrence, from rows in the group's order: for an occurrence delivered twice in one
     group the first delivery's verdict, since it is the copy that may run (the others are

@@ -55,10 +55,6 @@ class ChannelAcks:
         self._state[id(message)] = _RUNNING
         self._received[id(message)] = time.monotonic()
 
-    @property
-    def unsettled(self) -> int:
-        return len(self._order)
-
     async def done(self, messages: Iterable[Incoming]) -> None:
         """These deliveries' outcomes are committed: ack them as soon as nothing before them
         is still running."""

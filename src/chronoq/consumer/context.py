@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from chronoq.schemas.rules import to_duration
+
 
 @dataclass(frozen=True)
 class JobContext:
@@ -42,13 +44,15 @@ class JobSignal(Exception):
 
 
 class Retry(JobSignal):
-    """Roll back this attempt and retry after ``delay`` (default: the job's backoff).
-    Counts as an attempt; at ``max_attempts`` the occurrence ends dead."""
+    """Roll back this attempt and retry after ``delay`` (default: the job's backoff): a
+    ``timedelta`` or a number of seconds, as ``enqueue(delay=...)`` takes. Anything else raises
+    ``InvalidJobError`` here, where the handler builds the signal. Counts as an attempt; at
+    ``max_attempts`` the occurrence ends dead."""
 
-    def __init__(self, reason: str = "retry requested", *, delay: timedelta | None = None) -> None:
+    def __init__(self, reason: str = "retry requested", *, delay: timedelta | float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.delay = delay
+        self.delay: timedelta | None = None if delay is None else to_duration(delay, "Retry.delay")
 
 
 class Cancel(JobSignal):

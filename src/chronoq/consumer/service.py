@@ -30,27 +30,22 @@ from chronoq._broker.connection import connect as connect_broker
 from chronoq._broker.consumer import Incoming, Subscription
 from chronoq._broker.publisher import ConfirmedPublisher
 from chronoq._broker.topology import Topology
-from chronoq._runtime.availability import unavailable
 from chronoq._runtime.config import Settings
-from chronoq._runtime.failpoints import failpoint
 from chronoq._runtime.hooks import Hooks
 from chronoq._runtime.service import start_or_close
 from chronoq._store.connection import CONNECTION_ERRORS, create_pool
 from chronoq.consumer.acks import ChannelAcks
-from chronoq.consumer.group import GroupExecutor, Member, describe
+from chronoq.consumer.delivery import Deliveries
+from chronoq.consumer.group import GroupExecutor
 from chronoq.consumer.handler_times import GROUP_TIME, HandlerTimes
 from chronoq.consumer.registry import Worker
+from chronoq.consumer.settle import Settler
 from chronoq.consumer.turns import Turns
-from chronoq.schemas.message import PACK_HEADER
 
 log = logging.getLogger("chronoq.worker")
 
-#: Pause before deliveries that hit an unavailable database are handed back to the broker, so
-#: an outage does not turn into a hot redelivery loop.
-UNAVAILABLE_PAUSE = 1.0
-#: Test-only: ack before the outcome is committed, so a fault-injection run can show that its
-#: checker catches a broken build. Never set this in production.
-ACK_BEFORE_COMMIT = os.environ.get("CHRONOQ_CHAOS_ACK_BEFORE_COMMIT") == "1"
+
+
 class Lane:
     """One loop: it takes the next group from the worker's inbox, runs it, and settles it."""
 
@@ -127,13 +122,13 @@ class WorkerService:
         self._pool: asyncpg.Pool | None = None
         self._broker: BrokerConnection | None = None
         self._publisher: ConfirmedPublisher | None = None
-        self._executor: GroupExecutor | None = None
+        self._settler: Settler | None = None
         self._lanes: list[Lane] = []
         self._groups: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self.draining = False
         self.ready = asyncio.Event()
-        self.outcomes: Counter[str] = Counter()  # deliveries settled, by outcome action
+        self.outcomes: Counter[str] = Counter()  # deliveries settled, by outcome (consumer/outcome.py)
 
     async def start(self) -> None:
         self._pool = await create_pool(
@@ -142,11 +137,10 @@ class WorkerService:
         )
         self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
         self._publisher = ConfirmedPublisher(self._broker, self.topology)
-        self._executor = GroupExecutor(
-            self.worker, self._publisher, self.name,
-            redispatch_after=self.settings.redispatch_after, delivery_limit=self.settings.delivery_limit,
-            hooks=self.hooks,
-        )
+        executor = GroupExecutor(self._publisher, self.name, redispatch_after=self.settings.redispatch_after,
+                                 delivery_limit=self.settings.delivery_limit)
+        self._settler = Settler(self._pool, executor, Deliveries(self.worker, self.name), self.acks, self.times,
+                                self.hooks, self.outcomes)
         self._lanes = [Lane(self, n) for n in range(self.concurrency)]
         for lane in self._lanes:
             lane.start()
@@ -186,148 +180,12 @@ class WorkerService:
             planned += self.times.estimate(message)
         return group
 
-    def _observe(self, members: Sequence[Member]) -> None:
-        for m in members:
-            if m.lateness_s is not None and m.message is not None:  # its handler ran
-                self.times.observe(m.message.queue, m.seconds)
-
     def start_group(self, group: list[Incoming]) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._settle(group))
+        assert self._settler is not None
+        task = asyncio.create_task(self._settler.settle(group))
         self._groups.add(task)
         task.add_done_callback(self._groups.discard)
         return task
-
-    async def _settle(self, group: list[Incoming]) -> None:
-        """Packs first, each settled on its own, then the single-job deliveries as one group
-        (whose ``multiple`` ack cannot touch a pack already settled)."""
-        singles = []
-        for message in group:
-            if PACK_HEADER in message.headers:
-                await self._settle_pack(message)
-            else:
-                singles.append(message)
-        if singles:
-            await self._settle_group(singles)
-
-    async def _settle_pack(self, message: Incoming) -> None:
-        """A packed message: its jobs run as one group (or, redelivered, each alone: one of them
-        may be what killed the last worker). Acked once all are settled; handed back whole if
-        any was deferred, and then its finished jobs are duplicates."""
-        assert self._executor is not None and self._pool is not None
-        members = self._executor.parse_pack(message.body)
-        if not members:
-            await self.acks.settle(message, "dead_letter")
-            self.outcomes["rejected"] += 1
-            return
-        try:
-            async with self._pool.acquire() as conn:
-                if message.redelivered:
-                    for member in members:
-                        member.redelivered = True  # alone, its start counted before it runs
-                        await self._executor.execute_members(conn, [member])
-                else:
-                    await self._executor.execute_members(conn, members)
-            failpoint("consumer.after_commit")
-        except Exception as exc:  # classified: unavailable, or one of its jobs' fault
-            if unavailable(exc):
-                # As for a group: nothing recorded, hand it back.
-                log.warning("pack not processed; returned to the queue",
-                            extra={"action": "delivery_requeued", "error": type(exc).__name__, "count": len(members)})
-                await asyncio.sleep(UNAVAILABLE_PAUSE)
-                await self.acks.settle(message, "requeue")
-                return
-            # One job of the pack cannot be processed: run each alone, bury what fails again.
-            log.error("pack failed; its jobs run one by one", extra={"action": "pack_split",
-                      "error": type(exc).__name__, "count": len(members)}, exc_info=exc)
-            async with self._pool.acquire() as conn:
-                for member in members:
-                    if member.job is None:
-                        continue  # rejected when parsed
-                    member.action = ""  # whatever the rolled-back attempt decided did not happen
-                    try:
-                        await self._executor.execute_members(conn, [member])
-                    except Exception as alone:  # as above, for this job alone
-                        if unavailable(alone):
-                            raise
-                        member.action = "rejected"
-                        await self._executor.bury_member(conn, member, describe(alone))
-        self._observe(members)
-        if any(m.action == "deferred" for m in members):
-            await self.acks.settle(message, "requeue")
-        else:
-            await self.acks.settle(message, "ack")
-        self.outcomes.update(m.action for m in members)
-
-    async def _settle_group(self, group: list[Incoming]) -> None:
-        assert self._executor is not None and self._pool is not None
-        settled = False
-        if ACK_BEFORE_COMMIT:  # a deliberately broken build, for the chaos checker to catch
-            await group[-1].ack(multiple=True)
-        try:
-            async with self._pool.acquire() as conn:
-                members = await self._executor.execute(conn, [(m.body, m.headers, m.redelivered) for m in group])
-            failpoint("consumer.after_commit")
-            self._observe(members)
-            done = []
-            for message, member in zip(group, members, strict=True):
-                if member.action == "isolate":
-                    await self._settle_alone(message)
-                elif member.action == "rejected":
-                    # Unparseable, or for a queue without handler: the broker moves it to the
-                    # dead-letter queue (x-dead-letter-exchange), where an operator can read it.
-                    await self.acks.settle(message, "dead_letter")
-                elif member.action == "deferred":
-                    await self.acks.settle(message, "requeue")  # the group ran out of time before starting it
-                else:
-                    done.append(message)
-            # One multiple ack, once every earlier delivery of the channel is settled or done.
-            await self.acks.done(done)
-            settled = True
-            self.outcomes.update(m.action for m in members if m.action != "isolate")
-        except Exception as exc:  # a worker must outlive anything one group can throw
-            if unavailable(exc):
-                # Nothing was recorded (the database or broker is unavailable): hand the group
-                # back after a pause, so an outage is not a hot loop.
-                log.warning("deliveries not processed; returned to the queue",
-                            extra={"action": "delivery_requeued", "error": type(exc).__name__, "count": len(group)})
-                await asyncio.sleep(UNAVAILABLE_PAUSE)
-                for message in group:
-                    await self.acks.settle(message, "requeue")
-                settled = True
-                return
-            # Anything else would fail the same group the same way again: requeueing it would
-            # loop. Retry each delivery alone, so that only the one that cannot be processed is
-            # dead-lettered, at once, with its error recorded.
-            if len(group) > 1:
-                for message in group:
-                    await self._settle_group([message])
-                settled = True
-                return
-            log.error("delivery rejected: it cannot be processed",
-                      extra={"action": "delivery_rejected", "error": type(exc).__name__}, exc_info=True)
-            async with self._pool.acquire() as conn:
-                await self._executor.bury_unprocessable(conn, group[0].body, group[0].headers, describe(exc))
-            await self.acks.settle(group[0], "dead_letter")
-            settled = True
-            self.outcomes["rejected"] += 1
-        finally:
-            if not settled:  # cancelled by drain(): hand the deliveries back now
-                for message in group:
-                    await asyncio.shield(self.acks.settle(message, "requeue"))
-
-    async def _settle_alone(self, message: Incoming) -> None:
-        """Run one delivery as a group of its own and settle it on its own (no multiple ack)."""
-        assert self._executor is not None and self._pool is not None
-        async with self._pool.acquire() as conn:
-            (member,) = await self._executor.execute(conn, [(message.body, message.headers, message.redelivered)])
-        self._observe([member])
-        if member.action == "rejected":
-            await self.acks.settle(message, "dead_letter")
-        elif member.action == "deferred":
-            await self.acks.settle(message, "requeue")
-        else:
-            await self.acks.settle(message, "ack")
-        self.outcomes[member.action] += 1
 
     def stop(self) -> None:
         self._stopping.set()

@@ -154,3 +154,10 @@ WITH input AS (
     RETURNING 1
 )
 SELECT count(*), (SELECT set_config('plan_cache_mode', 'auto', true)) FROM recorded;
+
+-- name: unstart_deliveries
+-- A redelivery's start that ended in an error of chronoq's own, with the worker alive: not a
+-- crash and not the job's fault, so it does not count toward the delivery limit.
+UPDATE chronoq.wheel w SET starts = w.starts - 1
+FROM unnest($1::text[], $2::int[]) AS i(occurrence_key, attempt)
+WHERE w.occurrence_key = i.occurrence_key AND w.attempt = i.attempt AND w.starts > 0;
