@@ -23,7 +23,8 @@ def _document(out: Path, scenario: str) -> dict:
 @pytest.mark.timeout(60)
 async def test_scale_reports_claims_lateness_and_ratios(settings, tmp_path: Path) -> None:
     result = chronoq(settings, "bench", "scale", "--sizes", "100,1000", "--claim-batches", "3", "--rate", "100",
-                     "--duration", "1", "--runs", "1", "--warmup", "0.5", "--out", str(tmp_path), timeout=55)
+                     "--duration", "1", "--runs", "1", "--warmup", "0.5", "--tune-server", "--out", str(tmp_path),
+                     timeout=55)
     assert result.returncode == 0, result.stdout + result.stderr
     document = _document(tmp_path, "scale")
     assert [r["scheduled"] for r in document["runs"]] == [100, 1000]
@@ -34,6 +35,24 @@ async def test_scale_reports_claims_lateness_and_ratios(settings, tmp_path: Path
     ratio = document["summary"]["ratio_largest_to_smallest"]
     assert ratio["sizes"] == [100, 1000] and ratio["claim_p50_ms"] > 0
     assert document["environment"]["autovacuum"] in ("on", "off")
+
+
+@pytest.mark.timeout(60)
+async def test_scale_changes_nothing_server_wide_unless_asked_and_says_so(settings, tmp_path: Path) -> None:
+    result = chronoq(settings, "bench", "scale", "--sizes", "100", "--claim-batches", "2", "--rate", "50",
+                     "--duration", "0.5", "--runs", "1", "--warmup", "0", "--out", str(tmp_path), timeout=55)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (row,) = _document(tmp_path, "scale")["runs"]
+    assert row["checkpointed"] is None
+    assert "no CHECKPOINT after the preloads" in result.stdout and "--tune-server" in result.stdout
+
+
+def test_churn_refuses_to_change_server_settings_without_tune_server(settings, tmp_path: Path) -> None:
+    for asked in (["--autovacuum", "on"], ["--autovacuum-naptime", "5s"]):
+        result = chronoq(settings, "bench", "churn", *asked, "--out", str(tmp_path))
+        assert result.returncode == 2
+        assert "change the server's settings (ALTER SYSTEM): add --tune-server" in result.stderr
+    assert not list(tmp_path.iterdir())
 
 
 async def test_a_role_that_may_not_checkpoint_gets_false_not_an_error(settings) -> None:
@@ -70,7 +89,7 @@ async def test_churn_samples_claims_and_dead_tuples(settings, tmp_path: Path) ->
 
 async def test_churn_with_a_naptime_switches_autovacuum_on_for_the_run_and_resets_it(settings, tmp_path: Path) -> None:
     result = chronoq(settings, "bench", "churn", "--jobs", "1000", "--preload", "100", "--claim-batch", "100",
-                     "--autovacuum-naptime", "2s", "--out", str(tmp_path))
+                     "--autovacuum-naptime", "2s", "--tune-server", "--out", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     summary = _document(tmp_path, "churn")["summary"]
     assert summary["autovacuum"] is True and summary["autovacuum_switched_on_for_run"] is True

@@ -13,9 +13,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from chronoq import Producer
+from chronoq import JobContext, Producer, RetryPolicy, Worker
+from chronoq.consumer.service import WorkerService
+from chronoq.timer import Timer
 from tests.conftest import child_env
-from tests.harness import eventually
+from tests.harness import all_finished, eventually, running
 
 
 def chronoq(settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -205,3 +207,67 @@ async def test_a_killed_bench_takes_its_timer_and_worker_with_it(settings, tmp_p
         for pid in fleet:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+APP = '''
+from chronoq import JobContext, Worker
+
+worker = Worker()
+
+
+@worker.handler("greetings")
+async def greet(ctx: JobContext, payload: dict) -> str:
+    return "hello " + payload["name"]
+'''
+
+
+@pytest.mark.parametrize("how", ["from-its-folder", "with-app-dir"])
+async def test_the_console_script_finds_the_app_module_in_the_current_folder_or_app_dir(
+    settings, producer: Producer, tmp_path: Path, how: str,
+) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "jobs.py").write_text(APP)
+    script = Path(sys.executable).parent / "chronoq"  # the console script: no folder of its own on sys.path
+    args, cwd = ([], app) if how == "from-its-folder" else (["--app-dir", str(app)], tmp_path)
+    env = {k: v for k, v in child_env(settings).items() if k != "PYTHONPATH"}
+    log = tmp_path / "worker.log"
+    with log.open("wb") as output:
+        worker = subprocess.Popen([str(script), "worker", "jobs:worker", *args], cwd=cwd, env=env,  # noqa: ASYNC220
+                                  stdout=output, stderr=output)
+    try:
+        job_id = await producer.enqueue("greetings", {"name": "ada"})
+        async with running(Timer(settings)):
+
+            async def succeeded() -> bool:
+                assert worker.poll() is None, log.read_text()
+                return (await producer.get(job_id)).state == "succeeded"
+
+            await eventually(succeeded, what="the job to run in the worker started by the console script")
+        assert (await producer.get(job_id)).occurrences[0].result == "hello ada"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+async def test_jobs_ls_shows_what_happened_to_each_job_last(settings, producer: Producer) -> None:
+    worker = Worker()
+
+    @worker.handler("ledger")
+    async def ledger(ctx: JobContext, payload: dict) -> None:
+        if payload["fail"]:
+            raise RuntimeError("ledger closed")
+
+    ok = await producer.enqueue("ledger", {"fail": False})
+    failing = await producer.enqueue("ledger", {"fail": True}, retry=RetryPolicy(max_attempts=1))
+    waiting = await producer.enqueue("ledger", {"fail": False}, delay=3600)
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        await all_finished(producer, [ok, failing])
+
+    listed = {j["id"]: j for j in orjson.loads(chronoq(settings, "jobs", "ls", "--json").stdout)}
+    assert listed[ok]["last_outcome"]["state"] == "succeeded"
+    assert (listed[failing]["last_outcome"]["state"], listed[failing]["last_outcome"]["reason"]) == ("dead", "max_attempts")
+    assert listed[waiting]["last_outcome"] is None
+    table = chronoq(settings, "jobs", "ls").stdout
+    rows = {line.split("│")[1].strip(): line for line in table.splitlines() if line.count("│") > 2}
+    assert "succeeded at" in rows[str(ok)] and "dead (max_attempts) at" in rows[str(failing)], table

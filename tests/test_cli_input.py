@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from chronoq.cli import main
-from chronoq.cli_errors import (
+from chronoq.cli.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_UNAVAILABLE,

@@ -1,6 +1,7 @@
-"""Statements only the benchmarks use: preloading many jobs with COPY, removing them again,
-reading the wheel's table statistics, explaining the timer's claim, and switching autovacuum
-on for a run on a server where it is off."""
+"""Statements only the benchmarks use: the benchmark handler's effects table, preloading many
+jobs with COPY, removing them again, reading the wheel's table statistics and the server's
+settings, explaining the timer's claim, and, where the operator allows it (``--tune-server``),
+a checkpoint and autovacuum switched on for a run on a server where it is off."""
 
 from __future__ import annotations
 
@@ -28,6 +29,20 @@ COPY_CHUNK = 50_000
 def _key(job_id: int, at: datetime) -> str:
     """``chronoq.occurrence_key`` computed here, so COPY needs no function call per row."""
     return f"{job_id}@{at.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+
+
+async def setup_effects(conn: Connection) -> None:
+    """Create the ``db`` handler's table if missing, and empty it."""
+    await conn.execute(query("bench_effects_setup"))
+
+
+async def record_effect(conn: Connection, occurrence_key: str) -> None:
+    await conn.execute(query("bench_effect"), occurrence_key)
+
+
+async def server_environment(conn: Connection) -> dict[str, str]:
+    """The server's version, synchronous_commit and autovacuum settings."""
+    return dict(await one_row(conn, query("server_environment")))
 
 
 async def db_now(conn: Connection) -> datetime:
@@ -117,7 +132,7 @@ async def set_autovacuum_on(conn: Connection, naptime: timedelta | None = None) 
     """``ALTER SYSTEM`` (superuser): overrides postgresql.conf and its conf.d until reset."""
     await conn.execute(query("autovacuum_on"))
     if naptime is not None:
-        await conn.execute(query("autovacuum_naptime_set").format(milliseconds=naptime // timedelta(milliseconds=1)))
+        await conn.execute(await conn.fetchval(query("autovacuum_naptime_statement"), naptime // timedelta(milliseconds=1)))
     await conn.fetchval(query("reload_conf"))
     # pg_reload_conf() only signals the postmaster, which signals every backend, this one
     # included: wait (bounded) until this session runs with what was asked, so that what the

@@ -1,8 +1,9 @@
-"""Read-only statements: a job with its history, and per-queue status."""
+"""Read-only statements: a job with its history, the last outcome of jobs, and per-queue status."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 
@@ -24,6 +25,12 @@ async def results(conn: Connection, job_id: int) -> list[asyncpg.Record]:
 
 async def attempts(conn: Connection, job_id: int) -> list[asyncpg.Record]:
     return await conn.fetch(query("job_attempts"), job_id)
+
+
+async def last_outcomes(conn: Connection, job_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The state, reason and finish time of each job's latest finished occurrence, by job id
+    (jobs with none are absent)."""
+    return {r["job_id"]: dict(r) for r in await conn.fetch(query("last_outcomes"), job_ids)}
 
 
 async def queue_status(conn: Connection, window: timedelta) -> list[asyncpg.Record]:

@@ -11,10 +11,11 @@ writes per job (a non-HOT update and a delete: two dead tuples, and a dead entry
 its indexes for each).
 
 Claim duration (p50/p99 per batch) and the wheel's live/dead tuples are reported per interval.
-Autovacuum is whatever the server runs with, and recorded; ``--autovacuum on`` switches it on
-for the run (``ALTER SYSTEM``, superuser) and resets it afterwards, whatever happens;
-``--autovacuum-naptime`` sets how often the launcher comes round the same way (a server-wide
-setting that a migration cannot make: it is what bounds the dead rows between passes).
+Autovacuum is whatever the server runs with, and recorded. With ``--tune-server``,
+``--autovacuum on`` switches it on for the run (``ALTER SYSTEM``, superuser) and resets it
+afterwards, whatever happens; ``--autovacuum-naptime`` sets how often the launcher comes round
+the same way (a server-wide setting that a migration cannot make: it is what bounds the dead
+rows between passes).
 """
 
 from __future__ import annotations
@@ -229,5 +230,5 @@ async def measure(settings: Settings, options: dict[str, Any], progress: Progres
               f"x{trend['claim_p50_second_half_vs_first']}, buffers x{trend['claim_buffers_second_half_vs_first']}")]
     if not autovacuum:
         notes.append("autovacuum is off on this server: dead wheel rows stay until a manual VACUUM "
-                     "(--autovacuum on switches it on for the run)")
+                     "(--autovacuum on --tune-server switches it on for the run)")
     return Measured(title, samples, summary, notes)

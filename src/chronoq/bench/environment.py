@@ -8,6 +8,7 @@ from importlib import metadata
 from typing import Any
 
 from chronoq._runtime.config import Settings
+from chronoq._store import bench as store
 from chronoq._store.connection import Connection
 
 PACKAGES = ("chronoq", "asyncpg", "aio-pika", "aiormq", "orjson", "uvloop", "pydantic", "croniter")
@@ -30,6 +31,7 @@ def _meminfo() -> dict[str, str]:
 
 async def describe(settings: Settings, conn: Connection) -> dict[str, Any]:
     meminfo = _meminfo()
+    server = await store.server_environment(conn)
     return {
         "machine": {
             "cpus": os.cpu_count(),
@@ -38,8 +40,8 @@ async def describe(settings: Settings, conn: Connection) -> dict[str, Any]:
             "python": platform.python_version(),
         },
         "packages": {p: _version(p) for p in PACKAGES},
-        "postgres": await conn.fetchval("SHOW server_version"),
-        "synchronous_commit": await conn.fetchval("SHOW synchronous_commit"),
-        "autovacuum": await conn.fetchval("SHOW autovacuum"),
+        "postgres": server["server_version"],
+        "synchronous_commit": server["synchronous_commit"],
+        "autovacuum": server["autovacuum"],
         "settings": {k: str(v) for k, v in settings.model_dump().items() if k not in ("database_url", "amqp_url")},
     }

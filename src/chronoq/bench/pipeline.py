@@ -13,9 +13,9 @@ import asyncpg
 
 from chronoq._runtime.config import Settings
 from chronoq._runtime.processes import start_fleet, stop
+from chronoq._store import bench as store
 from chronoq._store.connection import Connection
 from chronoq._store.migrate import migrate as apply_migrations
-from chronoq.bench.handlers import SETUP_SQL
 from chronoq.producer import Producer
 
 
@@ -37,8 +37,7 @@ async def pipeline(settings: Settings, *, timers: int, workers: int) -> AsyncIte
     procs: list[subprocess.Popen[bytes]] = []
     conn = await asyncpg.connect(settings.database_url)
     try:
-        await conn.execute(SETUP_SQL)
-        await conn.execute("TRUNCATE chronoq_bench.effects")
+        await store.setup_effects(conn)
         async with Producer(settings.database_url) as producer:
             await start_fleet(settings, worker_target="chronoq.bench.handlers:worker", workers=workers, timers=timers,
                               logs=logs, procs=procs)

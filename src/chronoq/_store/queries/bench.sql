@@ -8,6 +8,21 @@ SELECT setval('chronoq.jobs_id_seq', nextval('chronoq.jobs_id_seq') + $1 - 1) - 
 -- name: bench_db_now
 SELECT now();
 
+-- name: server_environment
+-- What a benchmark's results record of the server it ran against.
+SELECT current_setting('server_version') AS server_version,
+       current_setting('synchronous_commit') AS synchronous_commit,
+       current_setting('autovacuum') AS autovacuum;
+
+-- name: bench_effects_setup
+-- The table the benchmark's `db` handler writes one row per job into, emptied before a run.
+CREATE SCHEMA IF NOT EXISTS chronoq_bench;
+CREATE TABLE IF NOT EXISTS chronoq_bench.effects (occurrence_key text NOT NULL, at timestamptz NOT NULL DEFAULT now());
+TRUNCATE chronoq_bench.effects;
+
+-- name: bench_effect
+INSERT INTO chronoq_bench.effects (occurrence_key) VALUES ($1);
+
 -- name: delete_block_occurrences
 -- Removing a preloaded block of ids of one queue: its occurrences first (a range of the
 -- wheel_job index), so that the jobs' ON DELETE CASCADE then finds nothing left to do.
@@ -52,9 +67,10 @@ SELECT pg_stat_force_next_flush();
 -- The churn benchmark's opt-in on a server where autovacuum is off (needs a superuser).
 ALTER SYSTEM SET autovacuum = on;
 
--- name: autovacuum_naptime_set
--- ALTER SYSTEM takes no parameters: {milliseconds} is formatted in, from an int only.
-ALTER SYSTEM SET autovacuum_naptime = '{milliseconds}ms';
+-- name: autovacuum_naptime_statement
+-- ALTER SYSTEM takes no parameters, and runs in no function or transaction block: Postgres
+-- writes the statement for $1 milliseconds (quoted by %L) and the caller runs what it returns.
+SELECT format('ALTER SYSTEM SET autovacuum_naptime = %L', $1::bigint || 'ms');
 
 -- name: autovacuum_settings
 -- What this session runs with: whether autovacuum is on, the naptime in whole seconds (the

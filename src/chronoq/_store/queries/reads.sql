@@ -89,3 +89,13 @@ SELECT count(*) FROM chronoq.wheel WHERE job_id BETWEEN $1 AND $2;
 
 -- name: delete_jobs_of_queue
 DELETE FROM chronoq.jobs WHERE queue = $1;
+
+-- name: last_outcomes
+-- The outcome of the latest finished occurrence of each of the jobs $1 (a one-shot job stays
+-- `active` after it ran: this is what happened to it). One index probe per job (results_job_fire).
+SELECT chosen.job_id, last.state, last.reason, last.finished_at
+FROM unnest($1::bigint[]) AS chosen (job_id)
+CROSS JOIN LATERAL (
+    SELECT state, reason, finished_at FROM chronoq.results r
+    WHERE r.job_id = chosen.job_id ORDER BY r.fire_at DESC LIMIT 1
+) AS last;

@@ -1,0 +1,103 @@
+"""Everything the commands print: tables for people, JSON for programs."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from chronoq.schemas.views import JobSummary, JobView, QueueStatus, TickView
+
+# Wide enough for the status table when the output is a pipe or a file.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def print_json(value: Any) -> None:
+    print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[str]], *, right: Iterable[str] = ()) -> Table:
+    aligned = set(right)
+    made = Table(title=title)
+    for column in columns:
+        made.add_column(column, justify="right" if column in aligned else "left")
+    for row in rows:
+        made.add_row(*row)
+    return made
+
+
+def time(value: datetime | None) -> str:
+    return "-" if value is None else value.isoformat(timespec="milliseconds")
+
+
+def ms(seconds: float | None, unit: str = "") -> str:
+    """Milliseconds, with ``unit`` after them, or "-"."""
+    return "-" if seconds is None else f"{seconds * 1000:.1f}{unit}"
+
+
+def queue_table(rows: Iterable[QueueStatus], *, rates: dict[str, float] | None = None) -> Table:
+    """The status table; with ``rates``, a throughput column (jobs/s per queue)."""
+    counts = ["scheduled", "due", "in flight", "held", "succeeded", "failed", "dead", "skipped", "cancelled"]
+    columns = ["queue", *counts, "p50 ms", "p99 ms"] + (["jobs/s (10 s)"] if rates is not None else [])
+    cells = []
+    for r in rows:
+        row = [r.queue, *(str(v) for v in (r.scheduled, r.due, r.in_flight, r.held, r.succeeded, r.failed, r.dead,
+                                            r.skipped, r.cancelled)), ms(r.lateness_p50_s), ms(r.lateness_p99_s)]
+        if rates is not None:
+            row.append(f"{rates.get(r.queue, 0.0):.1f}")
+        cells.append(row)
+    return table("chronoq queues", columns, cells, right=columns[1:])
+
+
+def job(view: JobView) -> None:
+    out.print(
+        f"[bold]job {view.id}[/bold]  queue={view.queue}  kind={view.kind}  state={view.state}"
+        f"  key={view.key or '-'}  max_attempts={view.max_attempts}  timeout={view.timeout_s}s"
+        f"  created={time(view.created_at)}"
+    )
+    rows = []
+    for occurrence in view.occurrences:
+        rows.append([occurrence.occurrence_key, occurrence.state, str(occurrence.attempt), time(occurrence.run_at),
+                     occurrence.reason or occurrence.error or ""])
+        rows += [["", f"  attempt {a.attempt}", "", time(a.started_at), f"{a.outcome} {a.error or ''}".strip()]
+                 for a in occurrence.attempts]
+    out.print(table(None, ("occurrence", "state", "attempt", "when", "outcome / error"), rows))
+
+
+def last_outcome(outcome: Mapping[str, Any] | None) -> str:
+    """What happened to a job's latest finished occurrence: ``succeeded``, ``dead (poison)``, ..."""
+    if outcome is None:
+        return "-"
+    reason = f" ({outcome['reason']})" if outcome["reason"] else ""
+    return f"{outcome['state']}{reason} at {time(outcome['finished_at'])}"
+
+
+def jobs(listed: Iterable[JobSummary], outcomes: Mapping[int, Mapping[str, Any]]) -> None:
+    rows = [[str(j.id), j.queue, j.kind, j.state, j.key or "-", f"{j.cron} ({j.timezone})" if j.cron else "-",
+             time(j.next_fire_at), last_outcome(outcomes.get(j.id))] for j in listed]
+    out.print(table("chronoq jobs", ("id", "queue", "kind", "state", "key", "schedule", "next tick", "last outcome"),
+                    rows))
+
+
+def ticks(job_id: int, listed: Iterable[TickView]) -> None:
+    rows = [[time(t.fire_at), t.state, t.reason or "", str(t.attempt), t.detail or ""] for t in listed]
+    out.print(table(f"ticks of job {job_id}", ("tick", "state", "reason", "attempt", "detail"), rows))
+
+
+def dead_counts(listing: Iterable[Mapping[str, Any]]) -> None:
+    rows = [[item["queue"], str(item["dead"]), str(item["dead_letter_messages"]), item["last_dead"].isoformat()]
+            for item in listing]
+    out.print(table("dead occurrences", ("queue", "dead (Postgres)", "messages in dead-letter queue", "last dead"),
+                    rows))
+
+
+def dead_letters(queue: str, limit: int, messages: Iterable[Mapping[str, Any]]) -> None:
+    rows = [[str(m.get("job-id", "")), str(m.get("idempotency-key", "")), str(m.get("attempt", "")),
+             str(m.get("reason") or m.get("x-first-death-reason") or ""), str(m.get("error", ""))] for m in messages]
+    out.print(table(f"dead-letter queue of {queue} (first {limit})", ("job", "occurrence", "attempt", "reason", "error"),
+                    rows))
