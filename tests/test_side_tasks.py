@@ -8,10 +8,12 @@ import logging
 
 import pytest
 
-from chronoq import Producer
+from chronoq import JobContext, Producer, Worker
+from chronoq._broker.consumer import Incoming
 from chronoq._runtime.side_tasks import SideTaskFailed, SideTasks
+from chronoq.consumer.service import WorkerService
 from chronoq.timer import Timer
-from tests.harness import dispatch_once
+from tests.harness import dispatch_once, eventually, running
 
 log = logging.getLogger("tests.side_tasks")
 
@@ -20,14 +22,14 @@ def _failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if getattr(r, "action", None) == "side_task_failed"]
 
 
-async def _started(timer: Timer) -> asyncio.Task[None]:
-    run = asyncio.create_task(timer.run())
-    ready = asyncio.create_task(timer.ready.wait())
+async def _started(service: Timer | WorkerService) -> asyncio.Task[None]:
+    run = asyncio.create_task(service.run())
+    ready = asyncio.create_task(service.ready.wait())
     await asyncio.wait({run, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
     ready.cancel()
     if run.done():
         run.result()
-    assert timer.ready.is_set(), "the timer did not start within 30 s"
+    assert service.ready.is_set(), "the service did not start within 30 s"
     return run
 
 
@@ -126,3 +128,34 @@ async def test_stop_waits_for_a_side_task_that_cleans_up_and_is_safe_twice() -> 
     assert cleaned.is_set() and task.cancelled()
     await tasks.stop()  # nothing left: returns at once
     assert tasks.failure is None
+
+
+async def test_a_lane_that_dies_stops_the_worker_loudly_and_its_delivery_runs_elsewhere(
+        settings, producer: Producer, db, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="chronoq.worker")
+    worker = Worker()
+
+    @worker.handler("lanes")
+    async def handle(ctx: JobContext, payload: dict) -> None:
+        return None
+
+    service = WorkerService(worker, settings, concurrency=2)
+    run = await _started(service)
+    assert service.side_tasks.running == {"lane-0", "lane-1"}
+
+    def broken(first: Incoming) -> list[Incoming]:
+        raise RuntimeError("the lane broke")
+
+    service.take_group = broken  # type: ignore[method-assign]  # a lane's own step fails, outside any group
+    job_id = await producer.enqueue("lanes", {})
+    assert await dispatch_once(settings) == 1
+    with pytest.raises(SideTaskFailed) as failed:
+        await asyncio.wait_for(run, 60)
+    assert failed.value.task.startswith("lane-") and isinstance(failed.value.error, RuntimeError)
+    (record,) = _failures(caplog)
+    assert record.levelno == logging.ERROR and record.service == service.name
+    assert service.side_tasks.running == set()
+    # The delivery it held was never settled: the broker hands it to the next worker.
+    async with running(WorkerService(worker, settings)):
+        await eventually(lambda: db.fetchval(
+            "SELECT count(*) = 1 FROM chronoq.results WHERE job_id = $1", job_id), what="the job ran elsewhere")

@@ -33,6 +33,7 @@ from chronoq._broker.topology import Topology
 from chronoq._runtime.config import Settings
 from chronoq._runtime.hooks import Hooks
 from chronoq._runtime.service import start_or_close
+from chronoq._runtime.side_tasks import SideTasks
 from chronoq._store.connection import CONNECTION_ERRORS, create_pool
 from chronoq.consumer.acks import ChannelAcks
 from chronoq.consumer.delivery import Deliveries
@@ -45,7 +46,6 @@ from chronoq.consumer.turns import Turns
 log = logging.getLogger("chronoq.worker")
 
 
-
 class Lane:
     """One loop: it takes the next group from the worker's inbox, runs it, and settles it."""
 
@@ -56,7 +56,7 @@ class Lane:
         self.busy = False
 
     def start(self) -> None:
-        self.task = asyncio.create_task(self._loop(), name=f"lane-{self.number}")
+        self.task = self.service.side_tasks.start(f"lane-{self.number}", self._loop())
 
     async def _loop(self) -> None:
         s = self.service
@@ -118,6 +118,8 @@ class WorkerService:
         self.picking = asyncio.Lock()
         self._subscription: Subscription | None = None
         self.name = name or f"worker@{socket.gethostname()}:{os.getpid()}"
+        # The lanes: one that ends with an exception stops the worker (_runtime/side_tasks.py).
+        self.side_tasks = SideTasks(self.name, log, on_failure=self.stop)
         self.topology = Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
         self._pool: asyncpg.Pool | None = None
         self._broker: BrokerConnection | None = None
@@ -216,6 +218,7 @@ class WorkerService:
             await self.acks.settle(self.inbox.get_nowait(), "requeue")
 
     async def close(self) -> None:
+        await self.side_tasks.stop()
         if self._subscription is not None:
             await self._subscription.close()
         if self._publisher is not None:
@@ -234,3 +237,4 @@ class WorkerService:
             await self.close()
             log.info("worker stopped", extra={"action": "worker_stopped", "worker": self.name,
                                               "processed": sum(self.outcomes.values())})
+        self.side_tasks.raise_failure()
