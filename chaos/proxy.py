@@ -67,6 +67,12 @@ class Proxy:
         if self._server is not None:
             self._server.close()
         await self._cut()
+        # The connections' own tasks end here, on a running loop: left pending, they would be
+        # finalised after the loop closed and fail there.
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     async def _cut(self) -> int:
         pairs, self._pairs = list(self._pairs), set()
