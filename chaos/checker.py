@@ -107,6 +107,39 @@ async def ask_the_queue(queue: str) -> tuple[int | None, dict | None]:
     return depth, repair
 
 
+def _ran_late(r: asyncpg.Record) -> bool:
+    """Ran, and started more than the grace after its tick: it was judged missed when claimed."""
+    return r["state"] == "succeeded" and r["started_at"] is not None \
+        and (r["started_at"] - r["fire_at"]).total_seconds() > MISFIRE_GRACE_S
+
+
+def _too_few_missed_runs(policy: str, ticks: list[asyncpg.Record], missed: list[asyncpg.Record]) -> str | None:
+    """The lower bound of a missed-run policy for the ``missed`` ticks of one window (``ticks``:
+    all of the job's, oldest first). ``run_once`` runs the latest missed tick of the outage: if
+    none in the window ran, the tick after the last ones coalesced must have run, late.
+    ``backfill`` skips a missed tick for its cap only once ``MAX_BACKFILL`` missed ticks of the
+    outage ran: the ticks just before the first one capped, all run late."""
+    if not missed or all(r["state"] == "succeeded" for r in missed):
+        return None
+    position = {r["occurrence_key"]: n for n, r in enumerate(ticks)}
+    if policy == "run_once" and not any(r["state"] == "succeeded" for r in missed):
+        n = position[missed[-1]["occurrence_key"]] + 1
+        while n < len(ticks) and (ticks[n]["state"], ticks[n]["reason"]) == ("skipped", "misfire"):
+            n += 1
+        if n >= len(ticks) or not _ran_late(ticks[n]):
+            return f"{len(missed)} missed ticks, none ran in their place"
+    if policy == "backfill":
+        capped = [r for r in missed if (r["state"], r["reason"]) == ("skipped", "backfill_cap")]
+        if capped:
+            n = position[capped[0]["occurrence_key"]]
+            while n > 0 and (ticks[n - 1]["state"], ticks[n - 1]["reason"]) == ("skipped", "backfill_cap"):
+                n -= 1
+            backfilled = ticks[max(n - MAX_BACKFILL, 0):n]
+            if len(backfilled) < MAX_BACKFILL or not all(_ran_late(r) for r in backfilled):
+                return f"{capped[0]['occurrence_key']} skipped for the cap, but fewer than {MAX_BACKFILL} missed ticks ran"
+    return None
+
+
 async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, effects: Path, history: list[dict],
                 deaths: list[dict], phases: dict[str, float], namespace: str) -> dict[str, Any]:
     once, crons = work.once, list(work.cron)
@@ -223,6 +256,8 @@ async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, eff
                     policy_violations.append(f"{where}: {len(ran)} missed ticks ran, cap {MAX_BACKFILL}")
                 if ran and skipped and max(r["fire_at"] for r in ran) > min(r["fire_at"] for r in skipped):
                     policy_violations.append(f"{where}: a later missed tick ran while an earlier one was skipped")
+            too_few = _too_few_missed_runs(policy, sorted(by_job.get(job_id, []), key=lambda r: r["fire_at"]), missed)
+            policy_violations += [f"{where}: {too_few}"] if too_few else []
             want = "backfill_cap" if policy == "backfill" else "misfire"
             policy_violations += [f"{where}: {r['occurrence_key']} skipped for {r['reason']!r}, expected {want!r}"
                                   for r in skipped if r["reason"] != want]

@@ -138,6 +138,7 @@ async def test_a_settle_cancelled_before_its_frame_is_out_leaves_the_delivery_to
     await stuck.wait()
     settling.cancel()
     await asyncio.gather(settling, return_exceptions=True)
+    assert settling.cancelled()
     d.requeue = Delivery.requeue.__get__(d)  # type: ignore[method-assign]
     await acks.release([d])  # type: ignore[list-item]
     assert frames == [("requeue", "channel-1", 1)]

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, model_serializer
 
 from chronoq import InvalidJobError, JobContext, Producer, RetryPolicy, Worker
+from chronoq._runtime.hooks import Hooks
 from chronoq.consumer.service import WorkerService
 from chronoq.schemas import payload as payload_module
 from chronoq.timer import Timer
@@ -212,6 +213,17 @@ async def test_a_rolled_back_caller_transaction_stores_nothing(producer: Produce
         await conn.close()
 
 
+class AsleepHooks(Hooks):
+    """The timer's first backlog count comes with its first look at the next due time, after
+    which it goes to sleep without yielding first."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def due_backlog(self, rows: int) -> None:
+        self.event.set()
+
+
 async def test_a_bulk_enqueue_due_soon_wakes_a_sleeping_timer(settings, producer: Producer, db) -> None:
     notified: asyncio.Queue[str] = asyncio.Queue()
     await db.add_listener("chronoq_due", lambda *args: notified.put_nowait(args[3]))
@@ -230,8 +242,9 @@ async def test_a_bulk_enqueue_due_soon_wakes_a_sleeping_timer(settings, producer
         started.set()
 
     sleepy = settings.model_copy(update={"timer_max_idle": timedelta(seconds=60)})
-    async with running(Timer(sleepy)), running(WorkerService(worker, sleepy)):
-        await asyncio.sleep(0.5)  # the timer has found nothing due and sleeps up to 60 s
+    asleep = AsleepHooks()
+    async with running(Timer(sleepy, hooks=asleep)), running(WorkerService(worker, sleepy)):
+        await asyncio.wait_for(asleep.event.wait(), 30)  # found nothing due: sleeps up to 60 s
         [job_id] = await producer.enqueue_many([{"queue": "wake", "payload": {}, "delay": 0.2}])
         await asyncio.wait_for(started.wait(), 10)
         summary = await all_finished(producer, [job_id])

@@ -39,28 +39,32 @@ def test_every_tick_is_run_or_skipped_exactly_once(ticks, policy) -> None:
     assert all(s.reason in ("misfire", "overlap", "paused", "backfill_cap") for s in verdict.skip)
 
 
+def missed_that_run(missed: list, policy: dict) -> list:
+    """What each policy promises for the missed ticks of one call, both bounds: ``skip`` none,
+    ``run_once`` exactly the latest (in the outage's last call), ``backfill`` every one, oldest
+    first, up to what is left of its cap."""
+    if policy["misfire"] == "skip":
+        return []
+    if policy["misfire"] == "run_once":
+        return missed[-1:] if not policy["more_follow"] else []
+    return missed[: max(policy["max_backfill"] - policy["backfilled"], 0)]
+
+
 @settings(max_examples=300, deadline=None)
 @given(ticks=tick_lists, policy=policies)
 def test_each_policy_keeps_its_promise(ticks, policy) -> None:
     verdict = judge(ticks, now=NOW, **policy)
     missed = [t for t in ticks if NOW - t > policy["grace"]]
-    ran_missed = [t for t in verdict.run if t in missed]
+    on_time = [t for t in ticks if t not in missed]
     if policy["paused"]:
         assert verdict.run == [] and {s.reason for s in verdict.skip} <= {"paused"}
         return
+    promised = missed_that_run(missed, policy) + on_time  # on-time ticks always run
     if policy["overlap"] == "skip":
-        assert len(verdict.run) <= 1
-        if policy["previous_running"]:
-            assert verdict.run == []
-    elif policy["misfire"] != "backfill":
-        on_time = [t for t in ticks if t not in missed]
-        assert [t for t in verdict.run if t not in missed] == on_time  # on-time ticks always run
-    if policy["misfire"] == "skip":
-        assert ran_missed == []
-    elif policy["misfire"] == "run_once":
-        assert len(ran_missed) <= 1
-        if ran_missed:
-            assert ran_missed == [missed[-1]]  # the latest missed tick
-    else:
-        assert len(ran_missed) <= max(policy["max_backfill"] - policy["backfilled"], 0)
-        assert ran_missed == missed[: len(ran_missed)]  # oldest first
+        promised = [] if policy["previous_running"] else promised[:1]
+    assert verdict.run == promised
+    not_run = {s.fire_at: s.reason for s in verdict.skip}
+    want = "backfill_cap" if policy["misfire"] == "backfill" else "misfire"
+    assert all(not_run[t] == want for t in missed if t not in missed_that_run(missed, policy))
+    ran_late = len(missed_that_run(missed, policy)) if policy["misfire"] == "backfill" else 0
+    assert verdict.backfilled == (policy["backfilled"] + ran_late if missed else 0)

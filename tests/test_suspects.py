@@ -74,6 +74,7 @@ async def test_a_suspect_cancelled_while_waiting_lets_ordinary_groups_through() 
         await asyncio.sleep(0)
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
+    assert waiting.cancelled()  # not ended by the AssertionError of a suspect that got in
     async with gate.ordinary():  # not held back by a suspect that gave up
         pass
     release.set()
