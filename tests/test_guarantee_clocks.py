@@ -47,7 +47,8 @@ asyncio.run(main())
 
 def libfaketime() -> str:
     found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1") + glob.glob("/usr/lib/faketime/libfaketime.so.1"))
-    assert found, "libfaketime is not installed (Debian: apt-get install faketime); G4's test needs it"
+    if not found:  # .ci/run installs it; elsewhere the test says what it needs
+        pytest.skip("G4's clock-skew test needs libfaketime (Debian: apt-get install faketime)")
     return found[0]
 
 
