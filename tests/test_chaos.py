@@ -83,10 +83,8 @@ def test_a_random_seed_is_valid() -> None:
 @pytest.mark.timeout(300)
 def test_a_build_without_the_fence_is_judged_invalid() -> None:
     # The workers' failpoints at 3 % rather than 0.5 %: a kill between commit and ack is what
-    # makes a redelivery of a job that already ran, and at 0.5 % a 500-job run has about two of
-    # them, sometimes none; a CI run then broke only invariants 1 and 7 (it did not drain), which
-    # says nothing about the fence. At 3 % three runs had 23-27 failpoint deaths and 5-10
-    # duplicate effects each.
+    # makes a redelivery of a job that already ran, and at 0.5 % a 500-job run may have none,
+    # which would leave the fence untested.
     report = chaos_run("--seed", "977", "--duration", "20", "--jobs", "500", "--fault-gap", "0.8",
                        "--min-faults", "4", "--drain-timeout", "40", "--failpoint-rate", "0.03", "--broken",
                        timeout=280)
