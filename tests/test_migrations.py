@@ -6,6 +6,7 @@ chronoq is refused; `chronoq migrate` creates the database."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import uuid
@@ -101,7 +102,8 @@ async def test_printed_script_builds_the_same_schema(empty_database, conn) -> No
     assert await dump(empty_database) == SNAPSHOT.read_text(encoding="utf-8")
 
 
-async def test_a_database_migrated_by_the_replaced_series_is_moved_onto_the_baseline(empty_database, conn) -> None:
+async def test_a_database_migrated_by_the_replaced_series_is_moved_onto_the_baseline(empty_database, conn, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="chronoq.migrate")
     await apply_replaced_series(conn, until=len(REPLACED_SERIES))
     last_ran = await conn.fetchval("SELECT max(applied_at) FROM chronoq.schema_migrations")
     others = [await asyncpg.connect(empty_database) for _ in range(2)]
@@ -112,6 +114,7 @@ async def test_a_database_migrated_by_the_replaced_series_is_moved_onto_the_base
         for c in others:
             await c.close()
     assert results == [[], [], []]
+    assert [getattr(r, "action", None) for r in caplog.records if r.name == "chronoq.migrate"] == ["migrations_rebased"]
     assert await recorded(conn) == [(1, "baseline")]
     assert await conn.fetchval("SELECT applied_at FROM chronoq.schema_migrations") == last_ran
     assert await apply(conn) == []

@@ -6,16 +6,18 @@ ran. Running ``migrate`` again, or from several processes at once, is safe.
 Migrations are additive: a migration that has shipped is never edited, merged or undone; a
 change to the schema is a new file with the next number, and the reviewed snapshot
 ``schema.sql`` beside this module changes with it (``python -m tests.schema_snapshot`` writes
-it; ``tests/test_schema.py`` fails on any difference).
+it; ``tests/test_migrations.py`` fails on any difference).
 
 ``001_baseline`` stands for the nine migrations of :data:`REPLACED_SERIES` and builds exactly
-their schema (``tests/test_schema.py`` compares the two). A database that recorded all nine is
-moved onto the baseline by rewriting its records; one that recorded only some, or a migration
-this chronoq does not have, is refused with a :class:`ConfigError` that says where it stands.
+their schema (``tests/test_migrations.py`` compares the two). A database that recorded all
+nine is moved onto the baseline by rewriting its records; one that recorded only some, or a
+migration this chronoq does not have, is refused with a :class:`ConfigError` that says where
+it stands.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -26,6 +28,8 @@ import asyncpg
 from chronoq._store.connection import CONNECTION_ERRORS, Connection, connect
 from chronoq._store.sql import query
 from chronoq.errors import ConfigError, ServiceUnavailableError
+
+log = logging.getLogger("chronoq.migrate")
 
 # Any constant works; it only has to be the same for every chronoq process.
 _MIGRATION_LOCK = 0x6368726F6E6F71  # "chronoq"
@@ -110,6 +114,8 @@ async def apply(conn: Connection) -> list[Migration]:
             baseline = known[0]
             await conn.execute(query("rebase_on_baseline"), baseline.version, baseline.name)
             recorded = {baseline.version: baseline.name}
+            log.info("records of the replaced migrations rewritten to the baseline",
+                     extra={"action": "migrations_rebased", "replaced": len(REPLACED_SERIES), "baseline": baseline.label})
         _refuse_unknown(recorded, known)
         for m in known:
             if m.version in recorded:

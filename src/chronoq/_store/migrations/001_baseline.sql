@@ -13,7 +13,8 @@
 --          together are the ledger of every nominal tick of a recurring job.
 -- attempts the failed attempts, for `jobs show` and for bounding retries.
 --
--- Column order is part of the schema: keep new columns at the end of their table.
+-- Columns are in the order the migrations this one replaces left them (see migrate.py), so
+-- that every chronoq database has one layout.
 
 CREATE SCHEMA IF NOT EXISTS chronoq;
 
@@ -51,7 +52,7 @@ CREATE UNIQUE INDEX jobs_queue_key ON chronoq.jobs (queue, key) WHERE key IS NOT
 -- Finished one-shot jobs have no index of their own (it would cost every bulk-enqueued job one
 -- more entry, all with the same key): a one-shot job leaves the wheel only in the transaction
 -- that writes its terminal result, so the pruner deletes finished jobs by the job ids its
--- delete of their results returns (timer.sql: prune_results, prune_jobs).
+-- delete of their results returns (queries prune_results, then prune_jobs).
 
 -- The idempotency key of an occurrence: stable across every retry and redelivery, readable in
 -- the RabbitMQ management UI, e.g. "42@2026-11-29T09:00:00.000000Z".
@@ -72,8 +73,8 @@ RETURN d - date_trunc('day', d) + extract(day FROM d)::bigint * interval '24 hou
 -- (one lookup of the job, which it also locks FOR KEY SHARE, writing to the job's tuple), which
 -- costs bulk enqueue about a quarter of its rate. The reference is kept by chronoq's statements
 -- instead: every statement that inserts a wheel row takes its job id from a job row it reads or
--- writes in the same statement (producer.sql, dead.sql), or from a row its transaction holds
--- (timer.sql: the claimed head; schedules.sql: the job just written); jobs are deleted only by
+-- writes in the same statement (enqueue, replay of the dead), or from a row its transaction
+-- holds (a timer's claimed head, a recurring job just written); jobs are deleted only by
 -- retention (one-shot jobs with no occurrence left) or by hand, and the trigger
 -- jobs_delete_occurrences below deletes the occurrences of deleted jobs. A row left behind all
 -- the same (a job deleted by hand while its next tick was being written) is dropped by the
@@ -118,7 +119,7 @@ CREATE TABLE chronoq.wheel (
     autovacuum_analyze_scale_factor = 0.02,
     autovacuum_vacuum_cost_delay = 0,
     -- Room on each page for the update that counts a delivery's start. That update leaves
-    -- `due_at` alone unless the lease is running out (consumer.sql, start_deliveries), so with
+    -- `due_at` alone unless the lease is running out (query start_deliveries), so with
     -- free space on the page it is a HOT update: no new entries in the wheel's indexes, and
     -- nothing for claims to step over in `wheel_due` until vacuum comes.
     fillfactor = 70
