@@ -1,49 +1,88 @@
-"""Migrations: applied from zero, idempotent, printable; `chronoq migrate` creates the database."""
+"""Migrations: applied from zero they build exactly the reviewed snapshot and exactly what the
+series the baseline replaces built; idempotent, concurrent-safe, printable; a database migrated
+by the replaced series is moved onto the baseline, one part way through it or ahead of this
+chronoq is refused; `chronoq migrate` creates the database."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 
-from chronoq._store.migrate import apply, migrations, script
+from chronoq._store.migrate import REPLACED_SERIES, apply, migrations, script
+from chronoq._store.sql import query
+from chronoq.errors import ConfigError
 from tests.conftest import child_env, database_url
+from tests.schema_snapshot import SNAPSHOT, difference, dump, fresh_database, migrated_schema
+
+# The migration files of the series 001_baseline replaces, as databases in the field ran them.
+REPLACED_FILES = Path(__file__).parent / "replaced_migrations"
 
 
 @pytest.fixture
 async def empty_database(services) -> AsyncIterator[str]:
     """URL of a new database with no schema at all."""
-    name = f"chronoq_mig_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(services.admin_database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield database_url(services.admin_database_url, name)
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+    async with fresh_database(services.admin_database_url, "chronoq_mig") as url:
+        yield url
 
 
-async def test_migrations_apply_from_zero_and_again_change_nothing(empty_database) -> None:
-    conn = await asyncpg.connect(empty_database)
-    try:
-        applied = await apply(conn)
-        assert [m.version for m in applied] == [m.version for m in migrations()]
-        assert await apply(conn) == []
-        tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'chronoq'")}
-        assert tables == {"jobs", "wheel", "results", "attempts", "schema_migrations"}
-        indexes = {r["indexname"] for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'wheel'")}
-        assert "wheel_due" in indexes
-        options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'chronoq.wheel'::regclass")
-        assert "autovacuum_vacuum_scale_factor=0.0" in options
-        versions = [r["version"] for r in await conn.fetch("SELECT version FROM chronoq.schema_migrations ORDER BY 1")]
-        assert versions == [m.version for m in migrations()]
-    finally:
-        await conn.close()
+@pytest.fixture
+async def conn(empty_database) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(empty_database)
+    yield connection
+    await connection.close()
+
+
+async def apply_replaced_series(conn: asyncpg.Connection, until: int) -> None:
+    """Migrate as the replaced series did, up to version ``until``: each file in its own
+    transaction, recorded in schema_migrations under its own version and name."""
+    await conn.execute(query("create_bookkeeping"))
+    files = sorted(REPLACED_FILES.glob("*.sql"))
+    assert [f.stem.split("_", 1)[1] for f in files] == list(REPLACED_SERIES)
+    for version, file in enumerate(files[:until], start=1):
+        async with conn.transaction():
+            await conn.execute(file.read_text(encoding="utf-8"))
+            await conn.execute(query("record_migration"), version, REPLACED_SERIES[version - 1])
+
+
+async def recorded(conn: asyncpg.Connection) -> list[tuple[int, str]]:
+    return [(r["version"], r["name"]) for r in await conn.fetch("SELECT version, name FROM chronoq.schema_migrations ORDER BY 1")]
+
+
+async def test_the_migrations_build_exactly_the_reviewed_snapshot(services) -> None:
+    actual = await migrated_schema(services.admin_database_url)
+    diff = difference(SNAPSHOT.read_text(encoding="utf-8"), actual, f"{SNAPSHOT.name} (snapshot)", "migrated database")
+    assert not diff, (
+        "the migrations no longer build the reviewed schema snapshot; if the change is intended, run "
+        f"`python -m tests.schema_snapshot` and review its diff:\n{diff}"
+    )
+
+
+async def test_the_baseline_builds_what_the_series_it_replaces_built(services) -> None:
+    async with fresh_database(services.admin_database_url, "chronoq_old") as url:
+        old = await asyncpg.connect(url)
+        try:
+            await apply_replaced_series(old, until=len(REPLACED_SERIES))
+        finally:
+            await old.close()
+        replaced = await dump(url)
+    baseline = await migrated_schema(services.admin_database_url)
+    diff = difference(replaced, baseline, "replaced series 001-009", "001_baseline")
+    assert not diff, f"the baseline differs from the series it replaces:\n{diff}"
+
+
+async def test_migrations_apply_from_zero_and_again_change_nothing(conn) -> None:
+    applied = await apply(conn)
+    assert [m.label for m in applied] == ["001_baseline"] == [m.label for m in migrations()]
+    assert await apply(conn) == []
+    assert await recorded(conn) == [(1, "baseline")]
 
 
 async def test_concurrent_migrations_apply_once(empty_database) -> None:
@@ -56,13 +95,56 @@ async def test_concurrent_migrations_apply_once(empty_database) -> None:
             await c.close()
 
 
-async def test_printed_script_builds_the_same_schema(empty_database) -> None:
-    conn = await asyncpg.connect(empty_database)
+async def test_printed_script_builds_the_same_schema(empty_database, conn) -> None:
+    await conn.execute(script())
+    assert await apply(conn) == []  # the script recorded every version
+    assert await recorded(conn) == [(1, "baseline")]
+    assert await dump(empty_database) == SNAPSHOT.read_text(encoding="utf-8")
+
+
+async def test_a_database_migrated_by_the_replaced_series_is_moved_onto_the_baseline(empty_database, conn, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="chronoq.migrate")
+    await apply_replaced_series(conn, until=len(REPLACED_SERIES))
+    last_ran = await conn.fetchval("SELECT max(applied_at) FROM chronoq.schema_migrations")
+    others = [await asyncpg.connect(empty_database) for _ in range(2)]
     try:
-        await conn.execute(script())
-        assert await apply(conn) == []  # the script recorded every version
+        # Concurrent migrates take turns under the lock: one rewrites the records, the rest find the baseline.
+        results = await asyncio.gather(apply(conn), *(apply(c) for c in others))
     finally:
-        await conn.close()
+        for c in others:
+            await c.close()
+    assert results == [[], [], []]
+    assert [getattr(r, "action", None) for r in caplog.records if r.name == "chronoq.migrate"] == ["migrations_rebased"]
+    assert await recorded(conn) == [(1, "baseline")]
+    assert await conn.fetchval("SELECT applied_at FROM chronoq.schema_migrations") == last_ran
+    assert await apply(conn) == []
+    assert await dump(empty_database) == SNAPSHOT.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("until", [1, 5, 8])
+async def test_a_database_part_way_through_the_replaced_series_is_refused(conn, until) -> None:
+    await apply_replaced_series(conn, until=until)
+    before = await recorded(conn)
+    at = f"{until:03d}_{REPLACED_SERIES[until - 1]}"
+    with pytest.raises(ConfigError, match=f"schema is at {at}, short of the 9 migrations 001_baseline replaces: "
+                                          "bring it to 009_elapsed_durations"):
+        await apply(conn)
+    assert await recorded(conn) == before
+
+
+async def test_a_database_migrated_by_a_newer_chronoq_is_refused(conn) -> None:
+    await apply(conn)
+    await conn.execute("INSERT INTO chronoq.schema_migrations (version, name) VALUES (2, 'from_a_newer_chronoq')")
+    with pytest.raises(ConfigError, match="schema is at 002_from_a_newer_chronoq, newer than this chronoq "
+                                          r"\(its latest is 001_baseline\)"):
+        await apply(conn)
+
+
+async def test_a_database_recording_a_migration_of_another_name_is_refused(conn) -> None:
+    await apply(conn)
+    await conn.execute("UPDATE chronoq.schema_migrations SET name = 'someone_elses' WHERE version = 1")
+    with pytest.raises(ConfigError, match="records migration 001_someone_elses, which this chronoq does not have"):
+        await apply(conn)
 
 
 async def test_cli_migrate_creates_a_missing_database_and_is_idempotent(services, settings, namespace) -> None:
@@ -70,12 +152,15 @@ async def test_cli_migrate_creates_a_missing_database_and_is_idempotent(services
     url = database_url(services.admin_database_url, name)
     env = child_env(settings, CHRONOQ_DATABASE_URL=url)
     try:
+        outputs = []
         for _ in range(2):
             result = await asyncio.to_thread(
                 subprocess.run, [sys.executable, "-m", "chronoq", "migrate"], env=env, capture_output=True, text=True, timeout=60
             )
             assert result.returncode == 0, result.stderr
-        assert "up to date" in result.stdout
+            outputs.append(result.stdout)
+        assert "migrations applied: 001_baseline" in outputs[0]
+        assert "up to date" in outputs[1]
         printed = await asyncio.to_thread(
             subprocess.run, [sys.executable, "-m", "chronoq", "migrate", "--print"], env=env, capture_output=True, text=True,
             timeout=60,
@@ -87,25 +172,17 @@ async def test_cli_migrate_creates_a_missing_database_and_is_idempotent(services
         await admin.close()
 
 
-async def test_migration_008_removes_one_shot_jobs_whose_results_were_already_pruned(empty_database) -> None:
-    # Before 008, the pruner found finished one-shot jobs by age; after it, by their results. A
-    # job whose result was pruned before the upgrade has none left to be found by: 008 removes it.
-    conn = await asyncpg.connect(empty_database)
-    try:
-        await apply(conn, until=7)
-        await conn.execute("""
-            INSERT INTO chronoq.jobs (id, queue, kind, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms,
-                                      cron, timezone)
-            VALUES (1, 'q', 'once', 1, 0, 0, 0, 1000, NULL, NULL), (2, 'q', 'once', 1, 0, 0, 0, 1000, NULL, NULL),
-                   (3, 'q', 'once', 1, 0, 0, 0, 1000, NULL, NULL), (4, 'q', 'cron', 1, 0, 0, 0, 1000, '* * * * *', 'UTC');
-            INSERT INTO chronoq.wheel (occurrence_key, job_id, queue, fire_at, run_at, due_at)
-            VALUES (chronoq.occurrence_key(2, now()), 2, 'q', now(), now(), now());
-            INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt)
-            VALUES (chronoq.occurrence_key(3, now()), 3, 'q', now(), 'succeeded', 1);
-        """)
-        assert [m.version for m in await apply(conn, until=8)] == [8]
-        # 1: its result pruned earlier, gone; 2: scheduled, 3: finished and kept, 4: recurring.
-        assert [r["id"] for r in await conn.fetch("SELECT id FROM chronoq.jobs ORDER BY id")] == [2, 3, 4]
-        assert await conn.fetchval("SELECT to_regclass('chronoq.jobs_once_created')") is None
-    finally:
-        await conn.close()
+async def test_cli_migrate_refuses_a_database_part_way_through_the_replaced_series(services, settings, namespace) -> None:
+    async with fresh_database(services.admin_database_url, "chronoq_part") as url:
+        old = await asyncpg.connect(url)
+        try:
+            await apply_replaced_series(old, until=3)
+        finally:
+            await old.close()
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "chronoq", "migrate"], env=child_env(settings, CHRONOQ_DATABASE_URL=url),
+            capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.stderr.startswith("error: the chronoq schema is at 003_retention, short of the 9 migrations")
+    assert result.stderr.rstrip().endswith("DROP SCHEMA chronoq CASCADE (losing its data) and migrate")

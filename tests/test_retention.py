@@ -99,7 +99,7 @@ async def test_only_one_timer_prunes_at_a_time(settings, db) -> None:
 
 
 async def test_deleting_jobs_by_hand_deletes_their_occurrences_and_history(producer: Producer, db) -> None:
-    # The wheel has no foreign key to its job (migration 007: it made bulk enqueue pay one
+    # The wheel has no foreign key to its job (001_baseline.sql: it would make bulk enqueue pay one
     # lookup and one row lock per job); a statement-level trigger does what its cascade did.
     assert await db.fetchval(
         "SELECT count(*) FROM pg_constraint WHERE conrelid = 'chronoq.wheel'::regclass AND contype = 'f'"

@@ -16,7 +16,7 @@ class OccurrenceStatus:
     terminal_state: str | None  # set: the occurrence has ended, the delivery is a duplicate
     live_attempt: int | None  # the wheel's current attempt, None if the row is gone
     starts: int | None  # deliveries of this attempt started so far, this one included
-    only_copy: bool = False  # never started, and the first and only published copy (migration 006)
+    only_copy: bool = False  # never started, and the first and only published copy (wheel.dispatch_id)
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ class JobMessage(BaseModel):
     fire_at: datetime = Field(strict=True)  # the occurrence's nominal time (RFC 3339, not a number)
     run_at: datetime = Field(strict=True)  # when this attempt was due
     attempt: int = Field(ge=1, le=1_000_000)
-    # The publishing timer batch's random id (wheel.dispatch_id, migration 006): tells the first
+    # The publishing timer batch's random id (wheel.dispatch_id): tells the first
     # copy of an attempt from copies published again. Absent: treated as published again.
     dispatch_id: int | None = Field(default=None, ge=0, le=2**63 - 1)
     max_attempts: int = Field(ge=1, le=1000)

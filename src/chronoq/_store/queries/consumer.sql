@@ -87,7 +87,7 @@ LEFT JOIN started USING (occurrence_key);
 -- the count; the deliveries that are handed back (below) are counted when they come back as
 -- redeliveries, so counting them here too would spend two starts on one run. `starts` is what
 -- this start makes it. `only_copy`: never started, and the first and only copy of this attempt
--- a committed timer batch published (migration 006): the one copy that may run before its
+-- a committed timer batch published (wheel.dispatch_id): the one copy that may run before its
 -- start is counted; every other live one is handed back.
 -- One row per delivery, in the group's order: a group can hold two copies of one occurrence
 -- (a rolled-back batch's and the next batch's), and only the first may run, judged by its own

@@ -29,7 +29,7 @@ FROM due
 -- hundreds of due rows where there were three, and hashed the whole jobs table for every claim,
 -- a third of Postgres's CPU at 200 jobs/s. OFFSET 0 keeps
 -- the planner from merging this back into a join it may plan that way.
--- A LEFT join: a row whose job is gone (no foreign key since migration 007; a job deleted by
+-- A LEFT join: a row whose job is gone (the wheel has no foreign key; a job deleted by
 -- hand while its next tick was being written) comes back with j.kind NULL, and the timer drops
 -- it, instead of claiming it again in every batch.
 LEFT JOIN LATERAL (SELECT * FROM chronoq.jobs WHERE id = due.job_id OFFSET 0) AS j ON true;
@@ -37,7 +37,7 @@ LEFT JOIN LATERAL (SELECT * FROM chronoq.jobs WHERE id = due.job_id OFFSET 0) AS
 -- name: mark_dispatched
 -- Push each row's due_at to its redelivery deadline: if no outcome removes the row by then, a
 -- timer publishes the occurrence again. $3 is the batch's dispatch id, which its messages carry
--- (migration 006). The timer sends this while the broker's confirms are on their way, in the
+-- (wheel.dispatch_id). The timer sends this while the broker's confirms are on their way, in the
 -- batch's transaction: it commits after the confirms, and a refused row is put back first
 -- (postpone_unpublished), so no other session ever sees a row marked that was not confirmed.
 UPDATE chronoq.wheel w
@@ -140,7 +140,7 @@ DELETE FROM chronoq.attempts a USING doomed WHERE a.id = doomed.id;
 -- name: prune_jobs
 -- The one-shot jobs among those whose results were just pruned ($1), once nothing of theirs is
 -- left: no live occurrence (a replayed one), no other result. A one-shot job leaves the wheel
--- only with its result written, so this finds every finished one (migration 008). Recurring
+-- only with its result written, so this finds every finished one. Recurring
 -- jobs stay until cancelled and deleted by their owner.
 DELETE FROM chronoq.jobs j
 WHERE j.id = ANY($1::bigint[]) AND j.kind = 'once'
