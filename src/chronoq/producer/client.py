@@ -14,14 +14,14 @@ from typing import Any, Literal
 
 import asyncpg
 
+from chronoq import lifecycle
 from chronoq._runtime import tracing
 from chronoq._runtime.hooks import count_enqueued
 from chronoq._store import jobs as job_store
 from chronoq._store import reads
 from chronoq._store.connection import Connection, create_pool, is_connection, with_database_errors
 from chronoq.errors import InvalidJobError, JobNotFoundError
-from chronoq.producer import recurring
-from chronoq.producer.views import load_job
+from chronoq.producer.views import load_job, load_summaries, load_ticks
 from chronoq.schemas.job import EARLIEST_RUN_AT, LATEST_RUN_AT, JobSpec, RetryPolicy, build_spec, prepare_spec, revalidated
 from chronoq.schemas.policies import Misfire, Overlap
 from chronoq.schemas.rules import MAX_DURATION, check_aware_time, check_job_id, check_limit, check_queue_name, to_duration
@@ -189,9 +189,9 @@ class Producer:
         )
         _check_connection(connection)
         if connection is not None:
-            return await recurring.schedule(connection, spec)
+            return await lifecycle.schedule(connection, spec)
         async with self.pool.acquire() as conn:
-            return await recurring.schedule(conn, spec)
+            return await lifecycle.schedule(conn, spec)
 
     @with_database_errors
     async def pause(self, job_id: int) -> bool:
@@ -199,14 +199,14 @@ class Producer:
         True if this call paused it."""
         job_id = check_job_id(job_id)
         async with self.pool.acquire() as conn:
-            return await recurring.pause(conn, job_id)
+            return await lifecycle.pause(conn, job_id)
 
     @with_database_errors
     async def resume(self, job_id: int) -> bool:
         """Resume a paused job from its next tick. True if this call resumed it."""
         job_id = check_job_id(job_id)
         async with self.pool.acquire() as conn:
-            return await recurring.resume(conn, job_id)
+            return await lifecycle.resume(conn, job_id)
 
     @with_database_errors
     async def reschedule(
@@ -221,7 +221,7 @@ class Producer:
             if value is not None and not isinstance(value, str):
                 raise InvalidJobError(name, f"must be a string, not {type(value).__name__}")
         async with self.pool.acquire() as conn:
-            await recurring.reschedule(conn, job_id, cron=cron, timezone=timezone, run_at=run_at)
+            await lifecycle.reschedule(conn, job_id, cron=cron, timezone=timezone, run_at=run_at)
 
     @with_database_errors
     async def ticks(self, job_id: int, *, since: datetime | None = None, limit: int = 1000) -> list[TickView]:
@@ -232,7 +232,7 @@ class Producer:
         async with self.pool.acquire() as conn:
             if not await job_store.job_exists(conn, job_id):
                 raise JobNotFoundError(job_id)
-            return await recurring.ticks(conn, job_id, since, limit)
+            return await load_ticks(conn, job_id, since, limit)
 
     @with_database_errors
     async def list_jobs(self, *, queue: str | None = None, state: str | None = None, limit: int = 100) -> list[JobSummary]:
@@ -243,7 +243,7 @@ class Producer:
             raise InvalidJobError("state", f"must be one of {', '.join(JOB_STATES)}")
         limit = check_limit(limit)
         async with self.pool.acquire() as conn:
-            return await recurring.list_jobs(conn, queue, state, limit)
+            return await load_summaries(conn, queue, state, limit)
 
     @with_database_errors
     async def get(self, job_id: int) -> JobView:

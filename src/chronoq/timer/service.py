@@ -18,7 +18,7 @@ import os
 import secrets
 import socket
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -34,6 +34,7 @@ from chronoq._runtime.hooks import Hooks
 from chronoq._runtime.service import start_or_close
 from chronoq._store import maintenance, wheel
 from chronoq._store.connection import CONNECTION_ERRORS, Connection, connect, create_pool
+from chronoq._store.wheel import INFINITY
 from chronoq.schemas.rules import short
 from chronoq.timer.ingest import Ingest
 from chronoq.timer.messages import job_message, lease, pack_message
@@ -62,8 +63,6 @@ INTAKE_START_TIMEOUT = 10.0
 LOCKED_ROWS_PAUSE = 0.05
 #: Seconds between counts of the due backlog (the chronoq_due_backlog gauge): see next_due.
 BACKLOG_INTERVAL = 1.0
-#: Due time of a parked row (a paused job's next tick): never, until resumed.
-INFINITY = datetime.max.replace(tzinfo=UTC)
 #: How long a row whose one-row batch failed for an unknown reason waits before it is tried
 #: again, out of the way of every other row.
 HOLD_PAUSE = timedelta(seconds=30)
