@@ -1,7 +1,7 @@
 """The timer's claim and the worker's group statements find their rows by key whatever the
 planner's statistics say. On a server where autovacuum is off, or has not analyzed the tables
 yet, the statistics can be those of empty tables while the tables hold many rows; plans made from
-them hashed whole tables once per claim or group (docs/benchmarks.md, eighth sitting)."""
+them hashed whole tables once per claim or group (docs/benchmarks.md)."""
 
 from __future__ import annotations
 

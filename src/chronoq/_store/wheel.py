@@ -26,7 +26,8 @@ def occurrence_key(job_id: int, fire_at: datetime) -> str:
 def fire_time_suffix(fire_at: datetime) -> str:
     """The part of an occurrence key after the job id: ``@`` and the fire time in UTC, to the
     microsecond (``42@2026-11-29T09:00:00.000000Z``)."""
-    return f"@{fire_at.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+    # isoformat, not strftime: %Y does not pad years before 1000 to four digits on every platform.
+    return f"@{fire_at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec='microseconds')}Z"
 
 
 async def claim_due(conn: Connection, limit: int) -> list[asyncpg.Record]:

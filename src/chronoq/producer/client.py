@@ -20,7 +20,7 @@ from chronoq._runtime.hooks import count_enqueued
 from chronoq._store import jobs as job_store
 from chronoq._store import reads
 from chronoq._store.connection import Connection, create_pool, is_connection, with_database_errors
-from chronoq.errors import InvalidJobError, JobNotFoundError
+from chronoq.errors import InvalidJobError, JobNotFoundError, wrong_type
 from chronoq.producer.views import load_job, load_summaries, load_ticks
 from chronoq.schemas.job import EARLIEST_RUN_AT, LATEST_RUN_AT, JobSpec, RetryPolicy, build_spec, prepare_spec, revalidated
 from chronoq.schemas.policies import Misfire, Overlap
@@ -109,7 +109,7 @@ class Producer:
     async def enqueue_spec(self, spec: JobSpec, *, connection: Connection | None = None) -> int:
         """Store a one-shot job built beforehand; it is checked again as a new one would be."""
         if not isinstance(spec, JobSpec):
-            raise InvalidJobError("spec", f"must be a JobSpec, not {type(spec).__name__}")
+            raise wrong_type("spec", "a JobSpec", spec)
         return (await self._enqueue(revalidated(spec)[0], connection)).job_id
 
     async def _enqueue(self, spec: JobSpec, connection: Connection | None) -> job_store.Enqueued:
@@ -138,9 +138,7 @@ class Producer:
         nothing is stored. With ``connection``, the jobs are written in its current transaction
         (a failure rolls back only this call's savepoint)."""
         _check_connection(connection)
-        if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Iterable):
-            raise InvalidJobError("jobs", f"must be an iterable of JobSpecs or mappings, not {type(jobs).__name__}")
-        items = list(jobs)
+        items = _listed(jobs, "jobs", "an iterable of JobSpecs or mappings")
         if not items:
             return []
         first = _prepare(0, items[0])
@@ -219,7 +217,7 @@ class Producer:
             run_at = check_aware_time(run_at, "run_at", earliest=EARLIEST_RUN_AT, latest=LATEST_RUN_AT)
         for name, value in (("cron", cron), ("timezone", timezone)):
             if value is not None and not isinstance(value, str):
-                raise InvalidJobError(name, f"must be a string, not {type(value).__name__}")
+                raise wrong_type(name, "a string", value)
         async with self.pool.acquire() as conn:
             await lifecycle.reschedule(conn, job_id, cron=cron, timezone=timezone, run_at=run_at)
 
@@ -275,7 +273,7 @@ class Producer:
     async def summary(self, job_ids: list[int]) -> dict[str, Any]:
         """How a set of jobs ended: counts by terminal state, still pending, retried, and the
         start lateness of first attempts in seconds (p50, p99, max)."""
-        job_ids = [check_job_id(job_id, "job_ids") for job_id in job_ids]
+        job_ids = [check_job_id(job_id, "job_ids") for job_id in _listed(job_ids, "job_ids", "a list of job ids")]
         async with self.pool.acquire() as conn:
             return dict(await reads.outcome_summary(conn, job_ids))
 
@@ -298,9 +296,16 @@ class Producer:
         raise AssertionError("unreachable")
 
 
+def _listed(items: object, field: str, expected: str) -> list[Any]:
+    """The items of an iterable argument; a string or a mapping is one value, not items."""
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+        raise wrong_type(field, expected, items)
+    return list(items)
+
+
 def _check_connection(connection: object) -> None:
     if connection is not None and not is_connection(connection):
-        raise InvalidJobError("connection", f"must be an asyncpg connection, not {type(connection).__name__}")
+        raise wrong_type("connection", "an asyncpg connection", connection)
 
 
 def _prepare(index: int, item: JobSpec | Mapping[str, Any]) -> tuple[JobSpec, bytes]:
@@ -310,7 +315,7 @@ def _prepare(index: int, item: JobSpec | Mapping[str, Any]) -> tuple[JobSpec, by
         if type(item) is not dict and isinstance(item, JobSpec):
             return revalidated(item)
         if type(item) is not dict and not isinstance(item, Mapping):
-            raise InvalidJobError("job", f"must be a JobSpec or a mapping, not {type(item).__name__}")
+            raise wrong_type("job", "a JobSpec or a mapping", item)
         return prepare_spec(**item)
     except InvalidJobError as exc:
         raise InvalidJobError(exc.field, f"{exc.message} (item {index} of the batch)") from None
