@@ -113,6 +113,44 @@ async def test_one_bad_item_in_a_bulk_enqueue_stores_nothing(producer: Producer,
     await _nothing_stored(db)
 
 
+#: Every Producer method that takes a job id, called with the id as a string, as a web handler
+#: or a CLI wrapper would pass it on unconverted.
+ID_CALLS = [
+    pytest.param("get", lambda job_id: ((job_id,), {}), "job_id", id="get"),
+    pytest.param("cancel", lambda job_id: ((job_id,), {}), "job_id", id="cancel"),
+    pytest.param("pause", lambda job_id: ((job_id,), {}), "job_id", id="pause"),
+    pytest.param("resume", lambda job_id: ((job_id,), {}), "job_id", id="resume"),
+    pytest.param("reschedule", lambda job_id: ((job_id,), {"cron": "0 * * * *"}), "job_id", id="reschedule"),
+    pytest.param("ticks", lambda job_id: ((job_id,), {}), "job_id", id="ticks"),
+    pytest.param("summary", lambda job_id: (([job_id],), {}), "job_ids", id="summary"),
+    pytest.param("summary", lambda job_id: ((job_id,), {}), "job_ids", id="summary-of-a-string"),
+]
+
+
+@pytest.mark.parametrize(("method", "arguments", "field"), ID_CALLS)
+async def test_a_job_id_given_as_a_string_is_refused_naming_the_argument(
+    producer: Producer, db, method, arguments, field
+) -> None:
+    """``producer.get("2051")`` for a job that exists: a typed error naming the argument, not a
+    driver error, and the job is left as it was."""
+    job_id = await producer.schedule("ids", {}, cron="* * * * *")
+    before = await db.fetchrow("SELECT state, cron FROM chronoq.jobs WHERE id = $1", job_id)
+    args, kwargs = arguments(str(job_id))
+    with pytest.raises(InvalidJobError) as caught:
+        await getattr(producer, method)(*args, **kwargs)
+    assert caught.value.field == field
+    assert "not str" in caught.value.message
+    assert await db.fetchrow("SELECT state, cron FROM chronoq.jobs WHERE id = $1", job_id) == before
+    assert (await producer.get(job_id)).id == job_id  # the same id as an integer works
+
+
+async def test_a_summary_of_something_that_is_not_a_list_of_ids_is_refused(producer: Producer) -> None:
+    for job_ids in (None, 2051, {"id": 2051}):
+        with pytest.raises(InvalidJobError) as caught:
+            await producer.summary(job_ids)  # type: ignore[arg-type]
+        assert caught.value.field == "job_ids", job_ids
+
+
 async def test_a_bad_retry_policy_is_refused() -> None:
     with pytest.raises(ValueError):
         RetryPolicy(max_attempts=0)

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from chronoq import InvalidJobError, JobContext, Producer, Worker
+from chronoq._store.clock import db_now
 from chronoq.consumer.service import WorkerService
 from chronoq.schemas.cron import CronSchedule
 from chronoq.timer import Timer
@@ -19,10 +20,6 @@ from tests.conftest import child_env
 from tests.harness import Process, all_finished, dispatch_once, eventually, running
 
 EVERY_SECOND = "* * * * * *"
-
-
-async def db_now(db: asyncpg.Connection) -> datetime:
-    return await db.fetchval("SELECT now()")
 
 
 async def until_db_time(db: asyncpg.Connection, moment: datetime, *, timeout: float = 60) -> None:

@@ -141,7 +141,7 @@ async def test_a_keyless_submission_delivered_twice_is_stored_once_by_its_messag
 async def test_the_timer_dispatches_while_its_submissions_consumer_cannot_start(settings, producer: Producer, db) -> None:
     """The submissions queue's neighbour exists with other arguments, so the timer's consumer
     cannot subscribe: the timer still turns the wheel, and keeps retrying the consumer."""
-    topology = Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
+    topology = Topology.for_settings(settings)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()

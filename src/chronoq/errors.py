@@ -55,3 +55,27 @@ class TopologyError(ChronoqError):
 
 class JobStateError(ChronoqError):
     """The job is in a state that does not allow the operation (e.g. pausing a cancelled job)."""
+
+
+# One wording for each kind of error, wherever it is raised.
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as error text: its type, then its message if it has one."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def wrong_type(field: str, expected: str, value: object) -> InvalidJobError:
+    """A value of the wrong type: the field, what it must be, and the type it is (never the value)."""
+    return InvalidJobError(field, f"must be {expected}, not {type(value).__name__}")
+
+
+def cannot_connect(service: str, why: str | BaseException) -> ServiceUnavailableError:
+    """Postgres or RabbitMQ could not be reached: which, and why."""
+    return ServiceUnavailableError(f"cannot connect to {service}: {describe(why) if isinstance(why, BaseException) else why}")
+
+
+def bad_setting(setting: str, problem: str) -> ConfigError:
+    """A setting whose value does not work, by its name (``database_url``, ``amqp_url``)."""
+    return ConfigError(f"{setting}: {problem}")

@@ -30,8 +30,8 @@ from chronoq.consumer.context import JobContext
 from chronoq.consumer.outcome import Ending, ending_of
 from chronoq.consumer.registry import Handler, Worker
 from chronoq.errors import UnknownQueueError
-from chronoq.producer import Producer, recurring
-from chronoq.producer.views import load_job
+from chronoq.producer import Producer
+from chronoq.producer.views import load_job, load_summaries
 from chronoq.schemas.job import DEFAULT_TIMEOUT
 from chronoq.schemas.payload import encode_payload
 from chronoq.schemas.views import JobSummary, JobView
@@ -187,7 +187,7 @@ async def _jobs(target: Target, queue: str | None, *, full: bool = True) -> list
         summaries = list(reversed(await target.list_jobs(queue=queue, limit=LIST_LIMIT)))
         return [await target.get(s.id) for s in summaries] if full else summaries
     conn = target  # a connection, perhaps without chronoq's jsonb codec and inside a transaction
-    summaries = list(reversed(await recurring.list_jobs(conn, queue, None, LIST_LIMIT)))
+    summaries = list(reversed(await load_summaries(conn, queue, None, LIST_LIMIT)))
     if not full:
         return summaries
     reader = cast(asyncpg.Connection, _InCallersTransaction(conn)) if conn.is_in_transaction() else conn

@@ -11,7 +11,7 @@ import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustConnection
 
-from chronoq.errors import ConfigError, ServiceUnavailableError
+from chronoq.errors import bad_setting, cannot_connect
 
 log = logging.getLogger("chronoq.broker")
 
@@ -75,25 +75,25 @@ async def connect(url: str, *, name: str, timeout: float = CONNECT_TIMEOUT) -> A
             timeout=timeout,
         )
     except TimeoutError as exc:  # before BROKER_ERRORS: it is an OSError
-        raise ServiceUnavailableError(f"cannot connect to RabbitMQ: no answer within {timeout:g} s") from exc
+        raise cannot_connect("RabbitMQ", f"no answer within {timeout:g} s") from exc
     except (aiormq.exceptions.AuthenticationError, aiormq.exceptions.ProbableAuthenticationError) as exc:
-        raise ConfigError("amqp_url: RabbitMQ refused the login (check the user and password)") from exc
+        raise bad_setting("amqp_url", "RabbitMQ refused the login (check the user and password)") from exc
     except (aiormq.exceptions.InvalidFrameError, aiormq.exceptions.ConnectionNotAllowed) as exc:
         # RabbitMQ closes the handshake both while it shuts down and instead of opening a virtual
         # host that does not exist or that the user may not use; aiormq does not say which.
-        raise ServiceUnavailableError(
-            "cannot connect to RabbitMQ: it closed the handshake (shutting down, or a virtual host that "
-            "does not exist or that the user may not use)"
+        raise cannot_connect(
+            "RabbitMQ", "it closed the handshake (shutting down, or a virtual host that does not exist or that "
+            "the user may not use)"
         ) from exc
     except _HANDSHAKE_ERRORS as exc:
-        raise ServiceUnavailableError(f"cannot connect to RabbitMQ: {type(exc).__name__}: {exc}") from exc
+        raise cannot_connect("RabbitMQ", exc) from exc
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise  # we are being cancelled
         # A broker shutting down closes the handshake with CONNECTION_FORCED, which aiormq
         # surfaces as a cancellation of its own.
-        raise ServiceUnavailableError("cannot connect to RabbitMQ: the broker closed the connection") from exc
+        raise cannot_connect("RabbitMQ", "the broker closed the connection") from exc
     _log_losses(connection, name)
     return connection
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
@@ -19,6 +20,9 @@ from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
 from pamqp.common import FieldTable
 
 from chronoq.errors import TopologyError
+
+if TYPE_CHECKING:
+    from chronoq._runtime.config import Settings
 
 log = logging.getLogger("chronoq.broker")
 
@@ -31,6 +35,11 @@ class Topology:
     namespace: str
     queue_type: str = "quorum"
     delivery_limit: int = 10
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Topology:
+        """The names and queue arguments a service with these settings declares and uses."""
+        return cls(settings.namespace, settings.queue_type, settings.delivery_limit)
 
     @property
     def jobs_exchange(self) -> str:

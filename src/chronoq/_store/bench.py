@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from chronoq._store.connection import Connection, one_row
 from chronoq._store.sql import query
+from chronoq._store.wheel import occurrence_key
 
 #: How long set_autovacuum_on waits for a reload to reach its session: 5 s in all.
 RELOAD_POLL = timedelta(milliseconds=50)
@@ -24,11 +25,6 @@ _WHEEL_COLUMNS = ("occurrence_key", "job_id", "queue", "fire_at", "run_at", "due
 _JOB_DEFAULTS = (3, 1000, 3_600_000, 0.1, 300_000)
 #: Rows per COPY: big enough for COPY's speed, small enough for a smooth progress bar.
 COPY_CHUNK = 50_000
-
-
-def _key(job_id: int, at: datetime) -> str:
-    """``chronoq.occurrence_key`` computed here, so COPY needs no function call per row."""
-    return f"{job_id}@{at.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
 
 
 async def setup_effects(conn: Connection) -> None:
@@ -43,11 +39,6 @@ async def record_effect(conn: Connection, occurrence_key: str) -> None:
 async def server_environment(conn: Connection) -> dict[str, str]:
     """The server's version, synchronous_commit and autovacuum settings."""
     return dict(await one_row(conn, query("server_environment")))
-
-
-async def db_now(conn: Connection) -> datetime:
-    now: datetime = await conn.fetchval(query("bench_db_now"))
-    return now
 
 
 async def preload(
@@ -71,7 +62,7 @@ async def preload(
             )
             await conn.copy_records_to_table(
                 "wheel", schema_name="chronoq", columns=_WHEEL_COLUMNS,
-                records=((_key(i, d), i, queue, d, d, d, True) for i, d in zip(ids, due, strict=True)),
+                records=((occurrence_key(i, d), i, queue, d, d, d, True) for i, d in zip(ids, due, strict=True)),
             )
         if advance is not None:
             advance(len(ids))

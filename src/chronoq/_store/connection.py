@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 import asyncpg
 import asyncpg.pool
 import orjson
 
-from chronoq.errors import ChronoqError, ConfigError, InvalidJobError, ServiceUnavailableError
+from chronoq.errors import (
+    ChronoqError,
+    ConfigError,
+    InvalidJobError,
+    ServiceUnavailableError,
+    bad_setting,
+    cannot_connect,
+)
 
 #: What every query takes: a connection of its own or one lent by a pool.
 Connection: TypeAlias = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -55,16 +62,15 @@ def translated(exc: BaseException) -> ChronoqError:
     values of the statement."""
     if isinstance(exc, ChronoqError):
         return exc
-    if isinstance(exc, asyncpg.ClientConfigurationError):
-        return ConfigError(f"database_url: {_first_line(exc)}")
+    if isinstance(exc, (asyncpg.ClientConfigurationError, asyncpg.InvalidAuthorizationSpecificationError,
+                        asyncpg.InvalidPasswordError)):
+        return bad_setting("database_url", _first_line(exc))
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
-        return ConfigError(f"database_url: {_first_line(exc)} (create it, or run `chronoq migrate`)")
-    if isinstance(exc, (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPasswordError)):
-        return ConfigError(f"database_url: {_first_line(exc)}")
+        return bad_setting("database_url", f"{_first_line(exc)} (create it, or run `chronoq migrate`)")
     if isinstance(exc, (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError, asyncpg.UndefinedFunctionError)):
         return ConfigError(f"the database has no chronoq schema or an older one ({_first_line(exc)}): run `chronoq migrate`")
     if isinstance(exc, asyncpg.InsufficientPrivilegeError):
-        return ConfigError(f"database_url: the role may not do this ({_first_line(exc)})")
+        return bad_setting("database_url", f"the role may not do this ({_first_line(exc)})")
     if database_unavailable(exc):
         return ServiceUnavailableError(f"Postgres is unavailable: {type(exc).__name__}")
     if isinstance(exc, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)):
@@ -158,15 +164,22 @@ class OwnSession(asyncpg.Connection):
         return super().get_reset_query()
 
 
-async def connect(url: str, *, application_name: str = "chronoq") -> asyncpg.Connection:
+@contextlib.contextmanager
+def _connecting() -> Iterator[None]:
+    """Errors of opening a connection or a pool, as ChronoqErrors."""
     try:
-        conn = await asyncpg.connect(url, server_settings={"application_name": application_name})
+        yield
     except asyncpg.ClientConfigurationError as exc:
-        raise ConfigError(f"database_url: {_first_line(exc)}") from exc
+        raise bad_setting("database_url", _first_line(exc)) from exc
     except CONNECTION_ERRORS as exc:
-        raise ServiceUnavailableError(f"cannot connect to Postgres: {type(exc).__name__}: {exc}") from exc
+        raise cannot_connect("Postgres", exc) from exc
     except asyncpg.PostgresError as exc:
         raise translated(exc) from exc
+
+
+async def connect(url: str, *, application_name: str = "chronoq") -> asyncpg.Connection:
+    with _connecting():
+        conn = await asyncpg.connect(url, server_settings={"application_name": application_name})
     await init_connection(conn)
     return conn
 
@@ -193,17 +206,11 @@ async def create_pool(
         settings["plan_cache_mode"] = "force_custom_plan"
     if not synchronous_commit:
         settings["synchronous_commit"] = "off"
-    try:
+    with _connecting():
         return await asyncpg.create_pool(
             url, min_size=min_size, max_size=max_size, init=init_connection, server_settings=settings,
             connection_class=OwnSession if own_sessions else asyncpg.Connection,
         )
-    except asyncpg.ClientConfigurationError as exc:
-        raise ConfigError(f"database_url: {_first_line(exc)}") from exc
-    except CONNECTION_ERRORS as exc:
-        raise ServiceUnavailableError(f"cannot connect to Postgres: {type(exc).__name__}: {exc}") from exc
-    except asyncpg.PostgresError as exc:
-        raise translated(exc) from exc
 
 
 async def one_row(conn: Connection, sql: str, *args: object) -> asyncpg.Record:
@@ -218,9 +225,3 @@ async def one_row(conn: Connection, sql: str, *args: object) -> asyncpg.Record:
 def is_connection(value: object) -> bool:
     """An asyncpg connection, or one lent by a pool."""
     return isinstance(value, (asyncpg.Connection, asyncpg.pool.PoolConnectionProxy))
-
-
-@contextlib.asynccontextmanager
-async def acquire(pool: asyncpg.Pool) -> AsyncIterator[Connection]:
-    async with pool.acquire() as conn:
-        yield conn

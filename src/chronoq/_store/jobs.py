@@ -1,4 +1,4 @@
-"""Producer-side statements: enqueue (single and bulk) and cancel."""
+"""Statements on jobs: enqueue (single and bulk), cancel, and whether a job exists."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import orjson
 
 from chronoq._store.connection import Connection, one_row
 from chronoq._store.sql import query
+from chronoq._store.wheel import fire_time_suffix
 from chronoq.schemas.job import JobSpec, RetryPolicy
 from chronoq.schemas.rules import short
 
@@ -186,8 +187,8 @@ class _BulkCopy:
             self.delayed[delay] = (at - _PG_EPOCH) // _MICROSECOND
 
     def wheel_rows(self, part: _Part) -> bytes:
-        """The part's first occurrences as ``wheel`` COPY data. The occurrence key is
-        ``chronoq.occurrence_key(job_id, fire_at)``, built here (a test holds the two equal)."""
+        """The part's first occurrences as ``wheel`` COPY data, with their occurrence keys
+        (``wheel.occurrence_key``) built here, one suffix per fire time."""
         times: dict[int, tuple[str, bytes]] = {}
         rows = [_COPY_HEADER]
         for job_id, queue, due in part.occurrences:
@@ -196,7 +197,7 @@ class _BulkCopy:
             if encoded is None:
                 when = _PG_EPOCH + at * _MICROSECOND
                 stamp = _INT8.pack(8, at)
-                encoded = times[at] = (f"@{when:%Y-%m-%dT%H:%M:%S.%fZ}", stamp * 3 + b"\x00\x00\x00\x01\x01")
+                encoded = times[at] = (fire_time_suffix(when), stamp * 3 + b"\x00\x00\x00\x01\x01")
             key = f"{job_id}{encoded[0]}".encode()
             rows.append(b"\x00\x07" + _text(key) + _INT8.pack(8, job_id) + queue + encoded[1])
         rows.append(_COPY_TRAILER)
@@ -290,7 +291,7 @@ async def _enqueue_keyed(
     already existed are looked up afterwards."""
     own_ids = [ids[i] for i, _, _ in keyed]
     columns = list(zip(*(_row(spec, payload) for _, spec, payload in keyed), strict=True))
-    inserted = {r["id"] for r in await conn.fetch(query("enqueue_many"), own_ids, *columns, _trace_text(trace))}
+    inserted = {r["id"] for r in await conn.fetch(query("enqueue_keyed"), own_ids, *columns, _trace_text(trace))}
     result = [Enqueued(job_id, True) for job_id in own_ids]
     missing = [n for n, job_id in enumerate(own_ids) if job_id not in inserted]
     if missing:
@@ -305,10 +306,10 @@ async def _enqueue_keyed(
 
 async def cancel(conn: Connection, job_id: int) -> tuple[bool, int]:
     """Returns (whether the job was active and is now cancelled, occurrences cancelled)."""
-    row = await one_row(conn, query("cancel_job"), job_id)
+    row = await one_row(conn, query("cancel"), job_id)
     return row["cancelled"] > 0, row["occurrences"]
 
 
 async def job_exists(conn: Connection, job_id: int) -> bool:
-    exists: bool = await conn.fetchval("SELECT EXISTS (SELECT FROM chronoq.jobs WHERE id = $1)", job_id)
+    exists: bool = await conn.fetchval(query("job_exists"), job_id)
     return exists

@@ -1,14 +1,33 @@
-"""Timer-side statements: claim due occurrences, mark them dispatched or postponed, judge heads."""
+"""Statements on the wheel, the live occurrences: claim the due ones, mark them dispatched or
+postponed, write what judging the heads decided, and prune history."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from chronoq._store.connection import Connection, one_row
 from chronoq._store.sql import query
+
+#: Postgres's ``'infinity'`` as asyncpg reads it: the due time of a parked row (a paused job's
+#: next tick), which no claim reaches until the job is resumed.
+INFINITY = datetime.max.replace(tzinfo=UTC)
+
+
+def occurrence_key(job_id: int, fire_at: datetime) -> str:
+    """``chronoq.occurrence_key(job_id, fire_at)``, the wheel's key and the idempotency key of an
+    occurrence, computed without a round trip (rows written by COPY call no function). A test
+    holds the two equal."""
+    return f"{job_id}{fire_time_suffix(fire_at)}"
+
+
+def fire_time_suffix(fire_at: datetime) -> str:
+    """The part of an occurrence key after the job id: ``@`` and the fire time in UTC, to the
+    microsecond (``42@2026-11-29T09:00:00.000000Z``)."""
+    # isoformat, not strftime: %Y does not pad years before 1000 to four digits on every platform.
+    return f"@{fire_at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec='microseconds')}Z"
 
 
 async def claim_due(conn: Connection, limit: int) -> list[asyncpg.Record]:

@@ -31,7 +31,7 @@ from rich.progress import Progress
 
 from chronoq._runtime.config import Settings
 from chronoq._store import bench as store
-from chronoq._store import outcomes, wheel
+from chronoq._store import clock, outcomes, wheel
 from chronoq._store.connection import CONNECTION_ERRORS, Connection
 from chronoq.bench.report import Measured
 from chronoq.bench.scale import (
@@ -93,7 +93,7 @@ async def _sample(conn: Connection, done: int, elapsed: float, jobs_in: int, sec
 async def _claim_buffers(conn: Connection, batch: int) -> dict[str, int | None]:
     """Buffers one full claim touches now: a batch of due jobs is added first (the loop then
     finishes them like the others), so every sample claims ``batch`` rows whatever the backlog."""
-    now = await store.db_now(conn)
+    now = await clock.db_now(conn)
     await store.preload(conn, queue=CHURN_QUEUE, payload=PAYLOAD, count=batch,
                         first_due=now - timedelta(seconds=1), spacing=timedelta(microseconds=10))
     plan = await store.explain_claim(conn, batch)
@@ -114,7 +114,7 @@ async def churn(url: str, *, jobs: int, batch: int, lease: timedelta, progress: 
     try:
         while done < jobs:
             try:
-                now = await store.db_now(conn)
+                now = await clock.db_now(conn)
                 await store.preload(conn, queue=CHURN_QUEUE, payload=PAYLOAD, count=min(FEED, jobs - done),
                                     first_due=now - timedelta(seconds=1), spacing=timedelta(microseconds=10))
                 while done < jobs:  # (the rows of the last sample's probe may stay due)
@@ -188,7 +188,7 @@ async def measure(settings: Settings, options: dict[str, Any], progress: Progres
                               lease=settings.redispatch_after, progress=progress)
         conn.terminate()  # idle all along: it may have been broken by a restart meanwhile
         conn = await reconnect(settings.database_url)
-        due_now = await store.db_now(conn)
+        due_now = await clock.db_now(conn)
         probe = await store.preload(conn, queue=CHURN_QUEUE, payload=PAYLOAD, count=settings.claim_batch,
                                     first_due=due_now - timedelta(seconds=1), spacing=timedelta(microseconds=10))
         plan = await store.explain_claim(conn, settings.claim_batch)

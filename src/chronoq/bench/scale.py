@@ -31,7 +31,7 @@ from rich.progress import Progress
 
 from chronoq._runtime.config import Settings
 from chronoq._store import bench as store
-from chronoq._store import wheel
+from chronoq._store import clock, wheel
 from chronoq._store.connection import CONNECTION_ERRORS, Connection
 from chronoq.bench import scenarios
 from chronoq.bench.pipeline import pipeline
@@ -83,7 +83,7 @@ async def preload_future(conn: Connection, count: int, offset: int, progress: Pr
                          queue: str = SCALE_QUEUE) -> tuple[tuple[int, int], float]:
     """``count`` far-future jobs after the ``offset`` already preloaded; returns (id range, seconds)."""
     task = progress.add_task(f"COPY {count:,} future jobs", total=count)
-    now = await store.db_now(conn)
+    now = await clock.db_now(conn)
     started = time.perf_counter()
     block = await store.preload(conn, queue=queue, payload=PAYLOAD, count=count,
                                 first_due=now + FAR_AHEAD + SPACING * offset, spacing=SPACING,
@@ -98,7 +98,7 @@ async def claim_durations(conn: asyncpg.Connection, *, batches: int, batch: int,
     """Claim ``batches`` full batches of due jobs with the timer's statements; per-batch timings.
     One more batch is claimed under EXPLAIN (ANALYZE, BUFFERS) (rolled back): the buffers a
     claim touches do not depend on how busy the machine is, its timings do."""
-    now = await store.db_now(conn)
+    now = await clock.db_now(conn)
     total = (batches + 1) * batch
     # Due over the last minute, in order, like a backlog the timer works through.
     first, last = await store.preload(conn, queue=CLAIM_QUEUE, payload=PAYLOAD, count=total,

@@ -15,8 +15,7 @@ from typing import Any
 
 from rich.progress import Progress
 
-from chronoq._store import bench as store
-from chronoq._store import maintenance, reads
+from chronoq._store import clock, maintenance, reads
 from chronoq.bench import cpu
 from chronoq.bench.handlers import QUEUE
 from chronoq.bench.pipeline import Pipeline
@@ -41,7 +40,7 @@ async def _vacuum(p: Pipeline) -> None:
 
 async def _enqueue_at(p: Pipeline, due_offsets: list[float], mode: str) -> tuple[int, int]:
     """Enqueue jobs due at db-now + offset (seconds); returns the id range."""
-    now = await store.db_now(p.conn)
+    now = await clock.db_now(p.conn)
     ids: list[int] = []
     for start in range(0, len(due_offsets), ENQUEUE_CHUNK):
         chunk = due_offsets[start : start + ENQUEUE_CHUNK]

@@ -84,4 +84,4 @@ def _check_host(name: str, url: str) -> None:
 
 
 def topology(settings: Settings) -> Topology:
-    return Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
+    return Topology.for_settings(settings)

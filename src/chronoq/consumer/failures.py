@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from chronoq import errors
 from chronoq._broker.publisher import ConfirmedPublisher, Outgoing, fitted_headers
 from chronoq._store import outcomes
 from chronoq._store.connection import Connection
@@ -30,8 +31,8 @@ DEAD_LETTER_TIMEOUT = 10.0
 
 
 def describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return text[:ERROR_TEXT_LIMIT]
+    """The error text recorded for an attempt: :func:`chronoq.errors.describe`, bounded."""
+    return errors.describe(exc)[:ERROR_TEXT_LIMIT]
 
 
 @dataclass(frozen=True)

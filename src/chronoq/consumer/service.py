@@ -120,7 +120,7 @@ class WorkerService:
         self.name = name or f"worker@{socket.gethostname()}:{os.getpid()}"
         # The lanes: one that ends with an exception stops the worker (_runtime/side_tasks.py).
         self.side_tasks = SideTasks(self.name, log, on_failure=self.stop)
-        self.topology = Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
+        self.topology = Topology.for_settings(settings)
         self._pool: asyncpg.Pool | None = None
         self._broker: BrokerConnection | None = None
         self._publisher: ConfirmedPublisher | None = None

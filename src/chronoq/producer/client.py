@@ -14,14 +14,14 @@ from typing import Any, Literal
 
 import asyncpg
 
+from chronoq import lifecycle
 from chronoq._runtime import tracing
 from chronoq._runtime.hooks import count_enqueued
 from chronoq._store import jobs as job_store
 from chronoq._store import reads
 from chronoq._store.connection import Connection, create_pool, is_connection, with_database_errors
-from chronoq.errors import InvalidJobError, JobNotFoundError
-from chronoq.producer import recurring
-from chronoq.producer.views import load_job
+from chronoq.errors import InvalidJobError, JobNotFoundError, wrong_type
+from chronoq.producer.views import load_job, load_summaries, load_ticks
 from chronoq.schemas.job import EARLIEST_RUN_AT, LATEST_RUN_AT, JobSpec, RetryPolicy, build_spec, prepare_spec, revalidated
 from chronoq.schemas.policies import Misfire, Overlap
 from chronoq.schemas.rules import MAX_DURATION, check_aware_time, check_job_id, check_limit, check_queue_name, to_duration
@@ -109,7 +109,7 @@ class Producer:
     async def enqueue_spec(self, spec: JobSpec, *, connection: Connection | None = None) -> int:
         """Store a one-shot job built beforehand; it is checked again as a new one would be."""
         if not isinstance(spec, JobSpec):
-            raise InvalidJobError("spec", f"must be a JobSpec, not {type(spec).__name__}")
+            raise wrong_type("spec", "a JobSpec", spec)
         return (await self._enqueue(revalidated(spec)[0], connection)).job_id
 
     async def _enqueue(self, spec: JobSpec, connection: Connection | None) -> job_store.Enqueued:
@@ -138,9 +138,7 @@ class Producer:
         nothing is stored. With ``connection``, the jobs are written in its current transaction
         (a failure rolls back only this call's savepoint)."""
         _check_connection(connection)
-        if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Iterable):
-            raise InvalidJobError("jobs", f"must be an iterable of JobSpecs or mappings, not {type(jobs).__name__}")
-        items = list(jobs)
+        items = _listed(jobs, "jobs", "an iterable of JobSpecs or mappings")
         if not items:
             return []
         first = _prepare(0, items[0])
@@ -189,9 +187,9 @@ class Producer:
         )
         _check_connection(connection)
         if connection is not None:
-            return await recurring.schedule(connection, spec)
+            return await lifecycle.schedule(connection, spec)
         async with self.pool.acquire() as conn:
-            return await recurring.schedule(conn, spec)
+            return await lifecycle.schedule(conn, spec)
 
     @with_database_errors
     async def pause(self, job_id: int) -> bool:
@@ -199,14 +197,14 @@ class Producer:
         True if this call paused it."""
         job_id = check_job_id(job_id)
         async with self.pool.acquire() as conn:
-            return await recurring.pause(conn, job_id)
+            return await lifecycle.pause(conn, job_id)
 
     @with_database_errors
     async def resume(self, job_id: int) -> bool:
         """Resume a paused job from its next tick. True if this call resumed it."""
         job_id = check_job_id(job_id)
         async with self.pool.acquire() as conn:
-            return await recurring.resume(conn, job_id)
+            return await lifecycle.resume(conn, job_id)
 
     @with_database_errors
     async def reschedule(
@@ -219,9 +217,9 @@ class Producer:
             run_at = check_aware_time(run_at, "run_at", earliest=EARLIEST_RUN_AT, latest=LATEST_RUN_AT)
         for name, value in (("cron", cron), ("timezone", timezone)):
             if value is not None and not isinstance(value, str):
-                raise InvalidJobError(name, f"must be a string, not {type(value).__name__}")
+                raise wrong_type(name, "a string", value)
         async with self.pool.acquire() as conn:
-            await recurring.reschedule(conn, job_id, cron=cron, timezone=timezone, run_at=run_at)
+            await lifecycle.reschedule(conn, job_id, cron=cron, timezone=timezone, run_at=run_at)
 
     @with_database_errors
     async def ticks(self, job_id: int, *, since: datetime | None = None, limit: int = 1000) -> list[TickView]:
@@ -232,7 +230,7 @@ class Producer:
         async with self.pool.acquire() as conn:
             if not await job_store.job_exists(conn, job_id):
                 raise JobNotFoundError(job_id)
-            return await recurring.ticks(conn, job_id, since, limit)
+            return await load_ticks(conn, job_id, since, limit)
 
     @with_database_errors
     async def list_jobs(self, *, queue: str | None = None, state: str | None = None, limit: int = 100) -> list[JobSummary]:
@@ -243,7 +241,7 @@ class Producer:
             raise InvalidJobError("state", f"must be one of {', '.join(JOB_STATES)}")
         limit = check_limit(limit)
         async with self.pool.acquire() as conn:
-            return await recurring.list_jobs(conn, queue, state, limit)
+            return await load_summaries(conn, queue, state, limit)
 
     @with_database_errors
     async def get(self, job_id: int) -> JobView:
@@ -275,7 +273,7 @@ class Producer:
     async def summary(self, job_ids: list[int]) -> dict[str, Any]:
         """How a set of jobs ended: counts by terminal state, still pending, retried, and the
         start lateness of first attempts in seconds (p50, p99, max)."""
-        job_ids = [check_job_id(job_id, "job_ids") for job_id in job_ids]
+        job_ids = [check_job_id(job_id, "job_ids") for job_id in _listed(job_ids, "job_ids", "a list of job ids")]
         async with self.pool.acquire() as conn:
             return dict(await reads.outcome_summary(conn, job_ids))
 
@@ -298,9 +296,16 @@ class Producer:
         raise AssertionError("unreachable")
 
 
+def _listed(items: object, field: str, expected: str) -> list[Any]:
+    """The items of an iterable argument; a string or a mapping is one value, not items."""
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+        raise wrong_type(field, expected, items)
+    return list(items)
+
+
 def _check_connection(connection: object) -> None:
     if connection is not None and not is_connection(connection):
-        raise InvalidJobError("connection", f"must be an asyncpg connection, not {type(connection).__name__}")
+        raise wrong_type("connection", "an asyncpg connection", connection)
 
 
 def _prepare(index: int, item: JobSpec | Mapping[str, Any]) -> tuple[JobSpec, bytes]:
@@ -310,7 +315,7 @@ def _prepare(index: int, item: JobSpec | Mapping[str, Any]) -> tuple[JobSpec, by
         if type(item) is not dict and isinstance(item, JobSpec):
             return revalidated(item)
         if type(item) is not dict and not isinstance(item, Mapping):
-            raise InvalidJobError("job", f"must be a JobSpec or a mapping, not {type(item).__name__}")
+            raise wrong_type("job", "a JobSpec or a mapping", item)
         return prepare_spec(**item)
     except InvalidJobError as exc:
         raise InvalidJobError(exc.field, f"{exc.message} (item {index} of the batch)") from None

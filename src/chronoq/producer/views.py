@@ -1,12 +1,14 @@
-"""Assembling a JobView from the job row, its live occurrences, results and attempts."""
+"""Read models from rows: a JobView from the job row, its live occurrences, results and attempts;
+the tick ledger; job listings."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC, datetime
 
-from chronoq._store import reads
+from chronoq._store import reads, schedules
 from chronoq._store.connection import Connection
-from chronoq.schemas.views import AttemptView, JobView, OccurrenceView
+from chronoq.schemas.views import AttemptView, JobSummary, JobView, OccurrenceView, TickView
 
 
 async def load_job(conn: Connection, job_id: int) -> JobView | None:
@@ -74,3 +76,12 @@ def _job_state(kind: str, stored: str, occurrences: list[OccurrenceView]) -> str
     if kind == "cron" or stored != "active" or not occurrences:
         return stored
     return occurrences[-1].state
+
+
+async def load_ticks(conn: Connection, job_id: int, since: datetime | None, limit: int) -> list[TickView]:
+    rows = await schedules.ticks(conn, job_id, since or datetime.min.replace(tzinfo=UTC), limit)
+    return [TickView(**dict(r)) for r in rows]
+
+
+async def load_summaries(conn: Connection, queue: str | None, state: str | None, limit: int) -> list[JobSummary]:
+    return [JobSummary(**dict(r)) for r in await schedules.list_jobs(conn, queue, state, limit)]

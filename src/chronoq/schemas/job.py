@@ -9,7 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from chronoq.errors import InvalidJobError
+from chronoq.errors import InvalidJobError, wrong_type
 from chronoq.schemas.payload import MAX_PAYLOAD_BYTES, encode_payload
 from chronoq.schemas.rules import (
     KEY_MAX_LENGTH,
@@ -167,7 +167,7 @@ def retry_with(retry: object, max_attempts: object = None) -> RetryPolicy:
     if retry is None:
         retry = RetryPolicy()
     if not isinstance(retry, RetryPolicy):
-        raise InvalidJobError("retry", f"must be a RetryPolicy, not {type(retry).__name__}")
+        raise wrong_type("retry", "a RetryPolicy", retry)
     if retry is _DEFAULT_RETRY and max_attempts is None:
         return retry
     fields = {n: getattr(retry, n) for n in RetryPolicy.model_fields}

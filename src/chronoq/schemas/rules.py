@@ -16,7 +16,7 @@ import math
 import re
 from datetime import UTC, datetime, timedelta
 
-from chronoq.errors import InvalidJobError
+from chronoq.errors import InvalidJobError, wrong_type
 
 #: Queue names: what RabbitMQ and a shell accept without quoting, and what reads well in the
 #: management UI. ``amq.*`` is reserved by RabbitMQ. At most 200 characters so that the
@@ -54,7 +54,7 @@ def short(value: object) -> str:
 
 def check_queue_name(queue: object, field: str = "queue") -> str:
     if not isinstance(queue, str):
-        raise InvalidJobError(field, f"must be a string, not {type(queue).__name__}")
+        raise wrong_type(field, "a string", queue)
     if _QUEUE_NAME.fullmatch(queue) is None:
         raise InvalidJobError(
             field,
@@ -72,7 +72,7 @@ def check_key(key: object, field: str = "key") -> str | None:
     if key is None:
         return None
     if not isinstance(key, str):
-        raise InvalidJobError(field, f"must be a string, not {type(key).__name__}")
+        raise wrong_type(field, "a string", key)
     if not 1 <= len(key) <= KEY_MAX_LENGTH:
         raise InvalidJobError(field, f"must be 1-{KEY_MAX_LENGTH} characters, not {len(key)}")
     if not key.isprintable():
@@ -87,7 +87,7 @@ def check_key(key: object, field: str = "key") -> str | None:
 def check_int(value: object, field: str, low: int, high: int) -> int:
     """An integer in ``[low, high]``; a bool, a float or a numeric string is refused."""
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidJobError(field, f"must be an integer, not {type(value).__name__}")
+        raise wrong_type(field, "an integer", value)
     if not low <= value <= high:
         raise InvalidJobError(field, f"{short(int(value))} is outside {low}..{high}")
     return int(value)
@@ -117,7 +117,7 @@ def to_duration(
             raise InvalidJobError(field, too_long or f"{short(value)} seconds is longer than {_human(maximum)}")
         duration = timedelta(seconds=value)
     else:
-        raise InvalidJobError(field, f"must be a timedelta or a number of seconds, not {type(value).__name__}")
+        raise wrong_type(field, "a timedelta or a number of seconds", value)
     if duration < timedelta(0):
         raise InvalidJobError(field, "must be positive" if positive else "must not be negative")
     if positive and duration < RESOLUTION:
@@ -131,7 +131,7 @@ def check_aware_time(value: object, field: str, *, earliest: datetime, latest: d
     """An aware ``datetime`` in ``[earliest, latest)``, returned in UTC. A string or an epoch
     number is refused: the caller parses its own format."""
     if not isinstance(value, datetime):
-        raise InvalidJobError(field, f"must be a datetime with a time zone, not {type(value).__name__}")
+        raise wrong_type(field, "a datetime with a time zone", value)
     try:
         offset = value.utcoffset()
     except Exception:  # a tzinfo of the caller's that fails is the caller's value

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from chronoq.errors import InvalidJobError
+from chronoq.errors import InvalidJobError, wrong_type
 from chronoq.schemas.cron import CronError, CronSchedule, ZoneError
 from chronoq.schemas.job import SpecFields, retry_with, validated
 from chronoq.schemas.policies import Misfire, Overlap
@@ -55,7 +55,7 @@ def build_schedule(**fields: Any) -> ScheduleSpec:
     fields = {k: v for k, v in fields.items() if v is not None}
     for name in ("cron", "timezone"):
         if name in fields and not isinstance(fields[name], str):
-            raise InvalidJobError(name, f"must be a string, not {type(fields[name]).__name__}")
+            raise wrong_type(name, "a string", fields[name])
     if "cron" in fields:
         parse_schedule(fields["cron"], fields.get("timezone", "UTC"))
     spec: ScheduleSpec = validated(ScheduleSpec, fields)

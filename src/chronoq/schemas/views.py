@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict
 OccurrenceState = Literal[
     "scheduled", "dispatched", "retrying", "succeeded", "dead", "skipped", "cancelled"
 ]
-TERMINAL_STATES = frozenset({"succeeded", "dead", "skipped", "cancelled"})
 
 
 class AttemptView(BaseModel):

@@ -24,6 +24,7 @@ import logging
 
 import asyncpg
 
+from chronoq import lifecycle
 from chronoq._broker.connection import BROKER_ERRORS
 from chronoq._broker.consumer import Incoming, SubmissionIntake
 from chronoq._broker.publisher import ConfirmedPublisher, Outgoing, fitted_headers
@@ -32,7 +33,6 @@ from chronoq._runtime.availability import unavailable
 from chronoq._runtime.service import pause
 from chronoq._store import jobs as job_store
 from chronoq._store.connection import database_errors
-from chronoq._store.schedules import store_schedule
 from chronoq.errors import ChronoqError
 from chronoq.schemas.job import JobSpec
 from chronoq.schemas.submission import parse_submission
@@ -73,7 +73,7 @@ class Ingest:
                     if isinstance(spec, JobSpec):
                         job_id = (await job_store.enqueue(conn, spec, spec.encoded_payload())).job_id
                     else:
-                        job_id = await store_schedule(conn, spec)
+                        job_id = await lifecycle.schedule(conn, spec)
         except Exception as exc:  # classified: unavailable, or this submission's fault
             if unavailable(exc):
                 log.warning("submission not stored; returned to the queue",

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from chronoq import lifecycle
 from chronoq._store import wheel
 from chronoq._store.connection import Connection
-from chronoq._store.schedules import INFINITY
 from chronoq.schemas.rules import short
 from chronoq.timer.screening import SetAside
 from chronoq.timer.ticks import Plan
@@ -89,7 +89,7 @@ async def apply_plans(conn: Connection, plans: list[tuple[asyncpg.Record, Plan]]
         unrun += [(job_id, queue, s.fire_at, "skipped", s.reason, s.detail) for s in plan.skipped]
         add += [(job_id, queue, t, now, now, False, 0) for t in plan.extra_runs]
         if plan.next_head is not None:
-            due = INFINITY if plan.next_head_parked else plan.next_head
+            due = lifecycle.head_due(plan.next_head, paused=plan.next_head_parked)
             add.append((job_id, queue, plan.next_head, plan.next_head, due, True, plan.backfilled))
         for s in plan.skipped[:3]:
             log.info("tick skipped", extra={"action": "tick_skipped", "job_id": job_id, "queue": queue,

@@ -41,7 +41,7 @@ class Timer:
         self.settings = settings
         self.hooks = hooks or Hooks()
         self.name = name or f"timer@{socket.gethostname()}:{os.getpid()}"
-        self.topology = Topology(settings.namespace, settings.queue_type, settings.delivery_limit)
+        self.topology = Topology.for_settings(settings)
         self.ready = asyncio.Event()  # set once connected and listening
         self.side_tasks = SideTasks(self.name, log, on_failure=self.stop)
         self._stopping = asyncio.Event()

@@ -5,9 +5,6 @@
 -- benchmarks preload while no producer runs.
 SELECT setval('chronoq.jobs_id_seq', nextval('chronoq.jobs_id_seq') + $1 - 1) - $1 + 1 AS first;
 
--- name: bench_db_now
-SELECT now();
-
 -- name: server_environment
 -- What a benchmark's results record of the server it ran against.
 SELECT current_setting('server_version') AS server_version,

@@ -1,6 +1,3 @@
--- name: db_now
-SELECT now();
-
 -- name: lock_job
 -- The job row, locked: schedule changes, pause and resume of one job happen one at a time.
 SELECT id, queue, kind, state, key, cron, timezone FROM chronoq.jobs WHERE id = $1 FOR UPDATE;

@@ -31,7 +31,7 @@ SELECT array(SELECT nextval('chronoq.jobs_id_seq') FROM generate_series(1, $1));
 -- the single enqueue computes them (now() is the transaction's start).
 SELECT array(SELECT now() + chronoq.elapsed(d) FROM unnest($1::interval[]) WITH ORDINALITY AS u(d, n) ORDER BY n);
 
--- name: enqueue_many
+-- name: enqueue_keyed
 -- The jobs of a bulk enqueue that have a key (the keyless ones are COPYed), with ids allocated
 -- beforehand (allocate_job_ids), so every input row knows its id without relying on insert
 -- order. Rows whose (queue, key) already exists are not inserted; the caller looks their ids up
@@ -73,7 +73,7 @@ SELECT ord, id FROM (
 ) AS looked_up
 WHERE id IS NOT NULL;
 
--- name: cancel_job
+-- name: cancel
 -- Cancels the job and records every live occurrence as cancelled. A worker already running one
 -- of them loses the race for its result row and rolls back.
 WITH job AS (
@@ -95,3 +95,6 @@ WITH job AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM job) AS cancelled, (SELECT count(*) FROM recorded) AS occurrences;
+
+-- name: job_exists
+SELECT EXISTS (SELECT FROM chronoq.jobs WHERE id = $1);

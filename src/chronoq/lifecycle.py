@@ -1,32 +1,70 @@
-"""Recurring jobs and job lifecycle on the producer side: schedule (idempotent by key), pause,
-resume, reschedule, and the tick ledger.
+"""The rules of a job's life after it is stored: declare a recurring job (idempotent by key),
+pause, resume and reschedule. The Producer and the AMQP intake both go through here, so a
+schedule submitted in any language obeys the same rules as one declared in Python.
 
-Ticks are computed against the database's clock (``now()`` read in the same transaction), never
-the caller's, so a producer on a skewed host cannot make a job fire early or skip a tick.
+Each change runs in one transaction with the job row locked, so changes to one job happen one at
+a time. Ticks are computed against the database's clock (``clock.db_now``), never the caller's,
+so a producer on a skewed host cannot make a job fire early or skip a tick.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 
 from chronoq._store import schedules as store
+from chronoq._store.clock import db_now
 from chronoq._store.connection import Connection
+from chronoq._store.wheel import INFINITY
 from chronoq.errors import InvalidJobError, JobNotFoundError, JobStateError
 from chronoq.schemas.cron import CronSchedule
+from chronoq.schemas.rules import short
 from chronoq.schemas.schedule import ScheduleSpec, parse_schedule
-from chronoq.schemas.views import JobSummary, TickView
 
 #: Ticks that fell while a job was paused are written to the ledger at resume, at most this
 #: many per resume (a per-second job paused for a month would be 2.6 million rows).
 MAX_PAUSED_TICKS_RECORDED = 100_000
-INFINITY = datetime.max.replace(tzinfo=UTC)
+#: Tries of a keyed declaration that meets a concurrent one inserting the same key.
+_DECLARE_TRIES = 3
+
+
+def head_due(fire_at: datetime, *, paused: bool) -> datetime:
+    """When a timer should judge a job's head: at its fire time, or never while the job is paused."""
+    return INFINITY if paused else fire_at
 
 
 async def schedule(conn: Connection, spec: ScheduleSpec) -> int:
-    """Create the recurring job, or update the one with the same (queue, key); returns its id."""
-    return await store.store_schedule(conn, spec)
+    """Create the recurring job, or update the one with the same (queue, key); returns its id.
+    A changed cron or zone applies from the next tick."""
+    cron = spec.schedule()
+    async with conn.transaction():
+        for _ in range(_DECLARE_TRIES):
+            if spec.key is not None:
+                existing = await store.lock_keyed_job(conn, spec.queue, spec.key)
+                if existing is not None:
+                    return await _redeclare(conn, existing, spec, cron)
+            new_id = await store.insert_cron_job(conn, spec)
+            if new_id is not None:
+                first = cron.next_after(await db_now(conn))
+                await store.replace_head(conn, new_id, spec.queue, first, first)
+                return new_id
+            # A concurrent schedule() inserted the same key first; lock and update it.
+    raise RuntimeError(f"schedule of key {short(spec.key)} found neither a new nor an existing job")
+
+
+async def _redeclare(conn: Connection, existing: asyncpg.Record, spec: ScheduleSpec, cron: CronSchedule) -> int:
+    job_id: int = existing["id"]
+    if existing["kind"] != "cron":
+        raise InvalidJobError("key", f"key {short(spec.key)} on queue {short(spec.queue)} belongs to a one-shot job {job_id}")
+    if existing["state"] == "cancelled":
+        raise JobStateError(f"job {job_id} (key {short(spec.key)}) is cancelled; use another key")
+    await store.update_cron_job(conn, job_id, spec)
+    if (existing["cron"], existing["timezone"]) != (spec.cron, spec.timezone):
+        # The new schedule applies from the next tick: the undecided one is replaced.
+        first = cron.next_after(await db_now(conn))
+        await store.replace_head(conn, job_id, spec.queue, first, head_due(first, paused=existing["state"] == "paused"))
+    return job_id
 
 
 async def _locked(conn: Connection, job_id: int) -> asyncpg.Record:
@@ -45,7 +83,7 @@ async def pause(conn: Connection, job_id: int) -> bool:
         job = await _locked(conn, job_id)
         if job["state"] == "paused":
             return False
-        await store.set_state(conn, job_id, "paused")
+        await store.set_job_state(conn, job_id, "paused")
         await store.park_head(conn, job_id)
     return True
 
@@ -57,7 +95,7 @@ async def resume(conn: Connection, job_id: int) -> bool:
         job = await _locked(conn, job_id)
         if job["state"] != "paused":
             return False
-        await store.set_state(conn, job_id, "active")
+        await store.set_job_state(conn, job_id, "active")
         head = await store.head(conn, job_id)
         if head is None:
             return True
@@ -65,7 +103,7 @@ async def resume(conn: Connection, job_id: int) -> bool:
             await store.unpark_head(conn, job_id)
             return True
         cron = CronSchedule.parse(job["cron"], job["timezone"])
-        now = await store.db_now(conn)
+        now = await db_now(conn)
         fire_at = head["fire_at"]
         if fire_at > now:
             await store.unpark_head(conn, job_id)
@@ -83,29 +121,19 @@ async def reschedule(conn: Connection, job_id: int, *, cron: str | None, timezon
     not been dispatched yet. Applies from the next tick."""
     async with conn.transaction():
         job = await _locked(conn, job_id)
-        parked = job["state"] == "paused"
+        paused = job["state"] == "paused"
         if job["kind"] == "cron":
             if run_at is not None:
                 raise InvalidJobError("run_at", "a recurring job is rescheduled with cron=..., not run_at")
             if cron is None and timezone is None:
                 raise InvalidJobError("cron", "give a new cron expression or time zone")
             expression, zone = cron or job["cron"], timezone or job["timezone"]
-            schedule_ = parse_schedule(expression, zone)
+            following = parse_schedule(expression, zone).next_after(await db_now(conn))
             await store.set_cron(conn, job_id, expression, zone)
-            following = schedule_.next_after(await store.db_now(conn))
-            await store.replace_head(conn, job_id, job["queue"], following, INFINITY if parked else following)
+            await store.replace_head(conn, job_id, job["queue"], following, head_due(following, paused=paused))
             return
         if run_at is None or cron is not None:
             raise InvalidJobError("run_at", "a one-shot job is rescheduled with run_at=...")
         if await store.head(conn, job_id) is None:
             raise JobStateError(f"job {job_id} has already been dispatched; enqueue a new one")
-        await store.replace_head(conn, job_id, job["queue"], run_at, INFINITY if parked else run_at)
-
-
-async def ticks(conn: Connection, job_id: int, since: datetime | None, limit: int) -> list[TickView]:
-    rows = await store.ticks(conn, job_id, since or datetime.min.replace(tzinfo=UTC), limit)
-    return [TickView(**dict(r)) for r in rows]
-
-
-async def list_jobs(conn: Connection, queue: str | None, state: str | None, limit: int) -> list[JobSummary]:
-    return [JobSummary(**dict(r)) for r in await store.list_jobs(conn, queue, state, limit)]
+        await store.replace_head(conn, job_id, job["queue"], run_at, head_due(run_at, paused=paused))
