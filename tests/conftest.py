@@ -137,6 +137,22 @@ async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
+@pytest.fixture
+def spawn(tmp_path, settings: Settings) -> Iterator:
+    """Start ``python -m chronoq *args`` with this test's settings (and ``env``), logging to
+    ``<name>.log``; every process started is ended at teardown."""
+    started: list[Process] = []
+
+    def start(*args: str, name: str, **env: str) -> Process:
+        proc = Process(list(args), child_env(settings, **env), tmp_path / f"{name}.log")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.close()
+
+
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment for a chronoq subprocess using this test's settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHRONOQ_")}

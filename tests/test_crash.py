@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,24 +11,9 @@ import pytest
 from chronoq import JobContext, Producer, Worker
 from chronoq.consumer.service import WorkerService
 from chronoq.timer import Timer
-from tests.conftest import child_env
-from tests.harness import EFFECTS_TABLE, Process, all_finished, eventually, running
+from tests.harness import EFFECTS_TABLE, all_finished, eventually, running
 
 WORKER_TARGET = "tests.handlers:worker"
-
-
-@pytest.fixture
-def spawn(tmp_path: Path, settings) -> Iterator:
-    started: list[Process] = []
-
-    def start(*args: str, name: str, **env: str) -> Process:
-        proc = Process(list(args), child_env(settings, **env), tmp_path / f"{name}.log")
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.close()
 
 
 @pytest.fixture

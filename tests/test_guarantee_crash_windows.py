@@ -4,14 +4,13 @@ second copy of the same message waits in another worker on the occurrence's row 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
 import pytest
 
 from chronoq import Producer
-from tests.conftest import child_env
 from tests.harness import EFFECTS_TABLE, Process, dispatch_once, eventually
 from tests.test_metrics import free_port, scrape
 
@@ -19,17 +18,9 @@ TARGET = "tests.guarantee_handlers:worker"
 
 
 @pytest.fixture
-def spawn(tmp_path: Path, settings) -> Iterator:
-    started: list[Process] = []
-
-    def start(name: str, **env: str) -> Process:
-        proc = Process(["worker", TARGET, "--queue", "held"], child_env(settings, **env), tmp_path / f"{name}.log")
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.close()
+def spawn(spawn: Callable[..., Process]) -> Callable[..., Process]:
+    """A worker process running this file's handlers."""
+    return lambda name, **env: spawn("worker", TARGET, "--queue", "held", name=name, **env)
 
 
 async def _exists(path: Path) -> bool:

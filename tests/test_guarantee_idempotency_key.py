@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,24 +15,15 @@ import pytest
 from chronoq import JobContext, Producer, Worker
 from chronoq.consumer.service import WorkerService
 from chronoq.timer import Timer
-from tests.conftest import child_env
 from tests.harness import Process, all_finished, eventually, running
 
 TARGET = "tests.guarantee_handlers:worker"
 
 
 @pytest.fixture
-def spawn(tmp_path: Path, settings) -> Iterator:
-    started: list[Process] = []
-
-    def start(name: str, **env: str) -> Process:
-        proc = Process(["worker", TARGET, "--queue", "scripted"], child_env(settings, **env), tmp_path / f"{name}.log")
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.close()
+def spawn(spawn: Callable[..., Process]) -> Callable[..., Process]:
+    """A worker process running this file's handlers."""
+    return lambda name, **env: spawn("worker", TARGET, "--queue", "scripted", name=name, **env)
 
 
 def runs_seen(log: Path) -> list[dict]:

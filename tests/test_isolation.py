@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import aio_pika
 import orjson
@@ -17,8 +15,7 @@ from chronoq import JobContext, Producer, Worker
 from chronoq.consumer.service import WorkerService
 from chronoq.timer import Timer, batch
 from chronoq.timer.messages import build_messages
-from tests.conftest import child_env
-from tests.harness import EFFECTS_TABLE, Process, all_finished, eventually, running
+from tests.harness import EFFECTS_TABLE, all_finished, eventually, running
 
 POISONED_QUEUE = "emails.send\n"
 
@@ -225,20 +222,6 @@ async def test_a_delivery_whose_outcome_the_database_refuses_goes_back_never_dea
 GOOD_JOBS = 1000
 SPREAD = timedelta(seconds=2)
 LEAD = timedelta(seconds=3)
-
-
-@pytest.fixture
-def spawn(tmp_path: Path, settings) -> Iterator:
-    started: list[Process] = []
-
-    def start(*args: str, name: str) -> Process:
-        proc = Process(list(args), child_env(settings), tmp_path / f"{name}.log")
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.close()
 
 
 async def _lateness_ms(db, ids: list[int]) -> list[float]:

@@ -659,10 +659,8 @@ async def test_handlers_statements_are_planned_as_postgres_does_by_default_and_c
 async def test_a_kept_or_undone_savepoint_and_the_results_statement_leave_the_session_planning_as_before(settings) -> None:
     """What a group sends around a handler's savepoint, and the statement recording its
     successes (whose foreign-key checks run with kept plans), on a session like the worker's."""
-    from chronoq._store import outcomes
+    from chronoq._store import outcomes, savepoints
     from chronoq._store.connection import create_pool
-    from chronoq.consumer.group import _KEEP_JOB, _UNDO_JOB
-    from chronoq.consumer.job_connection import OPEN
 
     pool = await create_pool(settings.database_url, max_size=1, custom_plans=True)  # as the worker's
     try:
@@ -671,12 +669,12 @@ async def test_a_kept_or_undone_savepoint_and_the_results_statement_leave_the_se
                 return await conn.fetchval("SHOW plan_cache_mode")
 
             async with conn.transaction():
-                await conn.execute(OPEN)
+                await savepoints.open_job(conn)
                 assert await mode() == "auto"
-                await conn.execute(_KEEP_JOB)
+                await savepoints.keep_job(conn)
                 assert await mode() == "force_custom_plan"
-                await conn.execute(OPEN)
-                await conn.execute(_UNDO_JOB)
+                await savepoints.open_job(conn)
+                await savepoints.undo_job(conn)
                 assert await mode() == "force_custom_plan"
                 assert await outcomes.record_successes(conn, [], [], [], [], "test") == 0
                 assert await mode() == "auto"  # only until this transaction ends

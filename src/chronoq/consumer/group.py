@@ -31,13 +31,13 @@ from chronoq._broker.publisher import ConfirmedPublisher
 from chronoq._runtime import tracing
 from chronoq._runtime.availability import unavailable
 from chronoq._runtime.failpoints import failpoint
-from chronoq._store import outcomes
+from chronoq._store import outcomes, savepoints
 from chronoq._store.connection import Connection, RawJson, database_unavailable
 from chronoq.consumer import failures
 from chronoq.consumer.context import JobContext
 from chronoq.consumer.delivery import Job
 from chronoq.consumer.fence import Fence
-from chronoq.consumer.job_connection import SAVEPOINT, JobConnection
+from chronoq.consumer.job_connection import JobConnection
 from chronoq.consumer.outcome import Ending, Outcome, Verdict, ending_of
 from chronoq.consumer.suspects import SuspectGate
 from chronoq.errors import ChronoqError
@@ -51,9 +51,6 @@ log = logging.getLogger("chronoq.worker")
 GROUP_TIME_BUDGET = 120.0
 #: Database errors that say "try again", not "this job is broken".
 TRANSIENT_CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
-# Ending a handler's savepoint (opened on its first use of ctx.db): one round trip.
-_KEEP_JOB = f"RELEASE SAVEPOINT {SAVEPOINT}; SET LOCAL plan_cache_mode TO DEFAULT"  # see job_connection.OPEN
-_UNDO_JOB = f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}"
 _NO_SPAN = contextlib.nullcontext()  # stateless: one serves every untraced handler
 
 
@@ -233,14 +230,14 @@ class GroupExecutor:
             if db.opened:
                 # Keep this job's writes. Fails if the handler swallowed a database error and
                 # left the transaction aborted: a failed attempt.
-                await conn.execute(_KEEP_JOB)
+                await savepoints.keep_job(conn)
             return _Success(encoded)
         except BaseException as exc:  # every handler failure is an outcome...
             task = asyncio.current_task()
             if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
                 raise  # ...except this group being cancelled (shutdown's second stage)
             if db.opened:
-                await conn.execute(_UNDO_JOB)
+                await savepoints.undo_job(conn)
             if isinstance(exc, TRANSIENT_CONFLICTS):
                 # Chosen as a deadlock victim (often against a handler of another group), or a
                 # serialization failure: not the job's fault. It goes back to the queue with its

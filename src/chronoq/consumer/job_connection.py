@@ -18,16 +18,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from chronoq._store import savepoints
 from chronoq._store.connection import Connection
-
-SAVEPOINT = "chronoq_job"
-#: Opening the savepoint also plans the handler's statements as Postgres does by default
-#: (``auto``: a prepared statement keeps a plan after five runs), for this savepoint only. The
-#: worker's session asks for custom plans for chronoq's own statements (_store/connection.py),
-#: and under that every statement of a handler, and every foreign-key check and trigger
-#: statement it causes, was planned again on every run. Releasing the savepoint sets the
-#: session's value back (group.py); rolling it back undoes the setting with it.
-OPEN = f"SAVEPOINT {SAVEPOINT}; SET LOCAL plan_cache_mode = auto"
 
 
 class JobConnection:
@@ -45,7 +37,7 @@ class JobConnection:
             lend = getattr(self._conn, "lend", None)  # through the pool's proxy; a plain connection has none
             if lend is not None:
                 lend()
-            await self._conn.execute(OPEN)
+            await savepoints.open_job(self._conn)
             self.opened = True
 
     def __getattr__(self, name: str) -> Any:
