@@ -67,4 +67,22 @@ def test_each_policy_keeps_its_promise(ticks, policy) -> None:
     want = "backfill_cap" if policy["misfire"] == "backfill" else "misfire"
     assert all(not_run[t] == want for t in missed if t not in missed_that_run(missed, policy))
     ran_late = len(missed_that_run(missed, policy)) if policy["misfire"] == "backfill" else 0
-    assert verdict.backfilled == (policy["backfilled"] + ran_late if missed else 0)
+    # A tick on time ends the outage: the next one starts with a fresh budget.
+    assert verdict.backfilled == (0 if on_time else policy["backfilled"] + ran_late)
+
+
+def test_backfill_gives_each_outage_its_own_budget_even_when_the_next_begins_at_once() -> None:
+    """An outage ends when a tick runs on time, even one judged in the same call as the missed
+    ones; the next outage, starting right after it, backfills its own ``max_backfill``."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    second = timedelta(seconds=1)
+    grace = 2 * second
+    first = judge([start + n * second for n in range(7)], now=start + 6 * second, grace=grace,
+                  misfire="backfill", max_backfill=3)
+    assert len(first.run) == 3 + 3 and [s.reason for s in first.skip] == ["backfill_cap"]
+    assert first.backfilled == 0
+    later = start + 7 * second
+    second_outage = judge([later + n * second for n in range(10)], now=later + 20 * second, grace=grace,
+                          misfire="backfill", max_backfill=3, backfilled=first.backfilled)
+    assert second_outage.run == [later, later + second, later + 2 * second]
+    assert second_outage.backfilled == 3

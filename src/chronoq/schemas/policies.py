@@ -75,8 +75,8 @@ def judge(
         skip += [Skip(t, "backfill_cap", f"backfill: cap of {max_backfill} reached") for t in missed[budget:]]
         backfilled += min(budget, len(missed))
     run += on_time
-    if not missed:
-        backfilled = 0  # the outage is over: a later one gets a fresh budget
+    if on_time:
+        backfilled = 0  # a tick ran on time, so the outage is over: a later one gets a fresh budget
     if overlap == "skip" and run:
         # Only the first tick runs, and not even that one while the previous occurrence runs.
         kept, rest = ([], run) if previous_running else (run[:1], run[1:])
