@@ -63,6 +63,9 @@ CREATE TRIGGER chaos_log_wheel AFTER UPDATE ON chronoq.wheel FOR EACH ROW
 """
 ROLE_GRANTS = "GRANT INSERT ON chaos_ledger TO chronoq_worker"
 DRAIN_TIMEOUT = 180.0
+#: How long a quorum queue of the run may show no figures (no leader) during the drain before the
+#: harness restarts its member, as an operator would.
+LEADERLESS_AFTER_S = 20.0
 
 
 def with_url(url: str, *, port: int | None = None, user: str | None = None, query: str | None = None) -> str:
@@ -152,6 +155,36 @@ async def heal(fleet: Fleet, proxies: list[Proxy]) -> None:
             fleet.start(name)
 
 
+class LeaderWatch:
+    """Watches the run's quorum queues while it drains. RabbitMQ 3.10 can leave a single-node
+    quorum queue without a leader after a kill or restart (chaos/README.md); nothing consumes from
+    it then, and the drain would wait out its deadline. A queue that shows no figures for
+    ``LEADERLESS_AFTER_S`` gets its member restarted, and the repair is reported."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.repairs: list[dict] = []
+        self._since: dict[str, float] = {}
+
+    async def look(self) -> list[dict] | None:
+        """The namespace's queues (None if the management API does not answer), after repairing
+        any that has been leaderless for too long."""
+        try:
+            listing = await asyncio.to_thread(services.queues, self.namespace)
+        except OSError:  # the management API is not answering (yet): look again
+            return None
+        now = time.monotonic()
+        for q in listing:
+            if q.get("type") != "quorum" or q.get("messages") is not None:
+                self._since.pop(q["name"], None)
+                continue
+            if now - self._since.setdefault(q["name"], now) > LEADERLESS_AFTER_S:
+                answer = await asyncio.to_thread(services.restart_quorum_queue, q["name"])
+                self.repairs.append({"queue": q["name"], "during": "drain", "restart": answer})
+                self._since[q["name"]] = time.monotonic()  # give it as long again before the next
+        return listing
+
+
 async def drain(producer: Producer, work: Work, namespace: str, timeout: float) -> dict:
     """Wait until the one-shot jobs have ended, cancel the cron jobs, then wait until nothing is
     live in the wheel and the job queue is empty (or a deadline: a broken build may never get
@@ -160,10 +193,12 @@ async def drain(producer: Producer, work: Work, namespace: str, timeout: float) 
     end = time.monotonic() + timeout
     summary: dict = {}
     listing: list[dict] | None = None
+    watch = LeaderWatch(namespace)
     while time.monotonic() < end:
         summary = await retrying(lambda: producer.summary(work.once))
         if summary["pending"] == 0:
             break
+        await watch.look()
         await asyncio.sleep(0.5)
     for job_id in work.cron:
         await retrying(lambda job_id=job_id: producer.cancel(job_id))
@@ -171,12 +206,10 @@ async def drain(producer: Producer, work: Work, namespace: str, timeout: float) 
     everything = [*work.once, *work.cron]
     while time.monotonic() < end:
         summary = await retrying(lambda: producer.summary(everything))
-        try:
-            listing = await asyncio.to_thread(services.queues, namespace)
-            figures = [q.get("messages") for q in listing if ".q." in q["name"]]
-            depth = None if None in figures else sum(figures)  # None: no figures yet, after a restart
-        except OSError:  # the management API is not answering (yet): look again
-            depth = None
+        listing = await watch.look()
+        figures = [q.get("messages") for q in listing or [] if ".q." in q["name"]]
+        # None: no figures yet (after a restart), or no answer from the management API.
+        depth = None if listing is None or None in figures else sum(figures)
         if summary["pending"] == 0 and depth == 0:
             break
         await asyncio.sleep(0.5)
@@ -187,7 +220,7 @@ async def drain(producer: Producer, work: Work, namespace: str, timeout: float) 
             broker = await asyncio.to_thread(services.broker_state)
         except Exception as exc:  # a diagnostic must never cost the report
             broker = f"management API unavailable: {type(exc).__name__}: {exc}"
-    return {"timed_out": timed_out, "summary": summary, "queues": listing, "broker": broker}
+    return {"timed_out": timed_out, "summary": summary, "queues": listing, "broker": broker, "repairs": watch.repairs}
 
 
 async def run(args: argparse.Namespace) -> dict:
