@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from chronoq import JobContext, Producer, Worker
+from chronoq._store import clock
 from chronoq.consumer.service import WorkerService
 from chronoq.schemas.cron import CronSchedule
 from tests.conftest import child_env
@@ -95,7 +96,7 @@ async def test_skewed_timers_and_producers_fire_nothing_early_or_twice(
             subprocess.run, [sys.executable, "-c", PRODUCER, settings.database_url, skew], check=True,
             capture_output=True, text=True, timeout=60, env=skewed(dict(os.environ), skew))
         made[skew] = json.loads(out.stdout)
-        db_now = await db.fetchval("SELECT now()")
+        db_now = await clock.db_now(db)
         drift = datetime.fromisoformat(made[skew]["host_now"]) - db_now
         assert abs(drift - timedelta(hours=hours)) < timedelta(minutes=5), drift
     once = [m["once"] for m in made.values()]

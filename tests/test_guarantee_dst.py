@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from chronoq import JobContext, Producer, Worker
+from chronoq._store import clock
 from chronoq.consumer.service import WorkerService
 from chronoq.timer import Timer
 from tests.harness import eventually, running
@@ -52,7 +53,7 @@ async def test_a_zoned_cron_job_ticks_once_per_day_across_dst_through_the_timer(
     async def record(ctx: JobContext, payload: dict) -> None:
         runs.append(ctx.fire_at)
 
-    db_now: datetime = await db.fetchval("SELECT now()")
+    db_now: datetime = await clock.db_now(db)
     gap, fold = transitions(db_now.astimezone(ZONE).date())
     start = min(gap, fold) - timedelta(days=2)
     job_id = await producer.schedule("dst", {}, cron="30 2 * * *", timezone="Europe/Berlin", misfire="backfill",
