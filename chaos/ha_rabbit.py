@@ -252,11 +252,17 @@ class RabbitNode:
         self.wait_serving(self.peers(), deadline)
 
     def hang(self) -> None:
-        """SIGSTOP the VM: a machine that stops answering without closing a connection."""
-        signal_pid(self.pid(), signal.SIGSTOP, self.name)
+        """SIGSTOP the VM (a machine that stops answering without closing a connection); returns
+        once the kernel shows it stopped (a signal reaches a multi-threaded process asynchronously)."""
+        pid = self.pid()
+        signal_pid(pid, signal.SIGSTOP, self.name)
+        until(lambda: stopped(pid), f"{self.name} stopped by SIGSTOP", deadline=10, every=0.01)
 
     def resume(self) -> None:
-        signal_pid(self.pid(), signal.SIGCONT, self.name)
+        """SIGCONT the VM; returns once it runs again (it answers again shortly after)."""
+        pid = self.pid()
+        signal_pid(pid, signal.SIGCONT, self.name)
+        until(lambda: not stopped(pid), f"{self.name} continued by SIGCONT", deadline=10, every=0.01)
 
     def stop_app(self) -> None:
         result = self.ctl("stop_app")

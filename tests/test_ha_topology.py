@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -215,3 +217,30 @@ def test_down_stops_everything_it_started_and_leaves_the_default_services(
     assert not any(node.stray_pids() for node in [*topology.rabbit, *topology.postgres])
     assert not topology.base.exists()
     assert {"rabbit@localhost": default_rabbit_pid(), "postgres 5432": default_postmaster_pid()} == defaults
+
+
+def test_the_command_line_starts_an_asynchronous_standby_and_takes_everything_down(topology: Topology) -> None:
+    """``up --async-standby`` through the CLI, on the same slot (replacing whatever it still ran)."""
+    command = [sys.executable, "-m", "chaos.ha"]
+    up = subprocess.run([*command, "up", "--slot", str(SLOT), "--async-standby"], capture_output=True, text=True,
+                        cwd=ROOT, timeout=120, check=True)
+    assert re.search(r"slot 9 up in \d+\.\d s", up.stderr), up.stderr
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines())
+    assert {key: shlex.split(value)[0] for key, value in exports.items()} == {
+        "CHRONOQ_AMQP_URL": topology.amqp_url, "CHRONOQ_DATABASE_URL": topology.database_url}
+
+    fresh = Topology(slot=SLOT)
+    assert fresh.synchronous is False
+    first, second = fresh.postgres
+    assert (first.role(), second.role()) == ("primary", "standby")
+    assert first.sync_state(second) == "async"
+    first.sql("CREATE TABLE kept (n int)", "INSERT INTO kept VALUES (1)")
+    until(lambda: second.value("SELECT count(*) FROM kept") == "1", "the row replayed on the standby", deadline=30)
+    fresh.failover()
+    assert (first.role(), second.role()) == ("standby", "primary")
+    assert second.sync_state(first) == "async", "an asynchronous topology stays asynchronous after a failover"
+
+    pids = [node.pid() for node in fresh.rabbit] + [node.pid() for node in fresh.postgres]
+    subprocess.run([*command, "down", "--slot", str(SLOT)], capture_output=True, text=True, cwd=ROOT, timeout=120, check=True)
+    assert all(pids) and not any(alive(pid) for pid in pids)
+    assert not fresh.base.exists()
