@@ -246,7 +246,11 @@ class RabbitNode:
 
     def start(self, deadline: float = DEADLINE) -> None:
         """Boot the node again on its data directory; wait until it serves AMQP and the management
-        API and sees every other live node of the cluster running."""
+        API and sees every other live node of the cluster running.
+
+        A node restarted while no other node runs waits (Mnesia) for the node that stopped last;
+        to bring back a whole cluster, ``boot()`` every node first, then ``start()`` each.
+        """
         if self.pid() is None:
             self.boot()
         self.wait_serving(self.peers(), deadline)
@@ -292,6 +296,7 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def available(rabbitmqctl: Path = RABBIT_BIN / "rabbitmqctl") -> bool:
+def available() -> bool:
     """True if the RabbitMQ server scripts this module runs are installed."""
-    return (RABBIT_BIN / "rabbitmq-server").exists() and rabbitmqctl.exists() and os.path.isdir(RABBIT_HOME)
+    scripts = ("rabbitmq-server", "rabbitmqctl", "rabbitmq-diagnostics")
+    return all((RABBIT_BIN / name).exists() for name in scripts) and os.path.isdir(RABBIT_HOME)
