@@ -132,7 +132,9 @@ class RabbitNode:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
             "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
             "RABBITMQ_LOG_BASE": str(self.dir / "log"),
-            "RABBITMQ_PID_FILE": str(self.dir / "beam.pid"),
+            # The node's own pid file; ours (launched.pid) is written once, before the node
+            # could rewrite it under a reader (a truncated file reads as "no pid").
+            "RABBITMQ_PID_FILE": str(self.dir / "rabbitmq.pid"),
             # The machine's epmd listens on 127.0.0.1 only; distribution stays there too.
             "ERL_EPMD_ADDRESS": "127.0.0.1",
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
@@ -146,7 +148,7 @@ class RabbitNode:
     def pid(self) -> int | None:
         """beam.smp's pid, if the process recorded for this node is alive and is this node."""
         try:
-            pid = int((self.dir / "beam.pid").read_text().split()[0])
+            pid = int((self.dir / "launched.pid").read_text().split()[0])
         except (FileNotFoundError, ValueError, IndexError):
             return None
         return pid if alive(pid) and self._is_ours(pid) else None
@@ -170,8 +172,9 @@ class RabbitNode:
             capture_output=True, text=True, check=True, timeout=30,
         )
         pid = int(started.stdout.split()[0])
-        (self.dir / "beam.pid").write_text(f"{pid}\n")
-        shutil.chown(self.dir / "beam.pid", user=RABBIT_USER, group=RABBIT_USER)  # the node rewrites it
+        partial = self.dir / "launched.pid.tmp"
+        partial.write_text(f"{pid}\n")
+        partial.replace(self.dir / "launched.pid")
         return pid
 
     def ctl(self, *args: str, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
