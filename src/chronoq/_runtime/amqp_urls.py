@@ -20,7 +20,7 @@ def node_address(url: str) -> str:
     """``host:port`` of a URL, for messages and logs."""
     parts = urlsplit(url)
     try:
-        port: int | str = parts.port or DEFAULT_PORTS.get(parts.scheme, "?")
+        port: int | str = parts.port or DEFAULT_PORTS.get(parts.scheme) or "?"
     except ValueError:  # not a number in range
         port = "?"
     return f"{parts.hostname or '?'}:{port}"
