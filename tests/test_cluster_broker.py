@@ -110,6 +110,32 @@ async def test_a_connection_tries_every_node_before_the_broker_is_unavailable(se
     assert "s3cret" not in str(unavailable.value)
 
 
+async def test_a_node_that_accepts_the_connection_and_never_answers_is_left_for_the_next(settings: Settings) -> None:
+    """A hung machine's kernel still accepts TCP: each attempt is bounded, then the next node is tried."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # held open, never written to
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    hung = f"amqp://guest:guest@127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        for _ in range(30):  # until the hung node was the one tried first (each try: 1 in 2)
+            connection = await asyncio.wait_for(connect(f"{hung},{settings.amqp_url}", name="test-hung", timeout=0.5), 10)
+            try:
+                assert connection.node == node_address(settings.amqp_url)
+            finally:
+                await connection.close()
+            if accepted:
+                break
+        assert accepted  # the hung node was tried, and left
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 # -- the cluster -----------------------------------------------------------------------------
 
 
@@ -134,9 +160,10 @@ def cluster_settings(cluster: Topology, settings: Settings) -> Iterator[Settings
         pid = node.pid()
         if pid is not None and stopped(pid):
             node.resume()
-        if pid is None:
-            node.boot()
-    for node in cluster.rabbit:  # a node resumed after a hang may pause until it sees the others again
+    for node in cluster.rabbit:
+        if node.pid() is None:
+            node.start()
+    for node in cluster.rabbit:
         node.wait_serving([other for other in cluster.rabbit if other is not node])
     yield Settings.load(
         database_url=settings.database_url, amqp_url=cluster.amqp_url, namespace=settings.namespace,
@@ -224,6 +251,7 @@ async def _effects_once(db, ids: list[int]) -> None:
     assert counts == dict.fromkeys(ids, 1), counts
 
 
+@pytest.mark.timeout(300)  # a hang lasts until the other nodes find the node down (net_ticktime)
 @pytest.mark.parametrize("fault", ["kill", "hang"])
 async def test_a_worker_whose_node_dies_or_hangs_moves_to_another_node_and_keeps_running_jobs(
     cluster: Topology, cluster_settings: Settings, producer: Producer, db, tmp_path: Path, fault: str,
@@ -265,6 +293,11 @@ async def test_a_worker_whose_node_dies_or_hangs_moves_to_another_node_and_keeps
     finally:
         if fault == "hang":
             victim.resume()
+            # Hung for longer than net_ticktime, the node comes back as a partition of its own
+            # (cluster_status lists the others under partitions): restarting its application
+            # makes it join the majority again.
+            victim.stop_app()
+            victim.start_app()
         worker.close()
 
 
