@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,17 +17,17 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from chaos import ha, ha_postgres, ha_rabbit
+from chaos.ha_processes import children_of, kill_and_wait
 from chronoq import Producer
 from chronoq._runtime.config import Settings
+from chronoq._store.connection import connect, create_pool
 from chronoq._store.database_url import writable_session_attrs
-from chronoq._store.migrate import apply
+from chronoq._store.migrate import apply, ensure_database
 from chronoq.errors import ConfigError, ReadOnlyDatabaseError, ServiceUnavailableError
+from tests.conftest import _drop_database, database_url
 from tests.harness import EFFECTS_TABLE, eventually
 from tests.services import Services
-
-ha = pytest.importorskip("chaos.ha")
-ha_postgres = pytest.importorskip("chaos.ha_postgres")
-ha_rabbit = pytest.importorskip("chaos.ha_rabbit")
 
 #: This file's topology slot (other HA test files use 8 and 9).
 SLOT = 7
@@ -35,10 +37,8 @@ WORKER_TARGET = "tests.handlers:worker"
 CHRONOQ_SESSIONS = "application_name ~ '^(timer|worker)@' OR application_name LIKE 'chronoq%'"
 #: Jobs must run again within this long after the primary's death (issue 17's target: 15 s).
 RECOVERY_LIMIT = 15.0
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+#: What a look at the database may meet while it fails over.
+DATABASE_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 # -- the URL ----------------------------------------------------------------------------------
@@ -80,27 +80,19 @@ def topology() -> Iterator[ha.Topology]:
 
 @pytest.fixture
 async def database(topology: ha.Topology) -> AsyncIterator[str]:
-    """A fresh migrated database on the topology, by its multi-host URL (replaces conftest's)."""
-    name = f"chronoq_failover_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(topology.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = with_database(topology.database_url, name)
-    conn = await asyncpg.connect(url)
+    """A fresh migrated database on the topology, by its multi-host URL (replaces conftest's),
+    created and migrated as `chronoq migrate` does."""
+    url = database_url(topology.database_url, f"chronoq_failover_{uuid.uuid4().hex[:10]}")
+    assert await ensure_database(url)
+    conn = await connect(url)
     try:
         await apply(conn)
         await conn.execute(EFFECTS_TABLE)
     finally:
         await conn.close()
     yield url
-    with contextlib.suppress(Exception):
-        admin = await asyncpg.connect(topology.database_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    with contextlib.suppress(*DATABASE_DOWN):
+        await _drop_database(topology.database_url, urlsplit(url).path.lstrip("/"))
 
 
 @pytest.fixture
@@ -200,10 +192,6 @@ class Enqueuer:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-#: What a look at the database may meet while it fails over.
-DATABASE_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 async def ran_since(database: str, wall_time: float) -> float | None:
@@ -313,3 +301,50 @@ async def no_chronoq_session_on_the_standby(topology: ha.Topology, database: str
 
 async def listening_on_primary(topology: ha.Topology, database: str) -> bool:
     return any(name.endswith("-listen") for name in await chronoq_sessions(node_url(topology.primary(), database)))
+
+
+# -- a host that answers nothing ----------------------------------------------------------------
+
+
+async def test_a_silent_first_host_costs_a_new_connection_its_connect_timeout_once(
+    topology: ha.Topology, database: str,
+) -> None:
+    """The primary's machine hangs (SIGSTOP: connections are accepted and never answered, as a
+    dead machine's are never refused) and the standby is promoted. A URL listing the silent host
+    first still connects, after that host's connect_timeout, to the new primary, and the next
+    connection goes there at once."""
+    old, new = topology.primary(), topology.standby()
+    assert new is not None
+    name = urlsplit(database).path.lstrip("/")
+    url = f"postgresql://postgres@127.0.0.1:{old.port},127.0.0.1:{new.port}/{name}"
+    hung = [pid for pid in (old.pid(),) if pid is not None]
+    hung += children_of(hung[0])
+    for pid in hung:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        await asyncio.to_thread(new.promote)
+        new.set_synchronous_standby_names("")
+        # asyncpg alone spends its whole connect timeout on the silent host and never tries the next.
+        with pytest.raises(TimeoutError):
+            await asyncpg.connect(url, timeout=6, target_session_attrs="read-write")
+        started = time.monotonic()
+        conn = await connect(f"{url}?connect_timeout=2")
+        first = time.monotonic() - started
+        try:
+            assert await conn.fetchval("SELECT pg_is_in_recovery()") is False
+        finally:
+            await conn.close()
+        started = time.monotonic()
+        pool = await create_pool(f"{url}?connect_timeout=2", min_size=2, max_size=2)
+        again = time.monotonic() - started
+        try:
+            assert await pool.fetchval("SELECT current_setting('port')::int") == new.port
+        finally:
+            await pool.close()
+        print(f"silent first host: first connection after {first:.2f} s, a pool of two after {again:.2f} s")
+        assert 2 <= first < 5
+        assert again < 1
+    finally:
+        await asyncio.to_thread(kill_and_wait, hung, old.cluster_name)
+        await asyncio.to_thread(old.rebuild_as_standby, new)
+        await asyncio.to_thread(topology.set_synchronous, True)
