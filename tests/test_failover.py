@@ -62,6 +62,17 @@ def test_settings_accept_a_multi_host_url_and_connect_only_where_writes_are_acce
     assert "s3cret" not in str(bad_port.value)
 
 
+async def test_a_password_in_the_url_never_shows_in_errors() -> None:
+    unreachable = "postgresql://chronoq:s3cret@127.0.0.1:1,127.0.0.1:2/chronoq?connect_timeout=2"
+    with pytest.raises(ServiceUnavailableError) as refused:
+        async with Producer(unreachable):
+            pass
+    assert "s3cret" not in str(refused.value)
+    with pytest.raises(ConfigError, match="connect_timeout must be a whole number") as bad:
+        Settings.load(database_url="postgresql://chronoq:s3cret@db1,db2/chronoq?connect_timeout=soon")
+    assert "s3cret" not in str(bad.value)
+
+
 # -- the topology -----------------------------------------------------------------------------
 
 
