@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, ParamSpec, TypeAlias, TypeVar, cast
+from typing import Any, ParamSpec, TypeAlias, TypeGuard, TypeVar, cast
 
 import asyncpg
 import asyncpg.pool
@@ -257,7 +257,7 @@ async def one_row(conn: Connection, sql: str, *args: object) -> asyncpg.Record:
     return row
 
 
-def is_connection(value: object) -> bool:
+def is_connection(value: object) -> TypeGuard[Connection]:
     """An asyncpg connection, or one lent by a pool."""
     return isinstance(value, (asyncpg.Connection, asyncpg.pool.PoolConnectionProxy))
 
