@@ -1,0 +1,71 @@
+"""Availability: for each fault, how long until jobs start again.
+
+A fault's availability is the time from the moment it struck (its ``t`` in the history) until the
+first start, in the start log (``chaos_wheel_log``, stamped with the database's
+``clock_timestamp()``), of an occurrence whose due time (``fire_at``) is at or after that moment.
+The workload always has something falling due (three per-second cron jobs, one-shot jobs spread
+over the run), so on a healthy system this is the lateness of the next due occurrence, well under
+a second; after a fault it is how long the system took to run new work again. Occurrences due
+before the fault are left out: a backlog drained by a surviving worker would otherwise hide an
+outage of dispatching. A fault after which nothing due later ever started counts as ``never``.
+
+Each summary per kind gives count, p50 and max; the targets of issue 17 are reported beside them
+(a RabbitMQ node's death 10 s, a Postgres failover 15 s), not judged.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+#: Seconds until jobs start again that issue 17 aims at, per fault kind.
+TARGETS_S = {"node_kill": 10.0, "postgres_failover": 15.0}
+
+
+def starts(log: Iterable[Mapping[str, Any]]) -> list[tuple[float, str]]:
+    """(time, occurrence key) of every committed start in the start log, in time order: the rows
+    where an attempt's start count went up (the others are dispatches)."""
+    seen: dict[tuple[str, int], int] = {}
+    found = []
+    for row in sorted(log, key=lambda r: r["at"]):
+        pair = (row["occurrence_key"], row["attempt"])
+        if row["starts"] > seen.get(pair, 0):
+            found.append((row["at"].timestamp(), row["occurrence_key"]))
+        seen[pair] = max(seen.get(pair, 0), row["starts"])
+    return found
+
+
+def seconds_until_jobs_start(t: float, started: list[tuple[float, str]], due: Mapping[str, float]) -> float | None:
+    """From ``t`` to the first start of an occurrence due at or after ``t`` (None if none)."""
+    at = [s for s, _ in started]
+    for s, key in started[bisect.bisect_left(at, t):]:
+        if due.get(key, float("-inf")) >= t:
+            return round(s - t, 3)
+    return None
+
+
+def _summary(values: list[float | None]) -> dict[str, Any]:
+    measured = sorted(v for v in values if v is not None)
+    return {"count": len(values), "never": len(values) - len(measured),
+            "p50": measured[len(measured) // 2] if measured else None, "max": measured[-1] if measured else None}
+
+
+def measure(history: list[dict], log: Iterable[Mapping[str, Any]], due: Mapping[str, float]) -> dict[str, Any]:
+    """Writes ``availability_s`` into each fault of ``history`` (and ``after_promotion_s`` into
+    failovers); returns the summary per kind with the targets."""
+    started = starts(log)
+    per_kind: dict[str, list[float | None]] = defaultdict(list)
+    promoted: list[float | None] = []
+    for fault in history:
+        fault["availability_s"] = seconds_until_jobs_start(fault["t"], started, due)
+        per_kind[fault["fault"]].append(fault["availability_s"])
+        if "promoted" in fault:
+            fault["after_promotion_s"] = seconds_until_jobs_start(fault["promoted"], started, due)
+            promoted.append(fault["after_promotion_s"])
+    by_kind = {kind: _summary(values) for kind, values in sorted(per_kind.items())}
+    targets = {kind: {"target_s": target, "max_s": by_kind[kind]["max"],
+                      "met": by_kind[kind]["never"] == 0 and (by_kind[kind]["max"] or 0.0) <= target}
+               for kind, target in TARGETS_S.items() if kind in by_kind}
+    return {"per_kind": by_kind, "postgres_after_promotion": _summary(promoted) if promoted else None, "targets": targets}
