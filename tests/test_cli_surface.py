@@ -52,9 +52,10 @@ VALUES = {
     "--timer-max-idle": "2s", "--redispatch-after": "1m", "--retention": "1d", "--delivery-limit": "5",
     "--concurrency": "2", "--batch-size": "8", "--shutdown-grace": "5s", "--metrics-port": "9100",
     "--packed-queues": "a,b", "--pack-size": "50", "--queue-type": "classic", "--log-level": "DEBUG",
+    "--amqp-heartbeat": "5s", "--quorum-replicas": "3",
 }
 DATABASE = {"--database-url"}
-BROKER = {"--amqp-url", "--namespace", "--queue-type", "--delivery-limit"}
+BROKER = {"--amqp-url", "--amqp-heartbeat", "--namespace", "--queue-type", "--quorum-replicas", "--delivery-limit"}
 SERVICE = {"--shutdown-grace", "--metrics-port"}
 EVERY_SETTING = {"--" + name.replace("_", "-") for name in Settings.model_fields}
 #: The settings flags each command takes now: those whose setting it reads.

@@ -35,11 +35,12 @@ class Topology:
     namespace: str
     queue_type: str = "quorum"
     delivery_limit: int = 10
+    replicas: int = 3
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Topology:
         """The names and queue arguments a service with these settings declares and uses."""
-        return cls(settings.namespace, settings.queue_type, settings.delivery_limit)
+        return cls(settings.namespace, settings.queue_type, settings.delivery_limit, settings.quorum_replicas)
 
     @property
     def jobs_exchange(self) -> str:
@@ -72,9 +73,20 @@ class Topology:
     def dead_queue_name(self, queue: str) -> str:
         return f"{self.namespace}.dlq.{queue}"
 
+    def placement(self) -> FieldTable:
+        """Arguments of every queue: its type and, for a quorum queue, its members. RabbitMQ
+        places at most one member a node, so a cluster smaller than ``replicas`` (a single node
+        too) gets a member on each node; leaders are balanced over the nodes instead of landing
+        on the node of the connection that declared the queue."""
+        arguments: FieldTable = {"x-queue-type": self.queue_type}
+        if self.queue_type == "quorum":
+            arguments["x-quorum-initial-group-size"] = self.replicas
+            arguments["x-queue-leader-locator"] = "balanced"
+        return arguments
+
     def queue_arguments(self, queue: str) -> FieldTable:
         arguments: FieldTable = {
-            "x-queue-type": self.queue_type,
+            **self.placement(),
             # The broker dead-letters a message it could not get processed (rejected, or past
             # the delivery limit) instead of dropping it.
             "x-dead-letter-exchange": self.dead_exchange,
@@ -96,10 +108,14 @@ async def declare_exchanges(channel: AbstractChannel, topology: Topology) -> tup
     return jobs, dead
 
 
-#: Arguments whose value changed between chronoq versions. A queue declared by an earlier
-#: version keeps working with its old value (RabbitMQ refuses to change a queue's arguments);
-#: any other difference, such as the queue type, is refused.
+#: Arguments whose value changed between chronoq versions or with a setting. A queue declared by
+#: an earlier version or with other settings keeps working with its old value (RabbitMQ refuses
+#: to change a queue's arguments); any other difference, such as the queue type, is refused.
 TOLERATED_ARGUMENTS = ("x-delivery-limit", "x-dead-letter-exchange", "x-dead-letter-routing-key")
+#: Arguments that only place a quorum queue's members and leader when it is created. An existing
+#: queue keeps its members; an operator changes them with ``rabbitmq-queues grow`` / ``shrink``
+#: or ``add_member`` / ``delete_member``, which RabbitMQ does not record in these arguments.
+PLACEMENT_ARGUMENTS = ("x-quorum-initial-group-size", "x-queue-leader-locator")
 # "received '40' but current is '10'", "... but current is the value 'x' of type 'longstr'",
 # "... but current is none"
 _INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'.*but current is (none|the value '([^']*)' of type '(\w+)'|'([^']*)')")
@@ -109,17 +125,21 @@ async def _declare(channel: AbstractChannel, name: str, arguments: FieldTable) -
     """Declare a queue; where it exists with an older value of a tolerated argument, declare it
     again with the value it has (so that every other argument, the type first, is still checked)."""
     wanted = dict(arguments)
-    for _ in TOLERATED_ARGUMENTS:
+    for _ in (*TOLERATED_ARGUMENTS, *PLACEMENT_ARGUMENTS):
         try:
             return await channel.declare_queue(name, durable=True, arguments=wanted)
         except ChannelPreconditionFailed as exc:
             found = _INEQUIVALENT.search(str(exc))
-            if found is None or found.group(1) not in TOLERATED_ARGUMENTS:
+            if found is None or found.group(1) not in (*TOLERATED_ARGUMENTS, *PLACEMENT_ARGUMENTS):
                 raise
             argument, kind = found.group(1), found.group(4)
             value = found.group(3) if found.group(3) is not None else found.group(5)
-            log.warning("queue %s exists with another %s; using it as it is (delete it to get the new value)",
-                        name, argument, extra={"action": "queue_arguments_differ", "queue": name})
+            if argument in PLACEMENT_ARGUMENTS:
+                log.info("queue %s was created with another %s; it keeps its members (rabbitmq-queues grow or "
+                         "shrink changes them)", name, argument, extra={"action": "queue_placement_differs", "queue": name})
+            else:
+                log.warning("queue %s exists with another %s; using it as it is (delete it to get the new value)",
+                            name, argument, extra={"action": "queue_arguments_differ", "queue": name})
             await channel.reopen()  # the refusal closed the channel
             if value is None:
                 wanted.pop(argument, None)
@@ -132,9 +152,7 @@ async def declare_queue(channel: AbstractChannel, topology: Topology, queue: str
     """Declare a job queue and its dead-letter queue, bound to their exchanges. Idempotent."""
     jobs, dead = await declare_exchanges(channel, topology)
     try:
-        dlq = await channel.declare_queue(
-            topology.dead_queue_name(queue), durable=True, arguments={"x-queue-type": topology.queue_type}
-        )
+        dlq = await _declare(channel, topology.dead_queue_name(queue), topology.placement())
         await dlq.bind(dead, routing_key=queue)
         declared = await _declare(channel, topology.queue_name(queue), topology.queue_arguments(queue))
     except ChannelPreconditionFailed as exc:
@@ -151,8 +169,8 @@ async def declare_queue(channel: AbstractChannel, topology: Topology, queue: str
 async def declare_submissions(channel: AbstractChannel, topology: Topology) -> AbstractQueue:
     """The submission exchange, the queue timers ingest from, and the queue for rejected ones."""
     exchange = await channel.declare_exchange(topology.submit_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
-    arguments: FieldTable = {"x-queue-type": topology.queue_type}
-    await channel.declare_queue(topology.rejected_submissions_queue, durable=True, arguments=arguments)
+    arguments = topology.placement()
+    await _declare(channel, topology.rejected_submissions_queue, arguments)
     # A submission the timers keep handing back (one that breaks the timer that reads it) ends
     # in the rejected queue through the default exchange instead of looping forever.
     intake = {**arguments, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": topology.rejected_submissions_queue}

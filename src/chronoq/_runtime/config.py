@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chronoq._runtime.amqp_urls import check_urls, split_urls
 from chronoq._runtime.durations import parse_duration
 from chronoq.errors import ConfigError, InvalidJobError
 from chronoq.schemas.rules import check_queue_name
@@ -32,17 +33,17 @@ DEFAULT_WORKER_CONCURRENCY = 4
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_SHUTDOWN_GRACE = timedelta(seconds=30)
 DEFAULT_PACK_SIZE = 100
+#: Heartbeat asked of RabbitMQ. A connection that hears nothing for about three heartbeats is
+#: dropped and moves to the next node: this is how a hung node (alive to TCP, silent) is left.
+DEFAULT_AMQP_HEARTBEAT = timedelta(seconds=10)
+#: Members of each quorum queue: a queue survives the loss of a minority of them. RabbitMQ
+#: places no more members than the cluster has nodes.
+DEFAULT_QUORUM_REPLICAS = 3
 
 
 def _postgres_url(value: str) -> str:
     if not value.startswith(("postgres://", "postgresql://")):
         raise ValueError("must start with postgresql:// or postgres://")
-    return value
-
-
-def _amqp_url(value: str) -> str:
-    if not value.startswith(("amqp://", "amqps://")):
-        raise ValueError("must start with amqp:// or amqps://")
     return value
 
 
@@ -80,8 +81,15 @@ class Settings(BaseSettings):
     database_url: Annotated[str, AfterValidator(_postgres_url)] = Field(
         DEFAULT_DATABASE_URL, description="Postgres URL (libpq form; sslmode=... is honoured)."
     )
-    amqp_url: Annotated[str, AfterValidator(_amqp_url)] = Field(
-        DEFAULT_AMQP_URL, description="RabbitMQ URL (amqps:// for TLS)."
+    amqp_url: Annotated[str, AfterValidator(check_urls)] = Field(
+        DEFAULT_AMQP_URL,
+        description="RabbitMQ URL (amqps:// for TLS), or a comma-separated list of the nodes of one cluster.",
+    )
+    amqp_heartbeat: Duration = Field(
+        DEFAULT_AMQP_HEARTBEAT,
+        ge=timedelta(seconds=1),
+        le=timedelta(minutes=10),
+        description="AMQP heartbeat, whole seconds; a node silent for about three of them is left for the next.",
     )
     namespace: Annotated[str, AfterValidator(_namespace)] = Field(
         DEFAULT_NAMESPACE,
@@ -140,6 +148,22 @@ class Settings(BaseSettings):
     queue_type: str = Field(
         "quorum", pattern="^(quorum|classic)$", description="RabbitMQ queue type for job queues."
     )
+    quorum_replicas: int = Field(
+        DEFAULT_QUORUM_REPLICAS,
+        ge=1,
+        le=7,
+        description="Members of each new quorum queue (at most the cluster's nodes); existing queues keep theirs.",
+    )
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """The RabbitMQ nodes to connect to, one URL each."""
+        return split_urls(self.amqp_url)
+
+    @property
+    def amqp_heartbeat_seconds(self) -> int:
+        """The heartbeat in the whole seconds AMQP negotiates, rounded up."""
+        return -(-int(self.amqp_heartbeat.total_seconds() * 1000) // 1000)
 
     @property
     def packed(self) -> frozenset[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from chronoq._broker import dead_letters
-from chronoq._broker.connection import connect as connect_broker
+from chronoq._broker.connection import connect_for as connect_broker
 from chronoq._runtime.config import Settings
 from chronoq._store import dead
 from chronoq._store.connection import connect, database_errors
@@ -65,7 +65,7 @@ async def ls_dead(settings: Settings, queue: str | None, *, as_json: bool) -> in
             rows = await dead.counts(conn, queue)
         finally:
             await conn.close()
-    broker = await connect_broker(settings.amqp_url, name=NAME)
+    broker = await connect_broker(settings, name=NAME)
     try:
         listing = [
             {"queue": r["queue"], "dead": r["dead"], "last_dead": r["last_dead"],
@@ -82,7 +82,7 @@ async def ls_dead(settings: Settings, queue: str | None, *, as_json: bool) -> in
 
 
 async def show_dead_letters(settings: Settings, queue: str, limit: int, *, as_json: bool) -> int:
-    broker = await connect_broker(settings.amqp_url, name=NAME)
+    broker = await connect_broker(settings, name=NAME)
     try:
         messages = await dead_letters.peek(broker, topology(settings), queue, limit)
     finally:
@@ -105,7 +105,7 @@ async def replay(settings: Settings, queue: str, occurrence: str | None, limit: 
                 keys = await dead.replay(conn, queue, occurrence, limit)
         finally:
             await conn.close()
-    broker = await connect_broker(settings.amqp_url, name=NAME)
+    broker = await connect_broker(settings, name=NAME)
     try:
         removed = await dead_letters.remove(broker, topology(settings), queue, keys)
     finally:
@@ -116,7 +116,7 @@ async def replay(settings: Settings, queue: str, occurrence: str | None, limit: 
 
 
 async def purge_dead_letters(settings: Settings, queue: str) -> int:
-    broker = await connect_broker(settings.amqp_url, name=NAME)
+    broker = await connect_broker(settings, name=NAME)
     try:
         purged = await dead_letters.purge(broker, topology(settings), queue)
     finally:

@@ -9,7 +9,7 @@ import sys
 
 import orjson
 
-from chronoq._broker.connection import connect as connect_broker
+from chronoq._broker.connection import connect_for as connect_broker
 from chronoq._broker.topology import declare_exchanges, declare_submissions
 from chronoq._runtime.config import Settings
 from chronoq._runtime.hooks import Hooks, PrometheusHooks
@@ -63,7 +63,7 @@ async def migrate(settings: Settings, *, roles: bool = False) -> str:
         applied = await migrations.migrate(settings.database_url)
         if roles:
             await migrations.create_roles(settings.database_url)
-    broker = await connect_broker(settings.amqp_url, name="chronoq-migrate")
+    broker = await connect_broker(settings, name="chronoq-migrate")
     try:
         channel = await broker.channel()
         await declare_exchanges(channel, topology(settings))

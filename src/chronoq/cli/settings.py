@@ -22,7 +22,7 @@ from chronoq.errors import ConfigError
 
 #: What a command reads from Postgres, from RabbitMQ, and what a timer or a worker runs with.
 DATABASE = ("database_url",)
-BROKER = ("amqp_url", "namespace", "queue_type", "delivery_limit")
+BROKER = ("amqp_url", "amqp_heartbeat", "namespace", "queue_type", "quorum_replicas", "delivery_limit")
 SERVICE = ("shutdown_grace", "metrics_port")
 TIMER = (*DATABASE, *BROKER, "claim_batch", "timer_max_idle", "redispatch_after", "retention", "packed_queues",
          "pack_size", *SERVICE)

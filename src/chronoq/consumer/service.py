@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from chronoq._broker.connection import BROKER_ERRORS, BrokerConnection
-from chronoq._broker.connection import connect as connect_broker
+from chronoq._broker.connection import connect_for as connect_broker
 from chronoq._broker.consumer import Incoming, Subscription
 from chronoq._broker.publisher import ConfirmedPublisher
 from chronoq._broker.topology import Topology
@@ -137,7 +137,7 @@ class WorkerService:
             self.settings.database_url, min_size=1, max_size=self.concurrency + 1, application_name=self.name,
             own_sessions=True,  # reset on release only after a handler used it (job_connection.py)
         )
-        self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
+        self._broker = await connect_broker(self.settings, name=self.name)
         self._publisher = ConfirmedPublisher(self._broker, self.topology)
         executor = GroupExecutor(self._publisher, self.name, redispatch_after=self.settings.redispatch_after,
                                  delivery_limit=self.settings.delivery_limit)

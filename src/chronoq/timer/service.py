@@ -17,7 +17,7 @@ import socket
 import asyncpg
 
 from chronoq._broker.connection import BROKER_ERRORS, BrokerConnection
-from chronoq._broker.connection import connect as connect_broker
+from chronoq._broker.connection import connect_for as connect_broker
 from chronoq._broker.consumer import SubmissionIntake
 from chronoq._broker.publisher import ConfirmedPublisher
 from chronoq._broker.topology import Topology
@@ -75,7 +75,7 @@ class Timer:
                 # pile up in front of the due_at index and every claim slows down.
                 log.warning("autovacuum is off on this server: vacuum chronoq.wheel regularly",
                             extra={"action": "autovacuum_off"})
-        self._broker = await connect_broker(self.settings.amqp_url, name=self.name)
+        self._broker = await connect_broker(self.settings, name=self.name)
         self._publisher = ConfirmedPublisher(self._broker, self.topology)
         self._batches = Batches(self._dispatch_pool, self._publisher, self.settings, self.hooks, self.name)
         self._pruner = Pruner(self._pool, self.settings.retention, self._stopping)
