@@ -49,6 +49,16 @@ class ServiceUnavailableError(ChronoqError):
     """Postgres or RabbitMQ could not be reached."""
 
 
+class ReadOnlyDatabaseError(ServiceUnavailableError):
+    """Postgres refused to write: the connection is to a standby (a replica, or the old primary
+    rebuilt as one after a failover) or its transaction is read-only. Nothing was stored. Raised
+    for a caller's own ``connection=``; chronoq's own connections always find the primary.
+
+    An outage to its caller, as the rest of ServiceUnavailableError: the same call succeeds on a
+    connection to the primary, which a pool connecting with ``target_session_attrs=read-write``
+    gives it (the usual cause is a pool that may pick any host of a multi-host URL)."""
+
+
 class TopologyError(ChronoqError):
     """RabbitMQ refused a declaration (for example a queue exists with other arguments)."""
 

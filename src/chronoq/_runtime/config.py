@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chronoq._runtime.amqp_urls import check_urls, split_urls
 from chronoq._runtime.durations import parse_duration
+from chronoq._store.database_url import check_database_url
 from chronoq.errors import ConfigError, InvalidJobError
 from chronoq.schemas.rules import check_queue_name
 
@@ -44,6 +45,7 @@ DEFAULT_QUORUM_REPLICAS = 3
 def _postgres_url(value: str) -> str:
     if not value.startswith(("postgres://", "postgresql://")):
         raise ValueError("must start with postgresql:// or postgres://")
+    check_database_url(value)
     return value
 
 
@@ -79,7 +81,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CHRONOQ_", extra="ignore", frozen=True)
 
     database_url: Annotated[str, AfterValidator(_postgres_url)] = Field(
-        DEFAULT_DATABASE_URL, description="Postgres URL (libpq form; sslmode=... is honoured)."
+        DEFAULT_DATABASE_URL,
+        description="Postgres URL (libpq form; sslmode=... is honoured). Several hosts "
+        "(postgresql://h1:5432,h2:5432/chronoq) fail over to whichever accepts writes.",
     )
     amqp_url: Annotated[str, AfterValidator(check_urls)] = Field(
         DEFAULT_AMQP_URL,

@@ -10,11 +10,14 @@ from typing import Any, ParamSpec, TypeAlias, TypeVar
 import asyncpg
 import asyncpg.pool
 import orjson
+from asyncpg.connect_utils import SessionAttribute
 
+from chronoq._store.database_url import writable_session_attrs
 from chronoq.errors import (
     ChronoqError,
     ConfigError,
     InvalidJobError,
+    ReadOnlyDatabaseError,
     ServiceUnavailableError,
     bad_setting,
     cannot_connect,
@@ -30,6 +33,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
+    asyncpg.TargetServerAttributeNotMatched,  # no host of a multi-host URL is writable: mid-failover
     TimeoutError,
 )
 
@@ -71,6 +75,9 @@ def translated(exc: BaseException) -> ChronoqError:
         return ConfigError(f"the database has no chronoq schema or an older one ({_first_line(exc)}): run `chronoq migrate`")
     if isinstance(exc, asyncpg.InsufficientPrivilegeError):
         return bad_setting("database_url", f"the role may not do this ({_first_line(exc)})")
+    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+        return ReadOnlyDatabaseError("Postgres refused to write: the connection is to a standby or its transaction "
+                                     "is read-only (SQLSTATE 25006); writes need the primary")
     if database_unavailable(exc):
         return ServiceUnavailableError(f"Postgres is unavailable: {type(exc).__name__}")
     if isinstance(exc, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)):
@@ -177,9 +184,21 @@ def _connecting() -> Iterator[None]:
         raise translated(exc) from exc
 
 
+def session_attrs(url: str) -> SessionAttribute | None:
+    """What every connection chronoq opens asks of its host: one that accepts writes, among the
+    hosts of a multi-host URL (database_url.py). None: asyncpg's default, for a single host."""
+    try:
+        attrs = writable_session_attrs(url)
+    except ValueError as exc:
+        raise bad_setting("database_url", str(exc)) from None
+    return None if attrs is None else SessionAttribute(attrs)
+
+
 async def connect(url: str, *, application_name: str = "chronoq") -> asyncpg.Connection:
+    attrs = session_attrs(url)
     with _connecting():
-        conn = await asyncpg.connect(url, server_settings={"application_name": application_name})
+        conn = await asyncpg.connect(url, server_settings={"application_name": application_name},
+                                     target_session_attrs=attrs)
     await init_connection(conn)
     return conn
 
@@ -206,10 +225,13 @@ async def create_pool(
         settings["plan_cache_mode"] = "force_custom_plan"
     if not synchronous_commit:
         settings["synchronous_commit"] = "off"
+    # The pool reconnects with the same options: a connection lost in a failover is replaced by
+    # one to whichever host accepts writes by then.
+    attrs = session_attrs(url)
     with _connecting():
         return await asyncpg.create_pool(
             url, min_size=min_size, max_size=max_size, init=init_connection, server_settings=settings,
-            connection_class=OwnSession if own_sessions else asyncpg.Connection,
+            connection_class=OwnSession if own_sessions else asyncpg.Connection, target_session_attrs=attrs,
         )
 
 
@@ -225,3 +247,13 @@ async def one_row(conn: Connection, sql: str, *args: object) -> asyncpg.Record:
 def is_connection(value: object) -> bool:
     """An asyncpg connection, or one lent by a pool."""
     return isinstance(value, (asyncpg.Connection, asyncpg.pool.PoolConnectionProxy))
+
+
+def check_writable(conn: Connection) -> None:
+    """Raise ReadOnlyDatabaseError, before anything is sent (the caller's transaction stays
+    usable), if ``conn`` is to a standby. The server reports ``in_hot_standby`` to the client as
+    it changes (Postgres 14 and later), so this is a look at the connection, not a query; on an
+    older server the write itself fails with SQLSTATE 25006, translated to the same error."""
+    if getattr(conn.get_settings(), "in_hot_standby", "off") == "on":
+        raise ReadOnlyDatabaseError("the connection is to a standby (Postgres in recovery), which cannot store jobs: "
+                                    "pass a connection to the primary (target_session_attrs=read-write)")

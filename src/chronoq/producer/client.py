@@ -19,7 +19,7 @@ from chronoq._runtime import tracing
 from chronoq._runtime.hooks import count_enqueued
 from chronoq._store import jobs as job_store
 from chronoq._store import reads
-from chronoq._store.connection import Connection, create_pool, is_connection, with_database_errors
+from chronoq._store.connection import Connection, check_writable, create_pool, is_connection, with_database_errors
 from chronoq.errors import InvalidJobError, JobNotFoundError, wrong_type
 from chronoq.producer.views import load_job, load_summaries, load_ticks
 from chronoq.schemas.job import EARLIEST_RUN_AT, LATEST_RUN_AT, JobSpec, RetryPolicy, build_spec, prepare_spec, revalidated
@@ -304,8 +304,12 @@ def _listed(items: object, field: str, expected: str) -> list[Any]:
 
 
 def _check_connection(connection: object) -> None:
-    if connection is not None and not is_connection(connection):
+    """A caller's ``connection=``: an asyncpg connection, and not one to a standby."""
+    if connection is None:
+        return
+    if not is_connection(connection):
         raise wrong_type("connection", "an asyncpg connection", connection)
+    check_writable(connection)  # type: ignore[arg-type]  # is_connection said so
 
 
 def _prepare(index: int, item: JobSpec | Mapping[str, Any]) -> tuple[JobSpec, bytes]:

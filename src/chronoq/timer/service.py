@@ -65,6 +65,12 @@ class Timer:
         # the workers' dedup absorbs the copies. Nothing committed later can survive without it:
         # WAL is flushed in order, and a worker's outcome for one of these jobs comes after it
         # (the worker's lock waits for this commit).
+        # The same holds across a failover to a synchronous standby. These commits do not wait
+        # for the standby either, so the promoted one may lack the last batches: their rows are
+        # due again there, as after a crash. But WAL reaches the standby in order, and the
+        # worker's outcome (a synchronous commit, which returns only once the standby holds
+        # the WAL up to it) comes after this commit, so an outcome the worker saw committed
+        # never survives without the dispatch it follows.
         self._dispatch_pool = await create_pool(
             self.settings.database_url, min_size=1, max_size=1, application_name=f"{self.name}-dispatch",
             synchronous_commit=False, own_sessions=True,

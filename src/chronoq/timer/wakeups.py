@@ -47,6 +47,7 @@ class Wakeups:
         self._clock_offset = 0.0
         self._claimed_nothing_while_due = False
         self._backlog_due = 0.0  # host monotonic time of the next backlog count
+        self._listen_due = 0.0  # host monotonic time before which a lost listener is not reopened
 
     async def listen(self) -> None:
         """Listen for NOTIFYs on a connection of its own; logged, not raised, if that fails."""
@@ -58,7 +59,13 @@ class Wakeups:
             self._listener = None
 
     async def listen_again_if_lost(self) -> None:
-        if self._listener is None or self._listener.is_closed():
+        """Open the listener again if its connection is gone (a restart, a failover: the new
+        connection goes wherever the URL's writable host is now), at most once per max_idle."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        now = time.monotonic()
+        if now >= self._listen_due:
+            self._listen_due = now + self.max_idle
             await self.listen()
 
     def _on_notify(self, _conn: Connection, _pid: int, _channel: str, payload: object) -> None:
@@ -80,6 +87,8 @@ class Wakeups:
         count_backlog = time.monotonic() >= self._backlog_due
         async with pool.acquire() as conn:
             db_now, due_in, backlog = await wheel.next_due(conn, count_backlog=count_backlog)
+        # The database answers again: a listener lost meanwhile is reopened before the sleep.
+        await self.listen_again_if_lost()
         host_now = time.monotonic()
         if backlog is not None:
             self.hooks.due_backlog(backlog)
