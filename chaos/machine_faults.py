@@ -3,8 +3,8 @@
 - ``node_kill``: kill -9 of a RabbitMQ node (the one leading the run's job queue, the one most
   client connections are attached to, or any: a seeded choice); it boots again 2-12 s later,
   while other faults go on.
-- ``node_hang``: SIGSTOP of a RabbitMQ node for longer than twice the AMQP heartbeat (clients give
-  a silent node up after two missed heartbeats), then SIGCONT.
+- ``node_hang``: SIGSTOP of a RabbitMQ node for longer than three AMQP heartbeats (clients give a
+  silent node up after about three), then SIGCONT.
 - ``broker_restart``: ``stop_app`` / ``start_app`` of one RabbitMQ node.
 - ``postgres_failover``: kill -9 of the primary, promotion of the standby, the old primary
   rebuilt as the new standby (``Topology.failover``).
@@ -24,25 +24,20 @@ import time
 from collections import Counter
 
 from chaos import services
-from chaos.ha import RabbitNode, Topology
+from chaos.ha import PgNode, RabbitNode, Topology
+from chaos.ha_processes import kill_and_wait
 from chaos.nemesis import KINDS
-from chronoq._runtime.config import Settings
+from chronoq._runtime.config import DEFAULT_AMQP_HEARTBEAT
 
 #: One round: the existing kinds once each (``broker_kill`` is replaced by the node kinds) and
 #: the machine deaths several times, so that a 10-minute run has 30+ node kills and hangs.
 ROUND = (*(kind for kind in KINDS if kind != "broker_kill"), *["node_kill"] * 5, "node_hang", "postgres_failover")
 NODE_DOWN_S = (2.0, 12.0)
-#: How far past the point where clients give a silent node up (twice the heartbeat) a hang lasts.
-HANG_PAST_HEARTBEATS_S = (5.0, 15.0)
+#: Clients give a silent node up after about this many heartbeats (chronoq._runtime.config)...
+HEARTBEATS_TO_GIVE_UP = 3
+#: ... and a hang lasts this much longer.
+HANG_PAST_HEARTBEATS_S = (2.0, 8.0)
 KILL_TARGETS = ("queue_leader", "connections", "random")
-
-
-def heartbeat_s() -> float:
-    """The AMQP heartbeat chronoq's processes negotiate by default."""
-    field = Settings.model_fields.get("amqp_heartbeat")
-    default = getattr(field, "default", None) if field is not None else None
-    seconds = getattr(default, "total_seconds", lambda: default)()
-    return float(seconds) if isinstance(seconds, int | float) else 10.0
 
 
 class MachineFaults:
@@ -133,7 +128,7 @@ class MachineFaults:
 
     async def node_hang(self, entry: dict):
         node = self.rng.choice(self.topology.rabbit)
-        seconds = 2 * heartbeat_s() + self.rng.uniform(*HANG_PAST_HEARTBEATS_S)
+        seconds = HEARTBEATS_TO_GIVE_UP * DEFAULT_AMQP_HEARTBEAT.total_seconds() + self.rng.uniform(*HANG_PAST_HEARTBEATS_S)
         entry.update(target=node.name, pid=node.pid(), seconds=round(seconds, 1))
         entry["t"] = round(time.time(), 3)
         await asyncio.to_thread(node.hang)
@@ -166,5 +161,19 @@ class MachineFaults:
     async def postgres_restart(self, entry: dict) -> None:
         primary = await asyncio.to_thread(self.topology.primary)
         entry["target"] = f"postgres primary :{primary.port} (kill -9, restart in place)"
-        await asyncio.to_thread(primary.kill)
-        await asyncio.to_thread(primary.start)
+        await asyncio.to_thread(restart_in_place, primary)
+
+
+def restart_in_place(node: PgNode) -> None:
+    """kill -9 of the server and a start on the same data directory (crash recovery), as after a
+    reboot. A backend forked while ``PgNode.kill`` listed the postmaster's children outlives it:
+    such leftovers are killed too. The killed postmaster can stay a zombie until its parent (not
+    us) reaps it, and Postgres then takes the lock files' pid for a live server: once none of the
+    node's processes runs, the stale lock files go."""
+    node.kill()
+    leftovers = node.stray_pids()
+    if leftovers:
+        kill_and_wait(leftovers, f"{node.cluster_name}'s leftover backends")
+    for lock in (node.data_dir / "postmaster.pid", node.dir / f".s.PGSQL.{node.port}.lock"):
+        lock.unlink(missing_ok=True)
+    node.start()

@@ -100,6 +100,7 @@ async def create_database(engines: Engines, name: str) -> str:
     finally:
         await admin.close()
     url = engines.database_url(name)
+    await until_connectable(url)
     await migrate(url)
     conn = await asyncpg.connect(url)
     try:
@@ -107,6 +108,23 @@ async def create_database(engines: Engines, name: str) -> str:
     finally:
         await conn.close()
     return url
+
+
+async def until_connectable(url: str, deadline: float = 30.0) -> None:
+    """Wait until the new database can be opened through ``url``. A multi-host URL tries the
+    standby first if it is listed first, and asyncpg stops at a standby that has not replayed the
+    CREATE DATABASE yet (synchronous commit waits for the standby's flush, not its replay)."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            conn = await asyncpg.connect(url)
+        except asyncpg.InvalidCatalogNameError:
+            if time.monotonic() > end:
+                raise
+            await asyncio.sleep(0.1)
+        else:
+            await conn.close()
+            return
 
 
 async def drop_database(engines: Engines, name: str) -> None:
