@@ -1,7 +1,7 @@
 """Engine faults on the HA topology (chaos/ha.py): machines dying, hanging and failing over.
 
 - ``node_kill``: kill -9 of a RabbitMQ node (the one leading the run's job queue, the one most
-  client connections are attached to, or any: a seeded choice); it boots again 2-12 s later,
+  client connections are attached to, or any: a seeded choice); it boots again 2-10 s later,
   while other faults go on.
 - ``node_hang``: SIGSTOP of a RabbitMQ node for longer than three AMQP heartbeats (clients give a
   silent node up after about three), then SIGCONT.
@@ -32,7 +32,7 @@ from chronoq._runtime.config import DEFAULT_AMQP_HEARTBEAT
 #: One round: the existing kinds once each (``broker_kill`` is replaced by the node kinds) and
 #: the machine deaths several times, so that a 10-minute run has 30+ node kills and hangs.
 ROUND = (*(kind for kind in KINDS if kind != "broker_kill"), *["node_kill"] * 5, "node_hang", "postgres_failover")
-NODE_DOWN_S = (2.0, 12.0)
+NODE_DOWN_S = (2.0, 10.0)
 #: Clients give a silent node up after about this many heartbeats (chronoq._runtime.config)...
 HEARTBEATS_TO_GIVE_UP = 3
 #: ... and a hang lasts this much longer.
@@ -52,8 +52,14 @@ class MachineFaults:
         self._postgres_lane = asyncio.Lock()  # held while a failover or a restart runs
         self._recoveries: set[asyncio.Task[None]] = set()
 
+    def _lane(self, kind: str) -> asyncio.Lock:
+        return self._postgres_lane if kind.startswith("postgres") else self._rabbit_lane
+
+    def ready(self, kind: str) -> bool:
+        return not self._lane(kind).locked()
+
     async def perform(self, kind: str, entry: dict) -> None:
-        lane = self._postgres_lane if kind.startswith("postgres") else self._rabbit_lane
+        lane = self._lane(kind)
         asked = time.time()
         await lane.acquire()
         entry["t"] = round(time.time(), 3)  # when it strikes, after waiting for the lane

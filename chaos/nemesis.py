@@ -40,6 +40,9 @@ class EngineFaults(Protocol):
     async def settle(self) -> None:
         """Wait for every recovery still running."""
 
+    def ready(self, kind: str) -> bool:
+        """False while ``kind`` would have to wait for a recovery still running."""
+
 
 class LocalFaults:
     """Faults of the machine's own Postgres and RabbitMQ (one node each)."""
@@ -51,6 +54,9 @@ class LocalFaults:
 
     async def settle(self) -> None:
         return None
+
+    def ready(self, kind: str) -> bool:
+        return True
 
     async def broker_restart(self) -> dict:
         await asyncio.to_thread(services.restart_broker_gracefully)
@@ -73,9 +79,15 @@ class Nemesis:
         self._round: list[str] = []
 
     def _next_kind(self) -> str:
+        """The round's next kind; one that would wait for a recovery still running (a RabbitMQ
+        node not back yet) gives way to the next kind that would not, if any."""
         if not self._round:
             self._round = list(self.engines.round)
             self.rng.shuffle(self._round)
+        for n in range(len(self._round) - 1, -1, -1):
+            kind = self._round[n]
+            if hasattr(self, kind) or self.engines.ready(kind):
+                return self._round.pop(n)
         return self._round.pop()
 
     async def run(self, duration: float, min_faults: int = len(KINDS)) -> None:
