@@ -22,7 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from chaos.ha_processes import environment_of
+
 PG_CLUSTER = os.environ.get("CHAOS_PG_CLUSTER", "15 main").split()
+#: The machine's own RabbitMQ node (``rabbit@<host>``), the one the local run restarts and kills.
+DEFAULT_NODE = "rabbit@localhost"
 MANAGEMENT_URL = os.environ.get("CHAOS_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
 SERVICE_DEADLINE = 120.0
 
@@ -60,8 +64,12 @@ def ensure_postgres() -> None:
 # -- RabbitMQ -------------------------------------------------------------------------------
 
 def broker_pids() -> list[int]:
+    """The machine's own RabbitMQ node's Erlang VM: a ``beam.smp`` of user rabbitmq that was not
+    started as another node (the HA topologies of chaos/ha.py run theirs under their own
+    ``RABBITMQ_NODENAME`` and the same user)."""
     found = _run("pgrep", "-u", "rabbitmq", "-x", "beam.smp", timeout=10)
-    return [int(p) for p in found.stdout.split()]
+    return [pid for pid in map(int, found.stdout.split())
+            if environment_of(pid).get("RABBITMQ_NODENAME", DEFAULT_NODE).startswith("rabbit@")]
 
 
 def restart_broker_gracefully() -> None:
