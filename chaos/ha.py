@@ -14,9 +14,19 @@ distribution), 15700+10K+i (management) for RabbitMQ node i, 5800+10K+i for Post
 the directory /tmp/chronoq-ha<K>/. The machine's default Postgres (5432) and RabbitMQ
 (rabbit@localhost) are never touched: nothing here stops a process it did not start.
 
-``up`` writes the state file /tmp/chronoq-ha<K>/topology.json. Everything a later process needs is
-derived from the slot and that file, and every live fact (pids, roles) is read again from the
-servers, so any process may build ``Topology(slot=K)`` and drive the same nodes.
+``up`` writes the state file /tmp/chronoq-ha<K>/topology.json (ports, directories, whether the
+standby is synchronous; pids and roles as of the last ``up`` or ``failover``). Everything a later
+process needs is derived from the slot and that file, and every live fact (pids, roles) is read
+again from the servers' pid files and the servers themselves, so any process may build
+``Topology(slot=K)`` and drive the same nodes.
+
+Needs root (servers run as the ``rabbitmq`` and ``postgres`` users) and the Debian packages of
+RabbitMQ 3.10 and Postgres 15. A newcomer's two commands:
+
+```
+eval "$(python -m chaos.ha up)"     # about 15-20 s on 2 cores
+chronoq demo
+```
 """
 
 from __future__ import annotations
@@ -133,8 +143,12 @@ class Topology:
         self.synchronous = synchronous
         self._write_state(up=False)
         timings: dict[str, float] = {}
-        _in_parallel({"rabbitmq": lambda: self._up_rabbit(timings, started),
-                      "postgres": lambda: self._up_postgres(timings, started)})
+        try:
+            _in_parallel({"rabbitmq": lambda: self._up_rabbit(timings, started),
+                          "postgres": lambda: self._up_postgres(timings, started)})
+        except BaseException:
+            self._stop_processes()  # the logs stay in the slot's directory for the error's reader
+            raise
         timings["total"] = time.monotonic() - started
         self._write_state(up=True)
         mode = "synchronous" if synchronous else "asynchronous"
@@ -168,15 +182,21 @@ class Topology:
         timings["postgres"] = time.monotonic() - started
 
     def down(self, quiet: bool = False) -> None:
-        """SIGKILL every process this slot started (found by pid and checked to be ours) and remove its directory."""
+        """SIGKILL every process this slot started and remove its directory (nothing in it is kept:
+        the data is throw-away)."""
+        stopped_count = self._stop_processes()
+        if self.base.exists():
+            shutil.rmtree(self.base)
+        if not quiet:
+            _say(f"slot {self.slot} down ({stopped_count} processes stopped)")
+
+    def _stop_processes(self) -> int:
+        """SIGKILL this slot's servers, each found by pid and checked to be ours; returns how many."""
         pids = [pid for node in self.rabbit for pid in node.stray_pids()]
         pids += [pid for node in self.postgres for pid in node.stray_pids()]
         if pids:
             kill_and_wait(pids, f"slot {self.slot}'s servers")
-        if self.base.exists():
-            shutil.rmtree(self.base)
-        if not quiet:
-            _say(f"slot {self.slot} down ({len(pids)} processes stopped)")
+        return len(pids)
 
     # -- RabbitMQ -------------------------------------------------------------------------
 

@@ -14,7 +14,9 @@ node (port, socket directory, ``cluster_name``) is passed on the server's comman
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +168,9 @@ class PgNode:
         postmaster = self.pid()
         if postmaster is None:
             raise TopologyError(f"{self.cluster_name} is not running")
+        # Stopped first, the postmaster cannot fork a backend between the listing of its children
+        # and the kill; an orphan backend would keep the shared memory and block the next start.
+        os.kill(postmaster, signal.SIGSTOP)
         kill_and_wait([postmaster, *children_of(postmaster)], self.cluster_name)
 
     def promote(self, deadline: float = DEADLINE) -> None:

@@ -246,17 +246,27 @@ class RabbitNode:
 
     def start(self, deadline: float = DEADLINE) -> None:
         """Boot the node again on its data directory; wait until it serves AMQP and the management
-        API and sees every other live node of the cluster running."""
+        API and sees every other live node of the cluster running.
+
+        A node restarted while no other node runs waits (Mnesia) for the node that stopped last;
+        to bring back a whole cluster, ``boot()`` every node first, then ``start()`` each.
+        """
         if self.pid() is None:
             self.boot()
         self.wait_serving(self.peers(), deadline)
 
     def hang(self) -> None:
-        """SIGSTOP the VM: a machine that stops answering without closing a connection."""
-        signal_pid(self.pid(), signal.SIGSTOP, self.name)
+        """SIGSTOP the VM (a machine that stops answering without closing a connection); returns
+        once the kernel shows it stopped (a signal reaches a multi-threaded process asynchronously)."""
+        pid = self.pid()
+        signal_pid(pid, signal.SIGSTOP, self.name)
+        until(lambda: stopped(pid), f"{self.name} stopped by SIGSTOP", deadline=10, every=0.01)
 
     def resume(self) -> None:
-        signal_pid(self.pid(), signal.SIGCONT, self.name)
+        """SIGCONT the VM; returns once it runs again (it answers again shortly after)."""
+        pid = self.pid()
+        signal_pid(pid, signal.SIGCONT, self.name)
+        until(lambda: not stopped(pid), f"{self.name} continued by SIGCONT", deadline=10, every=0.01)
 
     def stop_app(self) -> None:
         result = self.ctl("stop_app")
@@ -286,6 +296,7 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def available(rabbitmqctl: Path = RABBIT_BIN / "rabbitmqctl") -> bool:
+def available() -> bool:
     """True if the RabbitMQ server scripts this module runs are installed."""
-    return (RABBIT_BIN / "rabbitmq-server").exists() and rabbitmqctl.exists() and os.path.isdir(RABBIT_HOME)
+    scripts = ("rabbitmq-server", "rabbitmqctl", "rabbitmq-diagnostics")
+    return all((RABBIT_BIN / name).exists() for name in scripts) and os.path.isdir(RABBIT_HOME)

@@ -173,6 +173,127 @@ def test_demo_worker_is_importable() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# compose.yaml, profile `ha`: a 3-node RabbitMQ cluster and a Postgres primary with a synchronous
+# standby, and the chronoq stack pointed at every node
+# --------------------------------------------------------------------------------------------
+
+HA_RABBIT_NODES = ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3"]
+HA_POSTGRES = ["postgres-primary", "postgres-standby"]
+HA_APP_SERVICES = {f"{name}-ha": name for name in APP_SERVICES}  # the HA twin of each default app service
+
+
+@pytest.fixture(scope="module")
+def configs() -> dict:
+    """Top-level ``configs``: file contents the HA services mount."""
+    document = yaml.safe_load(COMPOSE.read_text())
+    return document.get("configs") or {}
+
+
+def _environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def _mounted_config(service: dict, configs: dict, target_prefix: str) -> str:
+    """The content of the one config this service mounts under ``target_prefix``."""
+    found = [entry for entry in service.get("configs") or [] if str(entry.get("target", "")).startswith(target_prefix)]
+    assert len(found) == 1, f"expected one config mounted under {target_prefix}, got {found}"
+    content = (configs.get(found[0]["source"]) or {}).get("content")
+    assert isinstance(content, str) and content.strip(), f"config {found[0]['source']} has no inline content"
+    return content
+
+
+def _postgres_options(command: list[str] | str) -> dict[str, str]:
+    """``-c name=value`` pairs of a postgres command line (list or shell text)."""
+    words = shlex.split(command) if isinstance(command, str) else [w for part in command for w in shlex.split(part)]
+    return dict(words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "-c" and "=" in words[i + 1])
+
+
+def test_ha_services_exist_only_in_the_ha_profile(services: dict) -> None:
+    ha = set(HA_RABBIT_NODES) | set(HA_POSTGRES) | set(HA_APP_SERVICES)
+    assert ha <= set(services), sorted(ha - set(services))
+    for name in ha:
+        assert services[name].get("profiles") == ["ha"], name
+    # The default stack stays what `docker compose up` starts: no profile on any of its services.
+    for name in INFRA_SERVICES | APP_SERVICES:
+        assert not services[name].get("profiles"), name
+
+
+def test_ha_rabbitmq_nodes_share_one_cookie_and_form_one_cluster(services: dict, configs: dict) -> None:
+    nodes = [services[name] for name in HA_RABBIT_NODES]
+    assert all(node["image"].startswith("rabbitmq:3.10-management") for node in nodes)
+    cookies = {_environment(node).get("RABBITMQ_ERLANG_COOKIE") for node in nodes}
+    assert len(cookies) == 1 and None not in cookies and "" not in cookies, "the nodes must share one Erlang cookie"
+    hostnames = [node.get("hostname") for node in nodes]
+    assert hostnames == HA_RABBIT_NODES, "node names (rabbit@<hostname>) must be fixed for peer discovery"
+    expected_peers = {f"rabbit@{hostname}" for hostname in hostnames}
+    for name, node in zip(HA_RABBIT_NODES, nodes, strict=True):
+        config = dict(line.split(" = ", 1) for line in _mounted_config(node, configs, "/etc/rabbitmq/conf.d/").splitlines()
+                      if " = " in line)
+        assert config["cluster_formation.peer_discovery_backend"] == "classic_config", name
+        peers = {value for key, value in config.items() if key.startswith("cluster_formation.classic_config.nodes.")}
+        assert peers == expected_peers, name
+        check = " ".join(node["healthcheck"]["test"])
+        assert "rabbitmq-diagnostics" in check, name
+    # Nodes 2 and 3 boot once node 1 serves, so they join its cluster instead of forming their own.
+    for name in HA_RABBIT_NODES[1:]:
+        assert _depends_on(services[name]) == {"rabbitmq-1": "service_healthy"}, name
+
+
+def test_ha_standby_follows_the_primary_synchronously(services: dict, configs: dict) -> None:
+    primary, standby = services["postgres-primary"], services["postgres-standby"]
+    assert primary["image"].startswith("postgres:15") and standby["image"].startswith("postgres:15")
+    options = _postgres_options(primary["command"])
+    assert options["wal_level"] == "replica" and int(options["max_wal_senders"]) >= 1
+    assert options.get("synchronous_commit", "on") in ("on", "remote_write", "remote_apply")
+    assert _environment(primary).get("POSTGRES_HOST_AUTH_METHOD") == "trust"
+    init = _mounted_config(primary, configs, "/docker-entrypoint-initdb.d/")
+    assert "host replication all all trust" in init and "pg_hba.conf" in init, "the standby must be let in to replicate"
+    synchronous = r"ALTER SYSTEM SET synchronous_standby_names = '(\*|ANY 1 \(\*\))'"
+    assert re.search(synchronous, init), "commits must wait for the standby"
+
+    script = " ".join(standby.get("command") or [])
+    basebackup = next(line for line in script.splitlines() if "pg_basebackup" in line).split()
+    assert basebackup[basebackup.index("-h") + 1] == "postgres-primary"
+    assert "-R" in basebackup, "pg_basebackup -R makes the copy a standby of the primary"
+    assert _postgres_options(script.replace("\\\n", " ").split("exec ", 1)[1]).get("hot_standby") == "on"
+    assert _depends_on(standby) == {"postgres-primary": "service_healthy"}
+    assert "pg_is_in_recovery" in " ".join(standby["healthcheck"]["test"]), "healthy only once it follows the primary"
+
+
+@pytest.mark.parametrize("name", sorted(HA_APP_SERVICES))
+def test_ha_app_service_runs_what_its_single_node_twin_runs(services: dict, name: str) -> None:
+    twin = services[HA_APP_SERVICES[name]]
+    service = services[name]
+    assert service.get("build") == twin.get("build") and service.get("image") == twin.get("image")
+    assert _command_args(service) == _command_args(twin)
+    build_parser().parse_args(_command_args(service))
+    assert service.get("restart") == twin.get("restart")
+    assert (service.get("deploy") or {}).get("replicas") == (twin.get("deploy") or {}).get("replicas")
+
+
+@pytest.mark.parametrize("name", sorted(HA_APP_SERVICES))
+def test_ha_app_environment_lists_every_node(services: dict, name: str) -> None:
+    env = _environment(services[name])
+    amqp = [urlparse(url) for url in env["CHRONOQ_AMQP_URL"].split(",")]
+    assert [(url.scheme, url.hostname, url.port) for url in amqp] == [("amqp", node, 5672) for node in HA_RABBIT_NODES]
+    database = urlparse(env["CHRONOQ_DATABASE_URL"])
+    hosts = database.netloc.rsplit("@", 1)[-1].split(",")
+    assert hosts == [f"{host}:5432" for host in HA_POSTGRES]
+    assert database.path == "/chronoq" and database.query == "target_session_attrs=read-write"
+    Settings(database_url=env["CHRONOQ_DATABASE_URL"], amqp_url=env["CHRONOQ_AMQP_URL"])
+
+
+def test_ha_startup_order(services: dict) -> None:
+    infra = {name: "service_healthy" for name in HA_RABBIT_NODES + HA_POSTGRES}
+    assert _depends_on(services["migrate-ha"]) == infra
+    for name in set(HA_APP_SERVICES) - {"migrate-ha"}:
+        assert _depends_on(services[name]) == {"migrate-ha": "service_completed_successfully"}, name
+
+
+# --------------------------------------------------------------------------------------------
 # Dockerfile
 # --------------------------------------------------------------------------------------------
 
