@@ -82,8 +82,9 @@ class Settings(BaseSettings):
 
     database_url: Annotated[str, AfterValidator(_postgres_url)] = Field(
         DEFAULT_DATABASE_URL,
-        description="Postgres URL (libpq form; sslmode=... is honoured). Several hosts "
-        "(postgresql://h1:5432,h2:5432/chronoq) fail over to whichever accepts writes.",
+        description="Postgres URL (libpq form; sslmode=... is honoured). With several hosts "
+        "(postgresql://h1:5432,h2:5432/chronoq) every connection goes to the one that accepts writes, "
+        "each host given connect_timeout seconds (default 5).",
     )
     amqp_url: Annotated[str, AfterValidator(check_urls)] = Field(
         DEFAULT_AMQP_URL,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, ParamSpec, TypeAlias, TypeVar
+from typing import Any, ParamSpec, TypeAlias, TypeGuard, TypeVar, cast
 
 import asyncpg
 import asyncpg.pool
@@ -13,6 +13,7 @@ import orjson
 from asyncpg.connect_utils import SessionAttribute
 
 from chronoq._store.database_url import writable_session_attrs
+from chronoq._store.hosts import Hosts, hosts_of
 from chronoq.errors import (
     ChronoqError,
     ConfigError,
@@ -194,11 +195,21 @@ def session_attrs(url: str) -> SessionAttribute | None:
     return None if attrs is None else SessionAttribute(attrs)
 
 
+def _hosts(url: str) -> Hosts:
+    try:
+        return hosts_of(url)
+    except ValueError as exc:
+        raise bad_setting("database_url", str(exc)) from None
+
+
+async def open_session(url: str, **kwargs: Any) -> asyncpg.Connection:
+    """A bare connection to the writable host of ``url`` (hosts.py); driver errors as raised."""
+    return await _hosts(url).connect(target_session_attrs=session_attrs(url), **kwargs)
+
+
 async def connect(url: str, *, application_name: str = "chronoq") -> asyncpg.Connection:
-    attrs = session_attrs(url)
     with _connecting():
-        conn = await asyncpg.connect(url, server_settings={"application_name": application_name},
-                                     target_session_attrs=attrs)
+        conn = await open_session(url, server_settings={"application_name": application_name})
     await init_connection(conn)
     return conn
 
@@ -227,11 +238,13 @@ async def create_pool(
         settings["synchronous_commit"] = "off"
     # The pool reconnects with the same options: a connection lost in a failover is replaced by
     # one to whichever host accepts writes by then.
-    attrs = session_attrs(url)
+    attrs, hosts = session_attrs(url), _hosts(url)
     with _connecting():
         return await asyncpg.create_pool(
             url, min_size=min_size, max_size=max_size, init=init_connection, server_settings=settings,
             connection_class=OwnSession if own_sessions else asyncpg.Connection, target_session_attrs=attrs,
+            # Typed as asyncpg.connect's whole signature; Hosts.connect passes its keywords on.
+            connect=cast(Any, hosts.connect),
         )
 
 
@@ -244,7 +257,7 @@ async def one_row(conn: Connection, sql: str, *args: object) -> asyncpg.Record:
     return row
 
 
-def is_connection(value: object) -> bool:
+def is_connection(value: object) -> TypeGuard[Connection]:
     """An asyncpg connection, or one lent by a pool."""
     return isinstance(value, (asyncpg.Connection, asyncpg.pool.PoolConnectionProxy))
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from chronoq._store.connection import CONNECTION_ERRORS, Connection, connect, session_attrs
+from chronoq._store.connection import CONNECTION_ERRORS, Connection, connect, open_session
 from chronoq._store.sql import query
 from chronoq.errors import ConfigError, ServiceUnavailableError
 
@@ -80,7 +80,7 @@ def script() -> str:
 async def ensure_database(url: str) -> bool:
     """Create the database named in ``url`` if it does not exist. True if it was created."""
     try:
-        conn = await asyncpg.connect(url, target_session_attrs=session_attrs(url))
+        conn = await open_session(url)
     except asyncpg.InvalidCatalogNameError:
         pass
     except CONNECTION_ERRORS as exc:

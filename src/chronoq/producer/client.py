@@ -309,7 +309,7 @@ def _check_connection(connection: object) -> None:
         return
     if not is_connection(connection):
         raise wrong_type("connection", "an asyncpg connection", connection)
-    check_writable(connection)  # type: ignore[arg-type]  # is_connection said so
+    check_writable(connection)
 
 
 def _prepare(index: int, item: JobSpec | Mapping[str, Any]) -> tuple[JobSpec, bytes]:
