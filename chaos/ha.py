@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -132,6 +133,8 @@ class Topology:
 
         Returns the seconds each part took; they are also printed to stderr.
         """
+        if os.geteuid() != 0:
+            raise TopologyError("needs root: the servers run as the rabbitmq and postgres users")
         if not ha_rabbit.available():
             raise TopologyError(f"RabbitMQ server scripts not found in {ha_rabbit.RABBIT_BIN}")
         if not ha_postgres.available():

@@ -132,7 +132,9 @@ class RabbitNode:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
             "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
             "RABBITMQ_LOG_BASE": str(self.dir / "log"),
-            "RABBITMQ_PID_FILE": str(self.dir / "beam.pid"),
+            # The node's own pid file; ours (launched.pid) is written once, before the node
+            # could rewrite it under a reader (a truncated file reads as "no pid").
+            "RABBITMQ_PID_FILE": str(self.dir / "rabbitmq.pid"),
             # The machine's epmd listens on 127.0.0.1 only; distribution stays there too.
             "ERL_EPMD_ADDRESS": "127.0.0.1",
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
@@ -146,7 +148,7 @@ class RabbitNode:
     def pid(self) -> int | None:
         """beam.smp's pid, if the process recorded for this node is alive and is this node."""
         try:
-            pid = int((self.dir / "beam.pid").read_text().split()[0])
+            pid = int((self.dir / "launched.pid").read_text().split()[0])
         except (FileNotFoundError, ValueError, IndexError):
             return None
         return pid if alive(pid) and self._is_ours(pid) else None
@@ -170,8 +172,9 @@ class RabbitNode:
             capture_output=True, text=True, check=True, timeout=30,
         )
         pid = int(started.stdout.split()[0])
-        (self.dir / "beam.pid").write_text(f"{pid}\n")
-        shutil.chown(self.dir / "beam.pid", user=RABBIT_USER, group=RABBIT_USER)  # the node rewrites it
+        partial = self.dir / "launched.pid.tmp"
+        partial.write_text(f"{pid}\n")
+        partial.replace(self.dir / "launched.pid")
         return pid
 
     def ctl(self, *args: str, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
@@ -190,17 +193,21 @@ class RabbitNode:
 
     # -- readiness ------------------------------------------------------------------------
 
-    def _booted(self) -> bool:
+    def _alive_while_booting(self) -> None:
         if self.pid() is None:
             raise TopologyError(f"{self.name} exited while booting; see {self.dir / 'output.log'} and {self.dir / 'log'}")
+
+    def _distributed(self) -> bool:
+        """True once the VM listens on its distribution port: the CLI can reach it from then on."""
+        self._alive_while_booting()
+        return _listening(self.dist_port)
+
+    def _booted(self) -> bool:
+        self._alive_while_booting()
         return self.ctl("await_startup", "--timeout", "10", timeout=20).returncode == 0
 
     def serves_amqp(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.amqp_port), timeout=2):
-                return True
-        except OSError:
-            return False
+        return _listening(self.amqp_port)
 
     def api(self, path: str, timeout: float = 5.0) -> Any:
         """GET a management API path on this node; the decoded JSON, or None if it did not answer 200."""
@@ -224,6 +231,9 @@ class RabbitNode:
 
     def wait_serving(self, peers: list[RabbitNode], deadline: float = DEADLINE) -> None:
         """Wait until the node has booted, serves AMQP and the management API, and sees ``peers`` running."""
+        # Polled with a connect, not the CLI: each CLI call starts an Erlang VM, which on two
+        # cores would slow the boot it waits for.
+        until(self._distributed, f"{self.name} distribution port {self.dist_port}", deadline, every=0.05)
         until(self._booted, f"{self.name} boot", deadline)
         until(self.serves_amqp, f"{self.name} AMQP listener on {self.amqp_port}", deadline)
         until(lambda: self.api("overview") is not None, f"{self.name} management API on {self.mgmt_port}", deadline)
@@ -287,6 +297,14 @@ class RabbitNode:
     def remove_files(self) -> None:
         if self.dir.exists():
             shutil.rmtree(self.dir)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def _comm(pid: int) -> str:

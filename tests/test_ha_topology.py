@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -33,7 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
     pytest.mark.skipif(not ha_rabbit.available(), reason=f"RabbitMQ server scripts not installed in {ha_rabbit.RABBIT_BIN}"),
     pytest.mark.skipif(not ha_postgres.available(), reason=f"Postgres 15 binaries not installed in {ha_postgres.PG_BIN}"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="the topology runs its servers as the rabbitmq and postgres users: needs root"),
     pytest.mark.timeout(180),
 ]
 
