@@ -403,8 +403,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     args = parse()
     report = asyncio.run(run(args))
+    text = json.dumps(report, indent=2, default=str)
+    Path(report["run"]["logs"], "report.json").write_text(text)
     print(digest.render(report), file=sys.stderr)
-    print(json.dumps(report, indent=2, default=str))
+    print(text)
     sys.exit(0 if report["valid"] else 1)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chaos.ha_processes import environment_of
+from chaos.ha_processes import command_line_of, environment_of
 
 PG_CLUSTER = os.environ.get("CHAOS_PG_CLUSTER", "15 main").split()
 #: The machine's own RabbitMQ node (``rabbit@<host>``), the one the local run restarts and kills.
@@ -66,10 +66,16 @@ def ensure_postgres() -> None:
 def broker_pids() -> list[int]:
     """The machine's own RabbitMQ node's Erlang VM: a ``beam.smp`` of user rabbitmq that was not
     started as another node (the HA topologies of chaos/ha.py run theirs under their own
-    ``RABBITMQ_NODENAME`` and the same user)."""
+    ``RABBITMQ_NODENAME`` and the same user) nor runs a CLI tool."""
     found = _run("pgrep", "-u", "rabbitmq", "-x", "beam.smp", timeout=10)
-    return [pid for pid in map(int, found.stdout.split())
-            if environment_of(pid).get("RABBITMQ_NODENAME", DEFAULT_NODE).startswith("rabbit@")]
+    return [pid for pid in map(int, found.stdout.split()) if _serves_default_node(pid)]
+
+
+def _serves_default_node(pid: int) -> bool:
+    """A RabbitMQ server VM (it boots the rabbit application; a CLI tool's VM does not) of the
+    default node name."""
+    return "rabbit boot" in " ".join(command_line_of(pid)) \
+        and environment_of(pid).get("RABBITMQ_NODENAME", DEFAULT_NODE).startswith("rabbit@")
 
 
 def restart_broker_gracefully() -> None:
