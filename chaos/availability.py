@@ -1,8 +1,11 @@
 """Availability: for each fault, how long until jobs start again.
 
 A fault's availability is the time from the moment it struck (its ``t`` in the history) until the
-first start, in the start log (``chaos_wheel_log``, stamped with the database's
-``clock_timestamp()``), of an occurrence whose due time (``fire_at``) is at or after that moment.
+first start of an occurrence whose due time (``fire_at``) is at or after that moment. Starts are
+read where Postgres recorded them: ``started_at`` of every outcome (``chronoq.results``) and of
+every failed attempt (``chronoq.attempts``), and the counted starts of the start log
+(``chaos_wheel_log``, ``clock_timestamp()`` of each rise of an attempt's start count: a worker
+counts a start before running a redelivery; a first delivery's start is only in its outcome).
 The workload always has something falling due (three per-second cron jobs, one-shot jobs spread
 over the run), so on a healthy system this is the lateness of the next due occurrence, well under
 a second; after a fault it is how long the system took to run new work again. Occurrences due
@@ -24,17 +27,18 @@ from typing import Any
 TARGETS_S = {"node_kill": 10.0, "postgres_failover": 15.0}
 
 
-def starts(log: Iterable[Mapping[str, Any]]) -> list[tuple[float, str]]:
-    """(time, occurrence key) of every committed start in the start log, in time order: the rows
-    where an attempt's start count went up (the others are dispatches)."""
+def started(log: Iterable[Mapping[str, Any]], ended: Iterable[Mapping[str, Any]]) -> list[tuple[float, str]]:
+    """(time, occurrence key) of every start Postgres recorded, in time order: ``started_at`` of
+    the ``ended`` attempts (outcomes and failed attempts), and the rows of the start log where an
+    attempt's start count went up (the others are dispatches)."""
     seen: dict[tuple[str, int], int] = {}
-    found = []
+    found = [(r["started_at"].timestamp(), r["occurrence_key"]) for r in ended if r["started_at"] is not None]
     for row in sorted(log, key=lambda r: r["at"]):
         pair = (row["occurrence_key"], row["attempt"])
         if row["starts"] > seen.get(pair, 0):
             found.append((row["at"].timestamp(), row["occurrence_key"]))
         seen[pair] = max(seen.get(pair, 0), row["starts"])
-    return found
+    return sorted(found)
 
 
 def seconds_until_jobs_start(t: float, started: list[tuple[float, str]], due: Mapping[str, float]) -> float | None:
@@ -52,10 +56,9 @@ def _summary(values: list[float | None]) -> dict[str, Any]:
             "p50": measured[len(measured) // 2] if measured else None, "max": measured[-1] if measured else None}
 
 
-def measure(history: list[dict], log: Iterable[Mapping[str, Any]], due: Mapping[str, float]) -> dict[str, Any]:
+def measure(history: list[dict], started: list[tuple[float, str]], due: Mapping[str, float]) -> dict[str, Any]:
     """Writes ``availability_s`` into each fault of ``history`` (and ``after_promotion_s`` into
-    failovers); returns the summary per kind with the targets."""
-    started = starts(log)
+    failovers); returns the summary per kind with the targets. ``started``: see ``started``."""
     per_kind: dict[str, list[float | None]] = defaultdict(list)
     promoted: list[float | None] = []
     for fault in history:

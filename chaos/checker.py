@@ -159,7 +159,8 @@ async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, eff
         "SELECT occurrence_key, job_id, attempt, starts, dispatches, head, round(extract(epoch FROM due_at - now())::numeric, 1)"
         " AS due_in_s, round(extract(epoch FROM now() - dispatched_at)::numeric, 1) AS dispatched_s_ago, last_error"
         " FROM chronoq.wheel ORDER BY due_at")
-    attempts = Counter(r["occurrence_key"] for r in await conn.fetch("SELECT occurrence_key FROM chronoq.attempts"))
+    failed_attempts = await conn.fetch("SELECT occurrence_key, started_at FROM chronoq.attempts")
+    attempts = Counter(r["occurrence_key"] for r in failed_attempts)
     log = await conn.fetch("SELECT * FROM chaos_wheel_log ORDER BY at")
     starts: dict[tuple[str, int], int] = defaultdict(int)
     dispatches: dict[tuple[str, int], int] = defaultdict(int)
@@ -355,7 +356,8 @@ async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, eff
             unexplained, external_duplicates=external_duplicates, redeliveries=redeliveries,
             ratio=round(external_duplicates / redeliveries, 4) if redeliveries else 0.0),
     }
-    available = availability.measure(history, log, {k: r["fire_at"].timestamp() for k, r in results.items()})
+    started = availability.started(log, [*results.values(), *failed_attempts])
+    available = availability.measure(history, started, {k: r["fire_at"].timestamp() for k, r in results.items()})
     trickled = await conn.fetch("SELECT id, key FROM chronoq.jobs WHERE id = ANY($1)", list(work.trickled.values()))
     lost_in_failover = replication.measure(work, history, effect_lines, {r["id"]: r["key"] for r in trickled})
     kinds_by_outcome: dict[str, Counter[str]] = defaultdict(Counter)
