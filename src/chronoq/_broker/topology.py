@@ -123,11 +123,23 @@ _INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'.*but current is (none|th
 
 async def _declare(channel: AbstractChannel, name: str, arguments: FieldTable) -> AbstractQueue:
     """Declare a queue; where it exists with an older value of a tolerated argument, declare it
-    again with the value it has (so that every other argument, the type first, is still checked)."""
+    with the value it has (so that every other argument, the type first, is still checked)."""
+    wanted = await _arguments_accepted(channel, name, arguments)
+    return await channel.declare_queue(name, durable=True, arguments=wanted)
+
+
+async def _arguments_accepted(channel: AbstractChannel, name: str, arguments: FieldTable) -> FieldTable:
+    """The arguments RabbitMQ takes for this queue: ours, with the value the queue already has
+    for each tolerated one that differs. Found on throwaway channels of the same connection: a
+    refusal closes the channel it came on, and ``channel`` (robust, restoring itself in the
+    background when the broker closes it) must only see the declaration that succeeds, which is
+    also the one it repeats after a reconnection."""
+    connection = (await channel.get_underlay_channel()).connection
     wanted = dict(arguments)
     for _ in (*TOLERATED_ARGUMENTS, *PLACEMENT_ARGUMENTS):
+        probe = await connection.channel()
         try:
-            return await channel.declare_queue(name, durable=True, arguments=wanted)
+            await probe.queue_declare(name, durable=True, arguments=wanted)
         except ChannelPreconditionFailed as exc:
             found = _INEQUIVALENT.search(str(exc))
             if found is None or found.group(1) not in (*TOLERATED_ARGUMENTS, *PLACEMENT_ARGUMENTS):
@@ -140,12 +152,14 @@ async def _declare(channel: AbstractChannel, name: str, arguments: FieldTable) -
             else:
                 log.warning("queue %s exists with another %s; using it as it is (delete it to get the new value)",
                             name, argument, extra={"action": "queue_arguments_differ", "queue": name})
-            await channel.reopen()  # the refusal closed the channel
             if value is None:
                 wanted.pop(argument, None)
             else:
                 wanted[argument] = int(value) if kind != "longstr" and value.isdigit() else value
-    return await channel.declare_queue(name, durable=True, arguments=wanted)
+        else:
+            await probe.close()
+            return wanted
+    return wanted
 
 
 async def declare_queue(channel: AbstractChannel, topology: Topology, queue: str) -> AbstractQueue:

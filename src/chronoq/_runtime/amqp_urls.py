@@ -20,10 +20,10 @@ def node_address(url: str) -> str:
     """``host:port`` of a URL, for messages and logs."""
     parts = urlsplit(url)
     try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return f"{parts.hostname or '?'}:{port or DEFAULT_PORTS.get(parts.scheme, '?')}"
+        port: int | str = parts.port or DEFAULT_PORTS.get(parts.scheme) or "?"
+    except ValueError:  # not a number in range
+        port = "?"
+    return f"{parts.hostname or '?'}:{port}"
 
 
 def _problem(url: str) -> str | None:
