@@ -21,11 +21,13 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"  faults ({report['figures']['faults_total']}): "
                  + ", ".join(f"{kind} {n}" for kind, n in sorted(faults.items())))
     available = report["availability"]
-    lines.append("  availability, seconds from a fault until jobs start again (count, p50, max, never):")
+    lines.append("  availability, seconds from a fault until jobs start again"
+                 " (count, p50, max, never; worst wait while it lasted):")
     for kind, s in available["per_kind"].items():
         target = available["targets"].get(kind)
         verdict = "" if target is None else f"   target {target['target_s']:g} s: {'met' if target['met'] else 'MISSED'}"
-        lines.append(f"    {kind:<18} {s['count']:>4}  {_seconds(s['p50']):>8}  {_seconds(s['max']):>8}  {s['never']}{verdict}")
+        lines.append(f"    {kind:<18} {s['count']:>4}  {_seconds(s['p50']):>8}  {_seconds(s['max']):>8}  {s['never']}"
+                     f"  {_seconds(s.get('worst_during_max')):>8}{verdict}")
     promoted = available.get("postgres_after_promotion")
     if promoted:
         lines.append(f"    {'(after promotion)':<18} {promoted['count']:>4}  {_seconds(promoted['p50']):>8}"
