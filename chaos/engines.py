@@ -103,7 +103,8 @@ class HaEngines:
     def heal(self) -> None:
         """Every RabbitMQ node running and resumed; a primary and a streaming standby."""
         for node in self.topology.rabbit:
-            node.resume()
+            if node.pid() is not None:
+                node.resume()  # SIGCONT: nothing if it was not stopped
             if not node.running():
                 node.start()
         primary = self.topology.primary()
