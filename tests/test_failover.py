@@ -1,6 +1,7 @@
 """Postgres failover: chronoq on a primary with a synchronous standby (chaos.ha, slot 7), through
 the primary's machine dying (SIGKILL), the standby's promotion and the old primary rebuilt as the
-new standby, twice. RabbitMQ is the suite's usual one, under a namespace of each test's own.
+new standby, twice. RabbitMQ is the topology's first node: these tests need none of the suite's
+default services.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from chronoq._store.migrate import apply, ensure_database
 from chronoq.errors import ConfigError, ReadOnlyDatabaseError, ServiceUnavailableError
 from tests.conftest import _drop_database, database_url
 from tests.harness import EFFECTS_TABLE, eventually
-from tests.services import Services
 
 #: This file's topology slot (other HA test files use 8 and 9).
 SLOT = 7
@@ -107,11 +107,18 @@ async def database(topology: ha.Topology) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def settings(database: str, namespace: str, services: Services) -> Settings:
-    """The services get the topology's hosts without ``target_session_attrs``: finding the
-    writable one is chronoq's own default for a URL with several hosts."""
+def namespace() -> str:
+    """A RabbitMQ name prefix of this test's own (replaces conftest's: the topology's RabbitMQ
+    goes with the topology, its queues with it)."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(topology: ha.Topology, database: str, namespace: str) -> Settings:
+    """The topology's first RabbitMQ node; its Postgres hosts without ``target_session_attrs``:
+    finding the writable one is chronoq's own default for a URL with several hosts."""
     url = urlunsplit(urlsplit(database)._replace(query=""))
-    return Settings.load(database_url=url, amqp_url=services.amqp_url, namespace=namespace,
+    return Settings.load(database_url=url, amqp_url=topology.amqp_urls[0], namespace=namespace,
                          timer_max_idle="1s", shutdown_grace="10s")
 
 
