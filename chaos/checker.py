@@ -205,6 +205,14 @@ async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, eff
             if r["state"] == "dead":
                 lost.append(f"tick {r['occurrence_key']} ended dead ({r['reason']})")
 
+    # An enqueue that returned and whose job is gone (a failover to a standby that had not
+    # received it) is lost even when its id now names another job: after such a failover the
+    # promoted server hands the same ids out again.
+    trickled = await conn.fetch("SELECT id, key FROM chronoq.jobs WHERE id = ANY($1)", list(work.trickled.values()))
+    existing = {r["id"]: r["key"] for r in trickled}
+    lost += [f"enqueue {key} returned job {work.trickled[key]}, which is not that job after the run"
+             for key in replication.lost_enqueues(work, existing)]
+
     # 2. No duplicate effect ---------------------------------------------------------------------
     duplicates = [(k, [(row["pid"], row["attempt"]) for row in rows]) for k, rows in ledger_by_key.items() if len(rows) > 1]
 
@@ -358,8 +366,7 @@ async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, eff
     }
     started = availability.started(log, [*results.values(), *failed_attempts])
     available = availability.measure(history, started, {k: r["fire_at"].timestamp() for k, r in results.items()})
-    trickled = await conn.fetch("SELECT id, key FROM chronoq.jobs WHERE id = ANY($1)", list(work.trickled.values()))
-    lost_in_failover = replication.measure(work, history, effect_lines, {r["id"]: r["key"] for r in trickled})
+    lost_in_failover = replication.measure(work, history, effect_lines, existing)
     kinds_by_outcome: dict[str, Counter[str]] = defaultdict(Counter)
     for job_id in once:
         ended = by_job.get(job_id)

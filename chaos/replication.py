@@ -25,9 +25,15 @@ WINDOW_S = 5.0
 SHOWN = 10
 
 
+def lost_enqueues(work: Work, existing: dict[int, str | None]) -> list[str]:
+    """Keys of the trickled enqueues that returned an id whose job, after the run, does not exist
+    or has another key. ``existing``: job id -> key of the trickled ids that exist."""
+    return sorted(key for key, job_id in work.trickled.items() if existing.get(job_id) != key)
+
+
 def measure(work: Work, history: list[dict], effect_lines: list[dict[str, Any]], existing: dict[int, str | None]) -> dict:
-    """``existing``: job id -> key of the jobs that exist after the run, among those trickled."""
-    lost = sorted(key for key, job_id in work.trickled.items() if existing.get(job_id) != key)
+    """``existing``: as for ``lost_enqueues``."""
+    lost = lost_enqueues(work, existing)
     kills = sorted(h["t"] for h in history if h["fault"] == "postgres_failover")
     runs: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for line in effect_lines:
