@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -205,7 +206,24 @@ class LeaderWatch:
         return listing
 
 
-async def drain(producer: Producer, work: Work, namespace: str, timeout: float, broker: services.Broker) -> dict:
+NEWLY_STARTED = "SELECT EXISTS (SELECT 1 FROM chronoq.results WHERE fire_at >= $1 AND started_at IS NOT NULL)"
+#: Longest wait, before the cron jobs are cancelled, for work due after the last fault to start.
+NEW_WORK_DEADLINE_S = 30.0
+
+
+async def until_work_started_after(producer: Producer, t: float, deadline: float) -> None:
+    """Wait until an occurrence due after ``t`` (the last fault) has run, so that the cron jobs,
+    cancelled next, have let every fault's availability be measured (chaos/availability.py)."""
+    end = time.monotonic() + deadline
+    since = datetime.fromtimestamp(t, UTC)
+    while time.monotonic() < end:
+        if await retrying(lambda: producer.pool.fetchval(NEWLY_STARTED, since)):
+            return
+        await asyncio.sleep(0.5)
+
+
+async def drain(producer: Producer, work: Work, namespace: str, timeout: float, broker: services.Broker,
+                last_fault: float | None = None) -> dict:
     """Wait until the one-shot jobs have ended, cancel the cron jobs, then wait until nothing is
     live in the wheel and the job queue is empty (or a deadline: a broken build may never get
     there, e.g. without dedup the poison job's duplicates kill workers forever). Returns what
@@ -220,6 +238,8 @@ async def drain(producer: Producer, work: Work, namespace: str, timeout: float, 
             break
         await watch.look()
         await asyncio.sleep(0.5)
+    if last_fault is not None:
+        await until_work_started_after(producer, last_fault, min(NEW_WORK_DEADLINE_S, max(end - time.monotonic(), 0)))
     for job_id in work.cron:
         await retrying(lambda job_id=job_id: producer.cancel(job_id))
         work.cancelled_at[job_id] = time.time()
@@ -330,7 +350,8 @@ async def run(args: argparse.Namespace) -> dict:
             await heal(fleet, proxies, engines)
             phases["healed"] = time.time()
             await retrying(lambda: settle_trickle(producer, work))
-            drained = await drain(producer, work, namespace, args.drain_timeout, engines.broker())
+            last_fault = max((h["t"] for h in history), default=None)
+            drained = await drain(producer, work, namespace, args.drain_timeout, engines.broker(), last_fault)
             phases["drained"] = time.time()
             if drained["timed_out"]:  # which processes were still up when the run gave up
                 drained["alive"] = {name: fleet.pid(name) is not None for name in fleet.members}
