@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from chaos import services
+from chaos import availability, replication, services
 from chaos.workload import MAX_BACKFILL, MISFIRE_GRACE_S, QUEUE, Work
 from chronoq._runtime.config import Settings
 from chronoq.schemas.cron import CronSchedule
@@ -60,7 +60,7 @@ def _busy(listing: list[dict]) -> list[dict]:
             or q.get("messages_unacknowledged")]
 
 
-async def queues_empty(namespace: str) -> tuple[list[dict], list[dict]]:
+async def queues_empty(namespace: str, broker: services.Broker = services.LOCAL) -> tuple[list[dict], list[dict]]:
     """Wait until every queue of the namespace shows no message, ready or unacked. Returns the
     queues still busy (or of unknown depth) at the deadline, and the repairs made on the way.
 
@@ -70,7 +70,7 @@ async def queues_empty(namespace: str) -> tuple[list[dict], list[dict]]:
     end = time.monotonic() + QUEUES_EMPTY_DEADLINE_S
     while True:
         try:
-            listing = await asyncio.to_thread(services.queues, namespace)
+            listing = await asyncio.to_thread(services.queues, namespace, broker)
         except OSError as exc:
             listing = [{"name": f"(management API: {exc})", "messages": None, "messages_unacknowledged": None, "error": True}]
         busy = _busy(listing)
@@ -80,7 +80,7 @@ async def queues_empty(namespace: str) -> tuple[list[dict], list[dict]]:
     repairs: list[dict] = []
     for q in list(busy):
         if q.get("messages") is None and q.get("type") == "quorum":
-            depth, repair = await ask_the_queue(q["name"])
+            depth, repair = await ask_the_queue(q["name"], broker)
             repairs += [repair] if repair else []
             if depth == 0:
                 busy.remove(q)
@@ -89,21 +89,21 @@ async def queues_empty(namespace: str) -> tuple[list[dict], list[dict]]:
     return busy, repairs
 
 
-async def ask_the_queue(queue: str) -> tuple[int | None, dict | None]:
+async def ask_the_queue(queue: str, broker: services.Broker = services.LOCAL) -> tuple[int | None, dict | None]:
     """A quorum queue's depth from its leader. RabbitMQ can leave a single-node quorum queue
     without a leader after a restart (rabbitmq-server#10070); then the harness does what the
     operator would: restarts the queue's member, records it, and asks again. Its messages are
     still judged: a repaired queue must be empty like any other. Returns the depth (None if
     still unknown) and the repair made, if any."""
-    depth = await asyncio.to_thread(services.quorum_queue_depth, queue)
+    depth = await asyncio.to_thread(services.quorum_queue_depth, queue, broker)
     if depth is not None:
         return depth, None
-    repair = {"queue": queue, "raft": await asyncio.to_thread(services.quorum_status, queue),
-              "restart": await asyncio.to_thread(services.restart_quorum_queue, queue)}
+    repair = {"queue": queue, "raft": await asyncio.to_thread(services.quorum_status, queue, broker),
+              "restart": await asyncio.to_thread(services.restart_quorum_queue, queue, broker)}
     end = time.monotonic() + QUEUES_EMPTY_DEADLINE_S
     # Each ask takes a second or more (rabbitmqctl starts an Erlang VM), up to 5 s for a leader.
     while depth is None and time.monotonic() < end:
-        depth = await asyncio.to_thread(services.quorum_queue_depth, queue)
+        depth = await asyncio.to_thread(services.quorum_queue_depth, queue, broker)
     return depth, repair
 
 
@@ -141,7 +141,8 @@ def _too_few_missed_runs(policy: str, ticks: list[asyncpg.Record], missed: list[
 
 
 async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, effects: Path, history: list[dict],
-                deaths: list[dict], phases: dict[str, float], namespace: str) -> dict[str, Any]:
+                deaths: list[dict], phases: dict[str, float], namespace: str,
+                broker: services.Broker = services.LOCAL) -> dict[str, Any]:
     once, crons = work.once, list(work.cron)
     every_job = once + crons
     results = {r["occurrence_key"]: r for r in await conn.fetch(
@@ -158,7 +159,8 @@ async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, eff
         "SELECT occurrence_key, job_id, attempt, starts, dispatches, head, round(extract(epoch FROM due_at - now())::numeric, 1)"
         " AS due_in_s, round(extract(epoch FROM now() - dispatched_at)::numeric, 1) AS dispatched_s_ago, last_error"
         " FROM chronoq.wheel ORDER BY due_at")
-    attempts = Counter(r["occurrence_key"] for r in await conn.fetch("SELECT occurrence_key FROM chronoq.attempts"))
+    failed_attempts = await conn.fetch("SELECT occurrence_key, started_at FROM chronoq.attempts")
+    attempts = Counter(r["occurrence_key"] for r in failed_attempts)
     log = await conn.fetch("SELECT * FROM chaos_wheel_log ORDER BY at")
     starts: dict[tuple[str, int], int] = defaultdict(int)
     dispatches: dict[tuple[str, int], int] = defaultdict(int)
@@ -168,7 +170,7 @@ async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, eff
         dispatches[pair] = max(dispatches[pair], row["dispatches"])
     effect_lines = read_effects(effects)
     effects_per_key = Counter(e["key"] for e in effect_lines)
-    dead_letters = await asyncio.to_thread(services.take_messages, f"{namespace}.dlq.{QUEUE}")
+    dead_letters = await asyncio.to_thread(services.take_messages, f"{namespace}.dlq.{QUEUE}", 10_000, broker)
     copies = {(m["properties"].get("headers") or {}).get("x-chronoq-idempotency-key"): m for m in dead_letters
               if str(m["properties"].get("message_id", "")).endswith("#dead")}
     broker_dead_lettered = [m for m in dead_letters if not str(m["properties"].get("message_id", "")).endswith("#dead")]
@@ -202,6 +204,14 @@ async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, eff
                 lost.append(f"tick {r['occurrence_key']} succeeded without its effect in the ledger")
             if r["state"] == "dead":
                 lost.append(f"tick {r['occurrence_key']} ended dead ({r['reason']})")
+
+    # An enqueue that returned and whose job is gone (a failover to a standby that had not
+    # received it) is lost even when its id now names another job: after such a failover the
+    # promoted server hands the same ids out again.
+    trickled = await conn.fetch("SELECT id, key FROM chronoq.jobs WHERE id = ANY($1)", list(work.trickled.values()))
+    existing = {r["id"]: r["key"] for r in trickled}
+    lost += [f"enqueue {key} returned job {work.trickled[key]}, which is not that job after the run"
+             for key in replication.lost_enqueues(work, existing)]
 
     # 2. No duplicate effect ---------------------------------------------------------------------
     duplicates = [(k, [(row["pid"], row["attempt"]) for row in rows]) for k, rows in ledger_by_key.items() if len(rows) > 1]
@@ -305,7 +315,7 @@ async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, eff
     # 7. Everything terminal, queues empty, lateness after recovery bounded ----------------------
     not_terminal = [r["occurrence_key"] for r in live if r["job_id"] in set(every_job)]
     not_terminal += [f"job {j} has no terminal occurrence" for j in once if not by_job.get(j)]
-    busy, broker_repairs = await queues_empty(namespace)
+    busy, broker_repairs = await queues_empty(namespace, broker)
     not_terminal += [f"queue {q['name']}: {q.get('messages')} messages, {q.get('messages_unacknowledged')} unacked" for q in busy]
     healed = phases.get("healed", float("inf"))
     lateness_all = [(r["started_at"] - r["run_at"]).total_seconds() for r in results.values()
@@ -354,6 +364,9 @@ async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, eff
             unexplained, external_duplicates=external_duplicates, redeliveries=redeliveries,
             ratio=round(external_duplicates / redeliveries, 4) if redeliveries else 0.0),
     }
+    started = availability.started(log, [*results.values(), *failed_attempts])
+    available = availability.measure(history, started, {k: r["fire_at"].timestamp() for k, r in results.items()})
+    lost_in_failover = replication.measure(work, history, effect_lines, existing)
     kinds_by_outcome: dict[str, Counter[str]] = defaultdict(Counter)
     for job_id in once:
         ended = by_job.get(job_id)
@@ -377,6 +390,8 @@ async def check(conn: asyncpg.Connection, work: Work, settings: Settings, *, eff
             "phases_s": {k: round(v - phases.get("nemesis_start", v), 1) for k, v in phases.items()},
             "broker_repairs": broker_repairs,
         },
+        "availability": available,
+        "replication": lost_in_failover,
         "history": history,
         "deaths": deaths,
     }

@@ -1,7 +1,10 @@
 """The nemesis: seeded faults, one at a time, each logged with its time, kind and target.
 
-Faults come in rounds: every round is a seeded shuffle of all kinds, and a run lasts at least
-one round, so every run has seen every kind. Between faults a seeded gap.
+Faults come in rounds: every round is a seeded shuffle of all kinds (on the HA topology some
+kinds several times, chaos/machine_faults.py), and a run lasts at least one round, so every run
+has seen every kind. Between faults a seeded gap. Faults on the processes and the proxies are
+here; faults on the engines come from an ``EngineFaults`` object: ``LocalFaults`` for the
+machine's own Postgres and RabbitMQ, ``MachineFaults`` for the HA topology.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import random
 import signal
 import time
+from typing import Protocol
 
 from chaos import services
 from chaos.fleet import Fleet
@@ -25,32 +29,85 @@ LATENCY_MS = (50, 200)
 LATENCY_S = (3.0, 6.0)
 
 
+class EngineFaults(Protocol):
+    #: Every kind of one round, in a fixed order (a kind listed twice comes twice per round).
+    round: tuple[str, ...]
+
+    async def perform(self, kind: str, entry: dict) -> None:
+        """Inject an engine fault, recording what it did in ``entry`` (``t`` is when it struck).
+        It may leave its recovery running in the background, still writing to ``entry``."""
+
+    async def settle(self) -> None:
+        """Wait for every recovery still running."""
+
+    def ready(self, kind: str) -> bool:
+        """False while ``kind`` would have to wait for a recovery still running."""
+
+
+class LocalFaults:
+    """Faults of the machine's own Postgres and RabbitMQ (one node each)."""
+
+    round = KINDS
+
+    async def perform(self, kind: str, entry: dict) -> None:
+        entry.update(await getattr(self, kind)())
+
+    async def settle(self) -> None:
+        return None
+
+    def ready(self, kind: str) -> bool:
+        return True
+
+    async def broker_restart(self) -> dict:
+        await asyncio.to_thread(services.restart_broker_gracefully)
+        return {"target": "rabbitmq (stop_app/start_app)"}
+
+    async def broker_kill(self) -> dict:
+        pids = await asyncio.to_thread(services.kill_broker)
+        return {"target": "rabbitmq (kill -9 beam.smp)", "pid": pids}
+
+    async def postgres_restart(self) -> dict:
+        await asyncio.to_thread(services.restart_postgres)
+        return {"target": "postgres (stop -m immediate)"}
+
+
 class Nemesis:
     def __init__(self, fleet: Fleet, proxies: list[Proxy], rng: random.Random, history: list[dict],
-                 *, gap: tuple[float, float]) -> None:
+                 *, gap: tuple[float, float], engines: EngineFaults | None = None) -> None:
         self.fleet, self.proxies, self.rng, self.history, self.gap = fleet, proxies, rng, history, gap
+        self.engines: EngineFaults = engines or LocalFaults()
         self._round: list[str] = []
 
     def _next_kind(self) -> str:
+        """The round's next kind; one that would wait for a recovery still running (a RabbitMQ
+        node not back yet) gives way to the next kind that would not, if any."""
         if not self._round:
-            self._round = list(KINDS)
+            self._round = list(self.engines.round)
             self.rng.shuffle(self._round)
+        for n in range(len(self._round) - 1, -1, -1):
+            kind = self._round[n]
+            if hasattr(self, kind) or self.engines.ready(kind):
+                return self._round.pop(n)
         return self._round.pop()
 
     async def run(self, duration: float, min_faults: int = len(KINDS)) -> None:
         """Inject faults for ``duration`` seconds, and past it until ``min_faults`` happened (by
-        default one full round: every run sees every kind)."""
+        default one full round: every run sees every kind). Recoveries the engine faults left
+        running are waited for at the end."""
         deadline = time.monotonic() + duration
         while True:
             await asyncio.sleep(self.rng.uniform(*self.gap))
             if time.monotonic() >= deadline and len(self.history) >= min_faults:
-                return
+                break
             kind = self._next_kind()
-            started = time.time()
-            entry: dict = {"t": round(started, 3), "fault": kind}
-            entry.update(await getattr(self, kind)())
+            entry: dict = {"t": round(time.time(), 3), "fault": kind}
+            if hasattr(self, kind):
+                entry.update(await getattr(self, kind)())
+            else:
+                await self.engines.perform(kind, entry)
             entry["end"] = round(time.time(), 3)
             self.history.append(entry)
+        await self.engines.settle()
 
     async def kill_worker(self) -> dict:
         target = self.rng.choice(self.fleet.names("worker"))
@@ -82,18 +139,6 @@ class Nemesis:
         for name in timers:
             self.fleet.start(name)
         return {"target": "all timers", "down": round(down, 3), "up": round(up, 3)}
-
-    async def broker_restart(self) -> dict:
-        await asyncio.to_thread(services.restart_broker_gracefully)
-        return {"target": "rabbitmq (stop_app/start_app)"}
-
-    async def broker_kill(self) -> dict:
-        pids = await asyncio.to_thread(services.kill_broker)
-        return {"target": "rabbitmq (kill -9 beam.smp)", "pid": pids}
-
-    async def postgres_restart(self) -> dict:
-        await asyncio.to_thread(services.restart_postgres)
-        return {"target": "postgres (stop -m immediate)"}
 
     async def proxy_latency(self) -> dict:
         seconds = self.rng.uniform(*LATENCY_S)

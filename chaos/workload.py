@@ -5,9 +5,12 @@ missed-run policy."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import string
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -34,6 +37,10 @@ class Work:
     cancelled_at: dict[int, float] = field(default_factory=dict)  # job id -> epoch seconds
     poison: int | None = None
     big_payload_bytes: int = 0
+    #: Jobs enqueued one at a time during the nemesis (HA runs): idempotency key -> the id the
+    #: enqueue returned; the keys whose enqueue never returned are asked again after healing.
+    trickled: dict[str, int] = field(default_factory=dict)
+    trickle_unanswered: list[str] = field(default_factory=list)
 
 
 def big_payload(rng: random.Random) -> dict:
@@ -80,3 +87,35 @@ async def enqueue(producer: Producer, rng: random.Random, jobs: int, duration: f
                                          key=f"chaos-{policy}", retry=RETRY, timeout=TIMEOUT_S)
         work.cron[job_id] = policy
     return work
+
+
+async def trickle(producer: Producer, work: Work, rng: random.Random, rate: float, duration: float,
+                  retrying: Callable[[Callable[[], Awaitable[int]]], Awaitable[int]]) -> None:
+    """Enqueue plain jobs one at a time, ``rate`` a second for ``duration`` seconds, each with its
+    own idempotency key and retried through outages until it returns: what a producer saw
+    committed, against which a failover's loss is counted."""
+    end = time.monotonic() + duration
+    n = 0
+    while time.monotonic() < end:
+        key, n = f"trickle-{n}", n + 1
+        try:
+            job_id = await retrying(lambda key=key: enqueue_trickled(producer, key, rng.uniform(0, 2)))
+        except Exception:  # never returned: it may exist or not; settled by asking again later
+            work.trickle_unanswered.append(key)
+        else:
+            work.trickled[key] = job_id
+        await asyncio.sleep(1 / rate)
+
+
+async def enqueue_trickled(producer: Producer, key: str, delay: float) -> int:
+    return await producer.enqueue(QUEUE, {"kind": "plain"}, key=key, delay=delay, retry=RETRY, timeout=TIMEOUT_S)
+
+
+async def settle_trickle(producer: Producer, work: Work) -> None:
+    """Ask again, by key, for the enqueues that never returned (the system healed): an existing
+    job's id comes back, a missing one is stored now. All of them are then jobs of the run."""
+    for key in work.trickle_unanswered:
+        work.trickled[key] = await enqueue_trickled(producer, key, 0)
+    for job_id in set(work.trickled.values()) - set(work.once):
+        work.once.append(job_id)
+        work.kinds[job_id] = "plain"
