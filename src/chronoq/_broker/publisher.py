@@ -208,7 +208,7 @@ class ConfirmedPublisher:
         for message, outcome in zip(messages, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if isinstance(outcome, asyncio.CancelledError):
-                    raise outcome
+                    outcome = _unconfirmed(outcome)
                 if isinstance(outcome, CLIENT_REFUSALS):
                     # The client library refused to encode it (a value pamqp cannot write),
                     # before sending: the same message would be refused again.
@@ -236,6 +236,8 @@ class ConfirmedPublisher:
                 message.body, exchange="", routing_key=queue_name,
                 properties=_properties(message, datetime.now(UTC)), mandatory=True,
             )
+        except asyncio.CancelledError as exc:
+            return _unconfirmed(exc)
         except Exception as exc:  # reported to the caller like publish() does
             return exc
         return None
@@ -243,3 +245,13 @@ class ConfirmedPublisher:
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:
             await while_stopping(self._channel.close())
+
+
+def _unconfirmed(cancelled: asyncio.CancelledError) -> BaseException:
+    """A publish whose confirm was cancelled: aiormq cancels the confirms it still awaits when
+    the connection closes (its node died or hung), which leaves the message unconfirmed like any
+    publish on a broken connection. Re-raised only if this task itself is being cancelled."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise cancelled
+    return aio_pika.exceptions.AMQPConnectionError("the connection closed before the broker confirmed")
