@@ -54,6 +54,9 @@ RABBIT_NODES = 3
 PG_NODES = 2
 # '*' names any connected standby: with one standby, every commit waits for it.
 SYNCHRONOUS_NAMES = "*"
+#: A node that exits while booting (the error carries the end of its output) makes ``up`` start
+#: the slot over, once, before it gives up.
+UP_ATTEMPTS = 2
 
 
 def _say(message: str) -> None:
@@ -140,18 +143,25 @@ class Topology:
         if not ha_postgres.available():
             raise TopologyError(f"Postgres 15 binaries not found in {ha_postgres.PG_BIN}")
         started = time.monotonic()
-        self.down(quiet=True)
-        self.base.mkdir(parents=True)
-        self.base.chmod(0o755)
         self.synchronous = synchronous
-        self._write_state(up=False)
         timings: dict[str, float] = {}
-        try:
-            _in_parallel({"rabbitmq": lambda: self._up_rabbit(timings, started),
-                          "postgres": lambda: self._up_postgres(timings, started)})
-        except BaseException:
-            self._stop_processes()  # the logs stay in the slot's directory for the error's reader
-            raise
+        for attempt in range(1, UP_ATTEMPTS + 1):
+            self.down(quiet=True)
+            self.base.mkdir(parents=True)
+            self.base.chmod(0o755)
+            self._write_state(up=False)
+            try:
+                _in_parallel({"rabbitmq": lambda: self._up_rabbit(timings, started),
+                              "postgres": lambda: self._up_postgres(timings, started)})
+                break
+            except TopologyError as exc:
+                if attempt == UP_ATTEMPTS:
+                    self._stop_processes()  # the logs stay in the slot's directory for the error's reader
+                    raise
+                _say(f"slot {self.slot}: a node failed to boot, starting over: {exc}")
+            except BaseException:
+                self._stop_processes()
+                raise
         timings["total"] = time.monotonic() - started
         self._write_state(up=True)
         mode = "synchronous" if synchronous else "asynchronous"

@@ -195,7 +195,12 @@ class RabbitNode:
 
     def _alive_while_booting(self) -> None:
         if self.pid() is None:
-            raise TopologyError(f"{self.name} exited while booting; see {self.dir / 'output.log'} and {self.dir / 'log'}")
+            try:
+                output = (self.dir / "output.log").read_text(errors="replace").strip().splitlines()[-15:]
+            except FileNotFoundError:
+                output = ["(no output.log)"]
+            raise TopologyError(f"{self.name} exited while booting; the end of {self.dir / 'output.log'}:\n"
+                                + "\n".join(output))
 
     def _distributed(self) -> bool:
         """True once the VM listens on its distribution port: the CLI can reach it from then on."""

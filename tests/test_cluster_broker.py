@@ -239,7 +239,8 @@ def _node_by_name(cluster: Topology, name: str) -> RabbitNode:
 
 
 async def _worker_on_cluster(settings: Settings, tmp_path: Path) -> Process:
-    worker = Process(["worker", "tests.handlers:worker", "--queue", "effects"],
+    # DEBUG: the log line naming the node a connection opened on (broker_connected).
+    worker = Process(["worker", "tests.handlers:worker", "--queue", "effects", "--log-level", "DEBUG"],
                      child_env(settings, CHRONOQ_AMQP_HEARTBEAT=HEARTBEAT, CHRONOQ_CONCURRENCY="2"),
                      tmp_path / "worker.log")
     await worker.wait_for_log("worker_started")

@@ -128,7 +128,7 @@ async def connect(
         except ServiceUnavailableError as exc:
             failures.append((connection.node, exc))
             continue
-        log.info("broker connection opened on %s", connection.node, extra={
+        log.debug("broker connection opened on %s", connection.node, extra={
             "action": "broker_connected", "connection": name, "node": connection.node})
         _log_losses(connection, name)
         return connection
