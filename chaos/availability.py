@@ -17,8 +17,8 @@ A fault that lasts (a node down or hung until ``recovered``, a paused worker unt
 ``worst_during_s`` is the longest wait, from any moment while it lasted, until an occurrence due
 at or after that moment started (sampled every half second).
 
-Each summary per kind gives count, p50, max and the max of ``worst_during_s``; the targets of
-issue 17 are reported beside them (a RabbitMQ node's death 10 s, a Postgres failover 15 s), not
+Each summary per kind gives count, p50, max and the max of ``worst_during_s``; the availability
+targets are reported beside them (a RabbitMQ node's death 10 s, a Postgres failover 15 s), not
 judged.
 """
 
@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-#: Seconds until jobs start again that issue 17 aims at, per fault kind.
+#: Seconds until jobs start again that chronoq aims at, per fault kind.
 TARGETS_S = {"node_kill": 10.0, "postgres_failover": 15.0}
 
 

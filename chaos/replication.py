@@ -1,5 +1,5 @@
-"""What a Postgres failover lost, as the checker counts it (issue 17: asynchronous replication
-measured, not assumed). Two losses are visible from outside the database:
+"""What a Postgres failover lost, as the checker counts it (what asynchronous replication
+gives up, measured). Two losses are visible from outside the database:
 
 - **Enqueues lost**: jobs enqueued during the nemesis (``workload.trickle``) whose enqueue
   returned an id, and that do not exist after the run (their commit never reached the standby

@@ -35,7 +35,7 @@ WORKER_TARGET = "tests.handlers:worker"
 #: Application names chronoq's processes give their sessions (the timer's pools and listener,
 #: the worker's pool, the producer's pool).
 CHRONOQ_SESSIONS = "application_name ~ '^(timer|worker)@' OR application_name LIKE 'chronoq%'"
-#: Jobs must run again within this long after the primary's death (issue 17's target: 15 s).
+#: Jobs must run again within this long after the primary's death (the availability target after a Postgres failover).
 RECOVERY_LIMIT = 15.0
 #: What a look at the database may meet while it fails over.
 DATABASE_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
