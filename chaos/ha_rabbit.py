@@ -15,7 +15,6 @@ directory, so it rejoins from its own membership record, not by discovery.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chaos import services
 from chaos.ha_processes import (
     DEADLINE,
     TopologyError,
@@ -216,11 +216,8 @@ class RabbitNode:
 
     def api(self, path: str, timeout: float = 5.0) -> Any:
         """GET a management API path on this node; the decoded JSON, or None if it did not answer 200."""
-        request = urllib.request.Request(f"http://127.0.0.1:{self.mgmt_port}/api/{path}")
-        request.add_header("Authorization", "Basic " + base64.b64encode(GUEST.encode()).decode())
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return json.loads(response.read())
+            return services.management("GET", f"/api/{path}", broker=services.Broker(self.management_url), timeout=timeout)
         except (urllib.error.URLError, OSError, ValueError):
             return None
 

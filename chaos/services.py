@@ -128,14 +128,16 @@ class Broker:
 LOCAL = Broker()
 
 
-def management(method: str, path: str, body: dict[str, Any] | None = None, broker: Broker = LOCAL) -> Any:
+def management(method: str, path: str, body: dict[str, Any] | None = None, broker: Broker = LOCAL,
+               timeout: float = 10.0) -> Any:
+    """Call the broker's management API; the decoded JSON answer (None for an empty one)."""
     parts = urllib.parse.urlsplit(broker.management_url)
     request = urllib.request.Request(f"{parts.scheme}://{parts.hostname}:{parts.port}{path}", method=method,
                                      data=json.dumps(body).encode() if body is not None else None)
     token = base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode()
     request.add_header("Authorization", f"Basic {token}")
     request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         data = response.read()
     return json.loads(data) if data else None
 

@@ -8,20 +8,18 @@ default RabbitMQ and Postgres kept running untouched.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shlex
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from chaos import ha_postgres, ha_rabbit
+from chaos import ha_postgres, ha_rabbit, services
 from chaos.ha import Topology
 from chaos.ha_processes import alive, process_state, until
 
@@ -69,12 +67,9 @@ def topology(defaults: dict[str, str | None]) -> Iterator[Topology]:
 
 
 def declare_quorum_queue(topo: Topology, node: int, name: str) -> None:
-    body = json.dumps({"durable": True, "auto_delete": False, "arguments": {"x-queue-type": "quorum"}}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{topo.rabbit[node - 1].mgmt_port}/api/queues/%2F/{name}",
-                                     data=body, method="PUT", headers={"content-type": "application/json"})
-    request.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status in (201, 204)
+    services.management("PUT", f"/api/queues/%2F/{name}",
+                        {"durable": True, "auto_delete": False, "arguments": {"x-queue-type": "quorum"}},
+                        broker=services.Broker(topo.management_url(node)))
 
 
 def primary_by_url(topo: Topology) -> str:

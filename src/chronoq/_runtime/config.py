@@ -6,6 +6,7 @@ flags from this model, so the two can never drift apart.
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -168,7 +169,7 @@ class Settings(BaseSettings):
     @property
     def amqp_heartbeat_seconds(self) -> int:
         """The heartbeat in the whole seconds AMQP negotiates, rounded up."""
-        return -(-int(self.amqp_heartbeat.total_seconds() * 1000) // 1000)
+        return math.ceil(self.amqp_heartbeat.total_seconds())
 
     @property
     def packed(self) -> frozenset[str]:
