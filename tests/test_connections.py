@@ -71,7 +71,7 @@ async def test_only_the_timers_batches_commit_without_waiting_for_the_wal_flush(
     timer = Timer(settings)
     await timer.start()
     try:
-        assert await _settings_of(timer._dispatch_pool) == ("off", "force_custom_plan")
+        assert await _settings_of(timer._dispatch_pool) == ("off", "force_generic_plan")
         assert await _settings_of(timer._pool) == (server, "force_custom_plan")  # ingest stays durable
     finally:
         await timer.close()
@@ -84,7 +84,7 @@ async def test_only_the_timers_batches_commit_without_waiting_for_the_wal_flush(
     service = WorkerService(worker, settings)
     await service.start()
     try:
-        assert await _settings_of(service._pool) == (server, "force_custom_plan")  # the results' commit
+        assert await _settings_of(service._pool) == (server, "force_generic_plan")  # the results' commit
     finally:
         await service.close()
 

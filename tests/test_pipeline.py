@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 from datetime import datetime, timedelta
+from typing import Any
 
 import aio_pika
 import orjson
@@ -632,53 +633,57 @@ async def test_handlers_writes_commit_durably_and_a_handler_that_never_uses_the_
     assert await db.fetchval("SELECT to_regclass('touched') IS NOT NULL")
 
 
-async def test_handlers_statements_are_planned_as_postgres_does_by_default_and_chronoqs_own_stay_custom(
+#: The planner settings a handler's statements run with, and those of the worker's session.
+PLANNER = ("plan_cache_mode", "enable_seqscan", "enable_bitmapscan")
+HANDLER_PLANNING = ("auto", "on", "on")
+KEYED_PLANNING = ("force_generic_plan", "off", "off")
+
+
+async def planning_of(db: Any, values: str) -> tuple[str, ...]:
+    """The planner settings in force (``setting``) or the session's own (``reset_val``)."""
+    rows = await db.fetch(f"SELECT name, {values} AS value FROM pg_settings WHERE name = ANY($1::text[])", list(PLANNER))
+    by_name = {r["name"]: r["value"] for r in rows}
+    return tuple(by_name[name] for name in PLANNER)
+
+
+async def test_handlers_statements_are_planned_as_postgres_does_by_default_and_chronoqs_own_keep_their_plans(
     settings, producer: Producer
 ) -> None:
-    """The worker's session plans chronoq's statements per call (force_custom_plan); a handler's
+    """The worker's session plans chronoq's statements once, by key (keyed planning); a handler's
     savepoint plans its statements as Postgres does by default, and a kept or a rolled-back
     savepoint leaves the session as it was."""
     worker = Worker()
-    seen: list[tuple[str, str, str]] = []
+    seen: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
 
     @worker.handler("plans")
     async def plans(ctx: JobContext, payload: dict) -> None:
-        own = await ctx.db.fetchval("SHOW plan_cache_mode")
-        session = await ctx.db.fetchval("SELECT reset_val FROM pg_settings WHERE name = 'plan_cache_mode'")
-        seen.append((payload["kind"], own, session))
+        seen.append((payload["kind"], await planning_of(ctx.db, "setting"), await planning_of(ctx.db, "reset_val")))
         if payload["kind"] == "fails":
             raise RuntimeError("after using ctx.db")
 
     ids = [await producer.enqueue("plans", {"kind": kind}, max_attempts=1) for kind in ("fails", "keeps", "keeps")]
     async with running(Timer(settings)), running(WorkerService(worker, settings)):
         await all_finished(producer, ids)
-    assert sorted(seen) == [("fails", "auto", "force_custom_plan"), ("keeps", "auto", "force_custom_plan"),
-                            ("keeps", "auto", "force_custom_plan")]
+    assert sorted(seen) == [(kind, HANDLER_PLANNING, KEYED_PLANNING) for kind in ("fails", "keeps", "keeps")]
 
 
-async def test_a_kept_or_undone_savepoint_and_the_results_statement_leave_the_session_planning_as_before(settings) -> None:
-    """What a group sends around a handler's savepoint, and the statement recording its
-    successes (whose foreign-key checks run with kept plans), on a session like the worker's."""
-    from chronoq._store import outcomes, savepoints
+async def test_a_kept_or_undone_savepoint_leaves_the_session_planning_as_before(settings) -> None:
+    """What a group sends around a handler's savepoint, on a session like the worker's."""
+    from chronoq._store import savepoints
     from chronoq._store.connection import create_pool
 
-    pool = await create_pool(settings.database_url, max_size=1, custom_plans=True)  # as the worker's
+    pool = await create_pool(settings.database_url, max_size=1, planning="keyed")  # as the worker's
     try:
         async with pool.acquire() as conn:
-            async def mode() -> str:
-                return await conn.fetchval("SHOW plan_cache_mode")
-
             async with conn.transaction():
                 await savepoints.open_job(conn)
-                assert await mode() == "auto"
+                assert await planning_of(conn, "setting") == HANDLER_PLANNING
                 await savepoints.keep_job(conn)
-                assert await mode() == "force_custom_plan"
+                assert await planning_of(conn, "setting") == KEYED_PLANNING
                 await savepoints.open_job(conn)
                 await savepoints.undo_job(conn)
-                assert await mode() == "force_custom_plan"
-                assert await outcomes.record_successes(conn, [], [], [], [], "test") == 0
-                assert await mode() == "auto"  # only until this transaction ends
-            assert await mode() == "force_custom_plan"
+                assert await planning_of(conn, "setting") == KEYED_PLANNING
+            assert await planning_of(conn, "setting") == KEYED_PLANNING
     finally:
         await pool.close()
 

@@ -32,14 +32,59 @@ async def explain(conn: asyncpg.Connection, statement: str, *args: Any) -> list[
 
 
 def whole_table_reads(plan: list[dict[str, Any]]) -> list[str]:
-    """Sequential scans of chronoq's tables, and hash tables built from anything."""
+    """Reads of a whole table: sequential and bitmap scans, and index scans without a condition."""
     return [f"{n['Node Type']} {n.get('Relation Name', '')}".strip() for n in plan
-            if n["Node Type"] in ("Hash", "Seq Scan")]
+            if n["Node Type"] in ("Seq Scan", "Bitmap Heap Scan")
+            or (n["Node Type"] in ("Index Scan", "Index Only Scan") and "Index Cond" not in n)]
 
 
-async def test_claim_and_group_lock_look_rows_up_by_key_under_statistics_of_empty_tables(settings, producer: Producer) -> None:
-    # A connection as the timer's and the worker's pools make them (custom plans).
-    pool = await create_pool(settings.database_url, max_size=1, custom_plans=True)
+#: Every statement the timer's dispatch session and the worker's session run (keyed planning:
+#: one plan per session, kept whatever the tables hold later).
+KEYED_STATEMENTS = (
+    "claim_due", "mark_dispatched", "postpone_unpublished", "hold_occurrence", "next_due", "record_set_aside",
+    "drop_occurrences", "add_occurrences", "park_occurrences", "record_unrun_ticks",
+    "lock_first_deliveries", "record_successes", "start_deliveries", "lock_live", "unstart_deliveries",
+    "record_retry", "record_dead", "record_cancelled", "retry_policy",
+)
+
+
+async def kept_plan(conn: asyncpg.Connection, statement: str) -> list[dict[str, Any]]:
+    """The plan the session keeps for ``statement``: prepared, then explained as executed (the
+    values do not matter to a plan made for no particular values)."""
+    parameters = len((await conn.prepare(query(statement))).get_parameters())
+    await conn.execute(f"PREPARE kept AS {query(statement)}")
+    try:
+        nulls = ", ".join(["NULL"] * parameters)
+        document = orjson.loads(await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE kept({nulls})" if parameters
+                                                    else "EXPLAIN (FORMAT JSON) EXECUTE kept"))
+    finally:
+        await conn.execute("DEALLOCATE kept")
+    return list(nodes(document[0]["Plan"]))
+
+
+async def test_the_hot_statements_keep_plans_that_look_rows_up_by_key_under_statistics_of_empty_tables(
+    settings,
+) -> None:
+    # A session as the timer's dispatch pool and the worker's pool open them.
+    pool = await create_pool(settings.database_url, max_size=1, planning="keyed")
+    try:
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+            await conn.execute("VACUUM ANALYZE chronoq.wheel, chronoq.jobs, chronoq.results")  # statistics: empty
+            plans = {statement: await kept_plan(conn, statement) for statement in KEYED_STATEMENTS}
+            # Made now, kept for the session: they must not read a table whole once it holds
+            # millions of rows (the statistics may still be these).
+            claim_scans = [n["Node Type"] for n in plans["claim_due"] if n.get("Relation Name") == "wheel"]
+            assert claim_scans[0] == "Index Scan"
+    finally:
+        await pool.close()
+    assert {statement: whole_table_reads(plan) for statement, plan in plans.items()} == \
+        {statement: [] for statement in KEYED_STATEMENTS}
+
+
+async def test_claim_and_group_lock_look_rows_up_by_key_with_plans_for_each_run(settings, producer: Producer) -> None:
+    """The same with a plan made for each run's values, as the timer's other sessions make them."""
+    pool = await create_pool(settings.database_url, max_size=1, planning="custom")
     try:
         async with pool.acquire() as conn:
             await conn.execute("VACUUM ANALYZE chronoq.wheel, chronoq.jobs, chronoq.results")  # statistics: empty
@@ -67,7 +112,7 @@ async def test_the_timer_counts_the_due_backlog_only_when_asked(settings, produc
     from chronoq._store import wheel
 
     await producer.enqueue_many([{"queue": "now", "payload": {}}] * 5)
-    pool = await create_pool(settings.database_url, max_size=1, custom_plans=True)
+    pool = await create_pool(settings.database_url, max_size=1, planning="keyed")
     try:
         async with pool.acquire() as conn:
             assert (await wheel.next_due(conn, count_backlog=True))[2] == 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, ParamSpec, TypeAlias, TypeGuard, TypeVar, cast
+from typing import Any, Literal, ParamSpec, TypeAlias, TypeGuard, TypeVar, cast
 
 import asyncpg
 import asyncpg.pool
@@ -214,26 +214,37 @@ async def connect(url: str, *, application_name: str = "chronoq") -> asyncpg.Con
     return conn
 
 
+#: How a pool's sessions plan their statements (``create_pool``).
+Planning = Literal["keyed", "custom", "server"]
+
+#: Planner settings of the sessions that run chronoq's hot statements, by ``Planning``.
+#: keyed (the timer's dispatch session, the worker's): every statement is planned once per
+#: session and the plan reused (a fresh plan per run cost more Postgres CPU than running it, at
+#: everyday rates where each job is its own batch). A plan made once must stay right as the
+#: tables grow from empty to millions of rows without new statistics (autovacuum may be off), so
+#: these sessions never choose a sequential or bitmap scan where an index can serve, and every
+#: statement they run reaches each table through an index condition on the keys or due times it
+#: was given (queries/*.sql: the redundant ``= ANY($1)`` beside joins on unnest). A handler's
+#: statements on the worker's session are planned as Postgres does by default
+#: (queries/savepoints.sql).
+#: custom (the timer's other sessions: intake, pruning): a plan for each run's values.
+#: server: as the server is configured, as on a caller's own connection (the producer).
+PLANNER_SETTINGS: dict[str, dict[str, str]] = {
+    "keyed": {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off", "enable_bitmapscan": "off"},
+    "custom": {"plan_cache_mode": "force_custom_plan"},
+    "server": {},
+}
+
+
 async def create_pool(
     url: str, *, min_size: int = 1, max_size: int = 10, application_name: str = "chronoq",
-    synchronous_commit: bool = True, custom_plans: bool = True, own_sessions: bool = False,
+    synchronous_commit: bool = True, planning: Planning = "custom", own_sessions: bool = False,
 ) -> asyncpg.Pool:
-    # custom_plans (timers and workers): asyncpg prepares every statement, and after five runs
-    # Postgres may switch it to a generic plan made for no particular parameters and for the
-    # table as it was then. A claim planned while the wheel was empty stayed slow for the next
-    # burst (1.8k vs 3.2k jobs/s, `chronoq bench burst --runs 3`), and generic plans for the
-    # worker's statements, made while the results table was small, drained a 20k burst at 1.5k
-    # instead of 2.6k jobs/s on this server (autovacuum off: nothing re-plans them).
-    # The producer keeps Postgres's default, as on a caller's own connection: force_custom_plan
-    # also re-plans every foreign-key check (one per row) and every trigger statement, and with it
-    # single enqueues ran at 2.6k instead of 3.2-3.6k jobs/s, bulk at 33-38k instead of 60k.
     # own_sessions (timers and workers): connections no caller acquires (see OwnSession); the
     # producer's pool is public (Producer.pool) and is always reset.
     # Only what chronoq changes is sent: the server's own settings (a synchronous_commit of
     # remote_apply for a standby, say) stay in force everywhere else.
-    settings = {"application_name": application_name}
-    if custom_plans:
-        settings["plan_cache_mode"] = "force_custom_plan"
+    settings = {"application_name": application_name, **PLANNER_SETTINGS[planning]}
     if not synchronous_commit:
         settings["synchronous_commit"] = "off"
     # The pool reconnects with the same options: a connection lost in a failover is replaced by

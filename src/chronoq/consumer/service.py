@@ -135,7 +135,7 @@ class WorkerService:
     async def start(self) -> None:
         self._pool = await create_pool(
             self.settings.database_url, min_size=1, max_size=self.concurrency + 1, application_name=self.name,
-            own_sessions=True,  # reset on release only after a handler used it (job_connection.py)
+            planning="keyed", own_sessions=True,  # reset on release only after a handler used it (job_connection.py)
         )
         self._broker = await connect_broker(self.settings, name=self.name)
         self._publisher = ConfirmedPublisher(self._broker, self.topology)

@@ -67,7 +67,7 @@ class Producer:
     async def open(self) -> None:
         if self._pool is None:
             assert self._url is not None
-            self._pool = await create_pool(self._url, application_name="chronoq-producer", custom_plans=False)
+            self._pool = await create_pool(self._url, application_name="chronoq-producer", planning="server")
 
     async def close(self) -> None:
         if self._owns_pool and self._pool is not None:

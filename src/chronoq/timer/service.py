@@ -73,7 +73,7 @@ class Timer:
         # never survives without the dispatch it follows.
         self._dispatch_pool = await create_pool(
             self.settings.database_url, min_size=1, max_size=1, application_name=f"{self.name}-dispatch",
-            synchronous_commit=False, own_sessions=True,
+            synchronous_commit=False, planning="keyed", own_sessions=True,
         )
         async with self._pool.acquire() as conn:
             if not await maintenance.autovacuum_enabled(conn):
@@ -126,11 +126,11 @@ class Timer:
         Raises SideTaskFailed, once closed, if a side task failed."""
         await start_or_close(self.start, self.close, log, unavailable=(*CONNECTION_ERRORS, *BROKER_ERRORS))
         assert self._batches is not None and self._pruner is not None and self._broker is not None
-        assert self._pool is not None
+        assert self._dispatch_pool is not None
         self.ready.set()
         log.info("timer started", extra={"action": "timer_started", "timer": self.name})
         self.side_tasks.start("pruner", self._pruner.run())
-        loop = DispatchLoop(self._batches, self._wakeups, self._pool, self._broker, self._stopping, self.name)
+        loop = DispatchLoop(self._batches, self._wakeups, self._dispatch_pool, self._broker, self._stopping, self.name)
         try:
             await loop.run()
         finally:

@@ -56,7 +56,7 @@ WITH input AS (
 ), locked AS (
     -- Rows locked in key order, as every writer of many wheel rows does: no deadlocks.
     SELECT w.occurrence_key, input.lease FROM chronoq.wheel w JOIN input USING (occurrence_key)
-    WHERE w.attempt = input.attempt
+    WHERE w.attempt = input.attempt AND w.occurrence_key = ANY($1::text[])
     ORDER BY w.occurrence_key
     FOR UPDATE OF w
 ), started AS (
@@ -66,7 +66,7 @@ WITH input AS (
     SET starts = w.starts + 1,
         due_at = CASE WHEN w.due_at < now() + chronoq.elapsed(locked.lease) / 2 THEN now() + chronoq.elapsed(locked.lease) ELSE w.due_at END
     FROM locked
-    WHERE w.occurrence_key = locked.occurrence_key
+    WHERE w.occurrence_key = locked.occurrence_key AND w.occurrence_key = ANY($1::text[])
     RETURNING w.occurrence_key, w.starts
 )
 SELECT input.occurrence_key,
@@ -99,7 +99,7 @@ WITH input AS (
     -- Key order, as every writer of many wheel rows does: no deadlocks. FOR UPDATE re-reads a
     -- row a timer was still dispatching once its commit lets go, so these are committed values.
     SELECT w.occurrence_key, w.starts, w.dispatches, w.dispatch_id FROM chronoq.wheel w JOIN input USING (occurrence_key)
-    WHERE w.attempt = input.attempt
+    WHERE w.attempt = input.attempt AND w.occurrence_key = ANY($1::text[])
     ORDER BY w.occurrence_key
     FOR UPDATE OF w
 )
@@ -126,24 +126,20 @@ SELECT coalesce(array_agg(occurrence_key), '{}') AS locked, clock_timestamp() AS
     SELECT w.occurrence_key FROM chronoq.wheel w
     JOIN unnest($1::text[], $2::int[]) AS i(occurrence_key, attempt)
       ON w.occurrence_key = i.occurrence_key AND w.attempt = i.attempt
+    WHERE w.occurrence_key = ANY($1::text[])
     ORDER BY w.occurrence_key
     FOR UPDATE OF w
 ) AS live;
 
 -- name: record_successes
 -- The group's successes, in its transaction, with the handlers' own writes: remove each
--- occurrence from the wheel and record its result.
--- set_config(..., true) is SET LOCAL, run once while the statement runs: the plan of the statement
--- itself was made before, custom as the worker's session asks (_store/connection.py), but the
--- foreign-key check of each results row, at the statement's end, then runs the plan Postgres
--- keeps for it instead of planning it again per row (several times cheaper). The rest of the
--- transaction is the commit.
+-- occurrence from the wheel and record its result. The rest of the transaction is the commit.
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::jsonb[], $4::timestamptz[])
         AS i(occurrence_key, attempt, result, started_at)
 ), gone AS (
     DELETE FROM chronoq.wheel w USING input
-    WHERE w.occurrence_key = input.occurrence_key AND w.attempt = input.attempt
+    WHERE w.occurrence_key = input.occurrence_key AND w.attempt = input.attempt AND w.occurrence_key = ANY($1::text[])
     RETURNING w.occurrence_key, w.job_id, w.queue, w.fire_at, w.attempt, w.run_at
 ), recorded AS (
     INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt, result, run_at, started_at, worker)
@@ -153,11 +149,12 @@ WITH input AS (
     ON CONFLICT (occurrence_key) DO NOTHING
     RETURNING 1
 )
-SELECT count(*), (SELECT set_config('plan_cache_mode', 'auto', true)) FROM recorded;
+SELECT count(*) FROM recorded;
 
 -- name: unstart_deliveries
 -- A redelivery's start that ended in an error of chronoq's own, with the worker alive: not a
 -- crash and not the job's fault, so it does not count toward the delivery limit.
 UPDATE chronoq.wheel w SET starts = w.starts - 1
 FROM unnest($1::text[], $2::int[]) AS i(occurrence_key, attempt)
-WHERE w.occurrence_key = i.occurrence_key AND w.attempt = i.attempt AND w.starts > 0;
+WHERE w.occurrence_key = i.occurrence_key AND w.attempt = i.attempt AND w.starts > 0
+  AND w.occurrence_key = ANY($1::text[]);

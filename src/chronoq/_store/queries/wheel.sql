@@ -44,7 +44,8 @@ UPDATE chronoq.wheel w
 SET due_at = now() + chronoq.elapsed(d.lease), dispatches = w.dispatches + 1, dispatched_at = now(), last_error = NULL,
     head = false, dispatch_id = $3
 FROM unnest($1::text[], $2::interval[]) AS d(occurrence_key, lease)
-WHERE w.occurrence_key = d.occurrence_key;
+WHERE w.occurrence_key = d.occurrence_key
+  AND w.occurrence_key = ANY($1::text[]);  -- the index condition of a plan kept for every run
 
 -- name: postpone_unpublished
 -- The broker nacked or returned these: they stay due, after a short pause so an unroutable
@@ -56,7 +57,7 @@ SET due_at = now() + chronoq.elapsed($5::interval), last_error = $6, head = fals
     dispatches = p.dispatches, dispatched_at = p.dispatched_at, dispatch_id = p.dispatch_id
 FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::bigint[])
     AS p(occurrence_key, dispatches, dispatched_at, dispatch_id)
-WHERE w.occurrence_key = p.occurrence_key;
+WHERE w.occurrence_key = p.occurrence_key AND w.occurrence_key = ANY($1::text[]);
 
 -- name: hold_occurrence
 -- A row whose one-row batch failed for a reason that is not an outage: due again after a pause,
@@ -68,13 +69,16 @@ WHERE occurrence_key = $1 AND due_at <= now();
 -- name: next_due
 -- The database's clock now, and seconds until the earliest row is due (NULL: the wheel is
 -- empty). The timer sleeps that long; the clock reading maps NOTIFY payloads to its own clock.
--- min(due_at) is the first entry of the due_at index. The backlog (rows due, not yet claimed)
+-- The earliest due_at is the first entry of the due_at index, asked for as such (ORDER BY, LIMIT
+-- 1 and a condition the index serves), so that even a plan made for an empty wheel reads one
+-- entry, not the whole index. The backlog (rows due, not yet claimed)
 -- is for the metrics, counted only when $1 asks (at most once a second, timer/service.py): with
 -- statistics that expect many due rows the count is a scan of the whole wheel, and the timer
 -- reads this after every batch that did not fill, hundreds of times a second at high rates.
 -- The CASE keeps the count's subplan from running otherwise.
 SELECT extract(epoch FROM now())::float8 AS db_now,
-       (SELECT extract(epoch FROM min(due_at) - now())::float8 FROM chronoq.wheel) AS due_in,
+       (SELECT extract(epoch FROM due_at - now())::float8 FROM chronoq.wheel
+        WHERE due_at IS NOT NULL ORDER BY due_at LIMIT 1) AS due_in,
        CASE WHEN $1::boolean THEN (SELECT count(*) FROM chronoq.wheel WHERE due_at <= now()) END AS backlog;
 
 -- name: record_unrun_ticks
