@@ -6,7 +6,6 @@ them hashed whole tables once per claim or group (docs/benchmarks-data/2026-11-2
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -16,19 +15,11 @@ from chronoq import Producer
 from chronoq._store.connection import create_pool
 from chronoq._store.sql import query
 
-#: Future one-shot jobs in the wheel: enough that a whole-table scan is not what the rows need.
-FUTURE_JOBS = 20_000
-
 
 def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield plan
     for child in plan.get("Plans", []):
         yield from nodes(child)
-
-
-async def explain(conn: asyncpg.Connection, statement: str, *args: Any) -> list[dict[str, Any]]:
-    document = orjson.loads(await conn.fetchval("EXPLAIN (FORMAT JSON) " + query(statement), *args))
-    return list(nodes(document[0]["Plan"]))
 
 
 def whole_table_reads(plan: list[dict[str, Any]]) -> list[str]:
@@ -80,30 +71,6 @@ async def test_the_hot_statements_keep_plans_that_look_rows_up_by_key_under_stat
         await pool.close()
     assert {statement: whole_table_reads(plan) for statement, plan in plans.items()} == \
         {statement: [] for statement in KEYED_STATEMENTS}
-
-
-async def test_claim_and_group_lock_look_rows_up_by_key_with_plans_for_each_run(settings, producer: Producer) -> None:
-    """The same with a plan made for each run's values, as the timer's other sessions make them."""
-    pool = await create_pool(settings.database_url, max_size=1, planning="custom")
-    try:
-        async with pool.acquire() as conn:
-            await conn.execute("VACUUM ANALYZE chronoq.wheel, chronoq.jobs, chronoq.results")  # statistics: empty
-            await producer.enqueue_many([{"queue": "later", "payload": {}, "delay": timedelta(hours=1)}] * FUTURE_JOBS)
-            # A recurring job that skips overlapping runs: judging its due tick asks whether an
-            # earlier occurrence is still live, which must not mean reading the whole wheel.
-            await producer.schedule("ticks", {}, cron="* * * * * *", overlap="skip")
-            key = await conn.fetchval("SELECT occurrence_key FROM chronoq.wheel LIMIT 1")
-            # Finished occurrences pile up in results too (kept for the retention period).
-            await conn.execute("""
-                INSERT INTO chronoq.results (occurrence_key, job_id, queue, fire_at, state, attempt)
-                SELECT 'done:' || n, (SELECT min(id) FROM chronoq.jobs), 'later', now(), 'succeeded', 1
-                FROM generate_series(1, $1) AS n""", FUTURE_JOBS)
-
-            assert whole_table_reads(await explain(conn, "claim_due", 1000)) == []
-            assert whole_table_reads(await explain(conn, "lock_first_deliveries", [key], [1], [1])) == []
-            assert whole_table_reads(await explain(conn, "start_deliveries", [key], [1], [timedelta(minutes=5)])) == []
-    finally:
-        await pool.close()
 
 
 async def test_the_timer_counts_the_due_backlog_only_when_asked(settings, producer: Producer) -> None:

@@ -32,7 +32,7 @@ from rich.progress import Progress
 from chronoq._runtime.config import Settings
 from chronoq._store import bench as store
 from chronoq._store import clock, wheel
-from chronoq._store.connection import CONNECTION_ERRORS, Connection
+from chronoq._store.connection import CONNECTION_ERRORS, PLANNER_SETTINGS, Connection
 from chronoq.bench import scenarios
 from chronoq.bench.pipeline import pipeline
 from chronoq.bench.report import Measured
@@ -47,8 +47,8 @@ PAYLOAD = '{"mode": "noop"}'
 FAR_AHEAD = timedelta(days=30)
 SPACING = timedelta(milliseconds=100)
 TARGET_RATIO = 1.5
-#: The timer's pool plans every statement for its parameters (see _store.connection).
-TIMER_SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+#: As the timer's dispatch pool plans its statements (see _store.connection).
+TIMER_SERVER_SETTINGS = PLANNER_SETTINGS["keyed"]
 #: Tries per size step when the server goes away meanwhile (a shared machine may restart it often).
 STEP_ATTEMPTS = 20
 RECONNECT_ATTEMPTS = 40  # 3 s apart
@@ -70,7 +70,7 @@ def buffers(plan: list[str], planning: bool = False) -> int | None:
 
 
 async def connect(url: str) -> asyncpg.Connection:
-    """As the timer's pool connects: every claim planned for its own parameters."""
+    """As the timer's dispatch pool connects: the claim planned once, by index."""
     return await asyncpg.connect(url, server_settings=TIMER_SERVER_SETTINGS)
 
 

@@ -45,6 +45,16 @@ class Results:
     set_aside: list[SetAside] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Look:
+    """What a claim saw of the wheel besides its rows, by the database's clock: enough to sleep
+    until the next due row without asking again (timer/wakeups.py)."""
+
+    db_now: float  # epoch seconds
+    due_in: float | None  # seconds until the first row due later; None: none
+    others_due: bool  # rows due now that the claim did not get
+
+
 @dataclass
 class Phases:
     """When each phase of a batch ended (``time.perf_counter``), for the debug log."""
@@ -72,6 +82,7 @@ class Batches:
         self.timer = timer
         self.claimed_keys: list[str] = []  # of the last batch
         self.one_at_a_time = 0
+        self.look: Look | None = None  # what the last batch's claim saw of the wheel, if it claimed any
 
     async def run_once(self) -> int:
         """Claim, screen, publish and record one batch in one transaction. Returns rows claimed.
@@ -105,6 +116,7 @@ class Batches:
         limit = 1 if self.one_at_a_time else self.settings.claim_batch
         rows = await wheel.claim_due(conn, limit)
         self.claimed_keys = [r["occurrence_key"] for r in rows]
+        self.look = Look(rows[0]["db_epoch"], rows[0]["next_due_in"], rows[0]["due_now"] > len(rows)) if rows else None
         if rows:
             failpoint("timer.after_claim")
         return rows

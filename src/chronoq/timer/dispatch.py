@@ -16,7 +16,7 @@ from chronoq._runtime.availability import unavailable
 from chronoq._runtime.service import pause
 from chronoq._store import wheel
 from chronoq.schemas.rules import short
-from chronoq.timer.batch import Batches
+from chronoq.timer.batch import Batches, Look
 from chronoq.timer.wakeups import Wakeups
 
 log = logging.getLogger("chronoq.timer")
@@ -45,14 +45,24 @@ class DispatchLoop:
             if not await self._broker_reachable():
                 break
             try:
+                self.wakeups.look_begins()
                 handled = await self.batches.run_once()
                 if handled < claim_batch and not self.batches.one_at_a_time and not self.stopping.is_set():
-                    await self.wakeups.sleep_until_due(self.pool, claimed_nothing=handled == 0)
+                    await self._sleep(self.batches.look)
             except Exception as exc:  # a timer must outlive anything one batch can throw
                 if unavailable(exc):
                     await self._recover(exc, expected=True)
                 else:
                     await self._isolate(exc)
+
+    async def _sleep(self, look: Look | None) -> None:
+        """After a batch that did not fill: sleep until the next due row. The claim saw when
+        that is; the wheel is asked again (next_due) only if the claim got nothing, left due
+        rows to others, or the backlog is to be counted."""
+        if look is None or look.others_due or self.wakeups.backlog_due():
+            await self.wakeups.sleep_until_due(self.pool, claimed_nothing=look is None)
+        else:
+            await self.wakeups.sleep_as_seen(look.db_now, look.due_in)
 
     async def _broker_reachable(self) -> bool:
         """Wait, claiming nothing, while the broker connection is down; False if stopped first.

@@ -3,8 +3,8 @@ latest after ``timer_max_idle``, or sooner when a NOTIFY announces an earlier du
 
 The producer's NOTIFY carries the due time in database epoch milliseconds. The timer compares it
 with the time it plans to wake, in its host's monotonic clock, through the offset between the
-two measured at every look (``next_due`` returns the database's clock): no host wall clock is
-involved. Without the listener (its connection failed) the timer still works, only with up to
+two measured at every look at the wheel (the claim and ``next_due`` return the database's
+clock): no host wall clock is involved. Without the listener (its connection failed) the timer still works, only with up to
 ``timer_max_idle`` of lateness for a job enqueued while it sleeps.
 """
 
@@ -80,19 +80,34 @@ class Wakeups:
         """End the current sleep at once (the timer is stopping)."""
         self._wake.set()
 
-    async def sleep_until_due(self, pool: asyncpg.Pool, claimed_nothing: bool) -> None:
-        # Until the new wake time is known, any NOTIFY must wake us: clear first, never after.
+    def look_begins(self) -> None:
+        """The wheel is about to be read (a claim, or next_due): until the new wake time is
+        known, any NOTIFY must wake the timer. Clear first, never after."""
         self._planned_wake = math.inf
         self._wake.clear()
-        count_backlog = time.monotonic() >= self._backlog_due
+
+    def backlog_due(self) -> bool:
+        """Whether the due backlog is to be counted now (next_due, at most once a second)."""
+        return time.monotonic() >= self._backlog_due
+
+    async def sleep_until_due(self, pool: asyncpg.Pool, claimed_nothing: bool) -> None:
+        """Ask the wheel when the next row is due, and sleep until then."""
+        self.look_begins()
+        count_backlog = self.backlog_due()
         async with pool.acquire() as conn:
             db_now, due_in, backlog = await wheel.next_due(conn, count_backlog=count_backlog)
-        # The database answers again: a listener lost meanwhile is reopened before the sleep.
-        await self.listen_again_if_lost()
-        host_now = time.monotonic()
         if backlog is not None:
             self.hooks.due_backlog(backlog)
-            self._backlog_due = host_now + BACKLOG_INTERVAL
+            self._backlog_due = time.monotonic() + BACKLOG_INTERVAL
+        await self.sleep_as_seen(db_now, due_in, claimed_nothing=claimed_nothing)
+
+    async def sleep_as_seen(self, db_now: float, due_in: float | None, *, claimed_nothing: bool = False) -> None:
+        """Sleep until the next due row, as the last look at the wheel (begun with
+        ``look_begins``) saw it: ``db_now`` its database epoch, ``due_in`` seconds to the first
+        row due (None: none)."""
+        # The database answered: a listener lost meanwhile is reopened before the sleep.
+        await self.listen_again_if_lost()
+        host_now = time.monotonic()
         self._clock_offset = db_now - host_now
         wait = self._wait(due_in, claimed_nothing)
         self._planned_wake = host_now + wait

@@ -17,6 +17,15 @@ WITH due AS (
 SELECT due.*, j.payload::text AS payload, j.max_attempts, j.timeout_ms, j.trace::text AS trace,
        j.kind, j.state AS job_state, j.cron, j.timezone, j.misfire, j.misfire_grace_ms,
        j.max_backfill, j.overlap, now() AS db_now,
+       -- What the timer needs to sleep after this batch without asking next_due (the same in
+       -- every row; each computed once per statement): the database's clock, seconds until the
+       -- first row due later, and how many rows are due now, this claim's included, counted up
+       -- to one more than the limit: more than it claimed means rows it did not get (locked by
+       -- another timer's batch, or beyond the limit).
+       extract(epoch FROM now())::float8 AS db_epoch,
+       (SELECT extract(epoch FROM l.due_at - now())::float8 FROM chronoq.wheel l
+        WHERE l.due_at > now() ORDER BY l.due_at LIMIT 1) AS next_due_in,
+       (SELECT count(*) FROM (SELECT FROM chronoq.wheel n WHERE n.due_at <= now() LIMIT $1 + 1) AS n) AS due_now,
        -- A scalar subquery, not EXISTS: the planner may turn an EXISTS into one hash of every
        -- non-head row of the wheel, built by a sequential scan for each claim (it did, with
        -- 200,000 rows in the wheel); this is one wheel_job lookup per due head.
@@ -72,10 +81,10 @@ WHERE occurrence_key = $1 AND due_at <= now();
 -- The earliest due_at is the first entry of the due_at index, asked for as such (ORDER BY, LIMIT
 -- 1 and a condition the index serves), so that even a plan made for an empty wheel reads one
 -- entry, not the whole index. The backlog (rows due, not yet claimed)
--- is for the metrics, counted only when $1 asks (at most once a second, timer/service.py): with
--- statistics that expect many due rows the count is a scan of the whole wheel, and the timer
--- reads this after every batch that did not fill, hundreds of times a second at high rates.
--- The CASE keeps the count's subplan from running otherwise.
+-- is for the metrics, counted only when $1 asks (at most once a second, timer/wakeups.py). The
+-- CASE keeps the count's subplan from running otherwise. After a batch that claimed rows the
+-- timer reads the same from the claim (claim_due) and asks this only when the claim got nothing,
+-- left due rows to other timers, or the backlog is to be counted.
 SELECT extract(epoch FROM now())::float8 AS db_now,
        (SELECT extract(epoch FROM due_at - now())::float8 FROM chronoq.wheel
         WHERE due_at IS NOT NULL ORDER BY due_at LIMIT 1) AS due_in,
