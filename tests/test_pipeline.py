@@ -604,11 +604,11 @@ async def test_a_delivery_that_can_never_be_processed_is_recorded_dead_not_left_
     assert (view.state, view.occurrences[0].reason, view.occurrences[0].error) == ("dead", "unprocessable", "TypeError: boom")
 
 
-async def test_handlers_writes_commit_durably_and_a_handler_that_never_uses_the_database_opens_no_savepoint(
+async def test_handlers_writes_commit_durably_and_a_handler_that_never_uses_the_database_sends_nothing_for_it(
     settings, producer: Producer, db
 ) -> None:
     """The transaction that records outcomes and the handlers' writes commits durably, and the
-    savepoint a handler gets is opened only if it uses ctx.db (any method, transaction, cursor)."""
+    group prepares for a handler's writes only if it uses ctx.db (any method, transaction, cursor)."""
     worker = Worker()
     seen: dict[str, object] = {}
 
@@ -628,7 +628,7 @@ async def test_handlers_writes_commit_durably_and_a_handler_that_never_uses_the_
     async with running(Timer(settings)), running(WorkerService(worker, settings)):
         await all_finished(producer, ids)
     assert (seen["synchronous_commit"], seen["cursor"], seen["prepared"]) == ("on", [1, 2], 2)
-    assert "savepoint=not yet" in str(seen["untouched"])
+    assert "<JobConnection unused" in str(seen["untouched"])
     assert await db.fetchval("SELECT to_regclass('touched') IS NOT NULL")
 
 
@@ -636,8 +636,8 @@ async def test_handlers_statements_are_planned_as_postgres_does_by_default_and_c
     settings, producer: Producer
 ) -> None:
     """The worker's session plans chronoq's statements per call (force_custom_plan); a handler's
-    savepoint plans its statements as Postgres does by default, and a kept or a rolled-back
-    savepoint leaves the session as it was."""
+    statements are planned as Postgres does by default, whether its group runs without savepoints
+    or, after a handler failed having used ctx.db, again with them; the session stays as it was."""
     worker = Worker()
     seen: list[tuple[str, str, str]] = []
 
@@ -649,18 +649,23 @@ async def test_handlers_statements_are_planned_as_postgres_does_by_default_and_c
         if payload["kind"] == "fails":
             raise RuntimeError("after using ctx.db")
 
-    ids = [await producer.enqueue("plans", {"kind": kind}, max_attempts=1) for kind in ("fails", "keeps", "keeps")]
-    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+    ids = [await producer.enqueue("plans", {"kind": kind}, max_attempts=1) for kind in ("keeps", "fails", "keeps")]
+    assert await dispatch_once(settings) == 3  # all buffered before the worker starts: one group
+    service = WorkerService(worker, settings.model_copy(update={"concurrency": 1, "batch_size": 10}))
+    service.times.observe("plans", 0.0)  # known to be fast: all three in one group
+    async with running(Timer(settings)), running(service):
         await all_finished(producer, ids)
-    assert sorted(seen) == [("fails", "auto", "force_custom_plan"), ("keeps", "auto", "force_custom_plan"),
-                            ("keeps", "auto", "force_custom_plan")]
+    assert [kind for kind, _, _ in seen] == ["keeps", "fails", "keeps", "keeps"]  # the first twice: with savepoints
+    assert set(seen) == {("fails", "auto", "force_custom_plan"), ("keeps", "auto", "force_custom_plan")}
 
 
-async def test_a_kept_or_undone_savepoint_and_the_results_statement_leave_the_session_planning_as_before(settings) -> None:
-    """What a group sends around a handler's savepoint, and the statement recording its
-    successes (whose foreign-key checks run with kept plans), on a session like the worker's."""
+async def test_handlers_are_planned_as_by_default_and_chronoqs_own_statements_as_the_session_says(settings) -> None:
+    """What a group sends around its handlers' use of ctx.db, with or without savepoints, and the
+    statement recording its successes (whose foreign-key checks run with kept plans), on a
+    session like the worker's."""
     from chronoq._store import outcomes, savepoints
     from chronoq._store.connection import create_pool
+    from chronoq.consumer.writes import GroupWrites
 
     pool = await create_pool(settings.database_url, max_size=1, custom_plans=True)  # as the worker's
     try:
@@ -668,17 +673,24 @@ async def test_a_kept_or_undone_savepoint_and_the_results_statement_leave_the_se
             async def mode() -> str:
                 return await conn.fetchval("SHOW plan_cache_mode")
 
-            async with conn.transaction():
-                await savepoints.open_job(conn)
-                assert await mode() == "auto"
-                await savepoints.keep_job(conn)
+            for with_savepoints in (False, True):
+                async with conn.transaction():
+                    writes = GroupWrites(conn, savepoints=with_savepoints)
+                    await writes.open_job()
+                    assert await mode() == "auto"
+                    await writes.keep_job(None)
+                    assert await mode() == "auto"  # until chronoq's next own statement
+                    await writes.before_own_statement()
+                    assert await mode() == "force_custom_plan"
+                    await writes.open_job()
+                    if with_savepoints:
+                        await savepoints.undo_job(conn)
+                        assert await mode() == "auto"  # set outside the handler's savepoint
+                    await writes.before_own_statement()
+                    assert await mode() == "force_custom_plan"
+                    assert await outcomes.record_successes(conn, [], [], [], [], "test") == 0
+                    assert await mode() == "auto"  # only until this transaction ends
                 assert await mode() == "force_custom_plan"
-                await savepoints.open_job(conn)
-                await savepoints.undo_job(conn)
-                assert await mode() == "force_custom_plan"
-                assert await outcomes.record_successes(conn, [], [], [], [], "test") == 0
-                assert await mode() == "auto"  # only until this transaction ends
-            assert await mode() == "force_custom_plan"
     finally:
         await pool.close()
 
