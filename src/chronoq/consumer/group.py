@@ -82,6 +82,17 @@ class _Fenced:
 Fencing = Callable[[Connection], Awaitable[_Fenced]]
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """One run of a group's transaction: how its handlers' writes are kept apart, the failures
+    carried over from an optimistic run, and when it stops starting handlers (``perf_counter``;
+    counted from the group's first run: its deliveries have been unacked since)."""
+
+    writes: GroupWrites
+    carried: dict[Job, Failure]
+    deadline: float
+
+
 @dataclass
 class _Ran:
     """What the handlers of a group did, before it is recorded."""
@@ -161,36 +172,35 @@ class GroupExecutor:
         """The group's transaction: fenced, run, recorded, committed. Without savepoints unless
         its queues needed them lately; rolled back and run once more with savepoints if a
         handler's writes must be undone alone (consumer/writes.py)."""
+        deadline = time.perf_counter() + GROUP_TIME_BUDGET
         if self.savepoints.savepoints_for(job.attempt.queue for job in jobs):
-            return await self._run_pass(conn, lock, GroupWrites(conn, savepoints=True), {})
+            return await self._run_pass(conn, lock, _Pass(GroupWrites(conn, savepoints=True), {}, deadline))
         try:
-            return await self._run_pass(conn, lock, GroupWrites(conn, savepoints=False), {})
+            return await self._run_pass(conn, lock, _Pass(GroupWrites(conn, savepoints=False), {}, deadline))
         except UndoAlone as undo:
             carried = undo.carried
         except asyncpg.InFailedSQLTransactionError:
             carried = {}  # a handler aborted the transaction unnoticed: the savepoints will tell which
         log.info("group rolled back and run again with savepoints",
                  extra={"action": "group_savepoints", "count": len(jobs), "culprits": len(carried)})
-        return await self._run_pass(conn, lock, GroupWrites(conn, savepoints=True), carried)
+        return await self._run_pass(conn, lock, _Pass(GroupWrites(conn, savepoints=True), carried, deadline))
 
-    async def _run_pass(
-        self, conn: Connection, lock: Fencing, writes: GroupWrites, carried: dict[Job, Failure],
-    ) -> dict[Job, Verdict]:
+    async def _run_pass(self, conn: Connection, lock: Fencing, run: _Pass) -> dict[Job, Verdict]:
         async with _committed(conn):
             fenced = await lock(conn)
-            return fenced.verdicts | await self._run_locked(conn, fenced, writes, carried)
+            return fenced.verdicts | await self._run_locked(conn, fenced, run)
 
     async def _run_locked(
-        self, conn: Connection, fenced: _Fenced, writes: GroupWrites, carried: dict[Job, Failure],
+        self, conn: Connection, fenced: _Fenced, run: _Pass,
     ) -> dict[Job, Verdict]:
         """Inside the group's transaction, the live occurrences locked: run, record, and let
         the caller commit."""
         if not fenced.runnable:
             return {}
-        ran = await self._run_each(conn, fenced, writes, carried)
+        ran = await self._run_each(conn, fenced, run)
         failpoint("consumer.before_commit")
         if ran.successes:
-            await writes.before_own_statement()
+            await run.writes.before_own_statement()
             recorded = await outcomes.record_successes(
                 conn,
                 [job.key for job, _, _ in ran.successes],
@@ -204,13 +214,13 @@ class GroupExecutor:
         return ran.verdicts
 
     async def _run_each(
-        self, conn: Connection, fenced: _Fenced, writes: GroupWrites, carried: dict[Job, Failure],
+        self, conn: Connection, fenced: _Fenced, run: _Pass,
     ) -> _Ran:
         clock_started = time.perf_counter()
         traced = tracing.enabled()
         ran = _Ran({}, [], [])
         for job in fenced.runnable:
-            if time.perf_counter() - clock_started > GROUP_TIME_BUDGET:
+            if time.perf_counter() > run.deadline:
                 ran.verdicts[job] = Verdict(Outcome.DEFERRED)  # not started: handed back to the queue
                 continue
             if not self.fence.still_live(job, fenced.locked):
@@ -221,13 +231,13 @@ class GroupExecutor:
             if starts is not None and starts > self.delivery_limit:
                 # Started this often without an outcome: it kills or hangs its workers.
                 error = f"started {starts - 1} times without an outcome (delivery limit {self.delivery_limit})"
-                await writes.before_own_statement()
+                await run.writes.before_own_statement()
                 result: _Success | failures.Failed = await failures.bury(
                     conn, job, "delivery_limit", error, "poison", None)
                 verdict = Verdict(result.outcome)
             else:
                 lateness_s = (started_at - job.attempt.run_at).total_seconds()
-                result, seconds = await self._run_one(conn, job, started_at, traced, writes, carried.get(job))
+                result, seconds = await self._run_one(conn, job, started_at, traced, run.writes, run.carried.get(job))
                 verdict = Verdict(result.outcome, lateness_s, seconds)
             if isinstance(result, _Success):
                 ran.successes.append((job, result, started_at))
