@@ -16,6 +16,7 @@ import pytest
 
 from chronoq import JobContext, Producer, Worker
 from chronoq.consumer.service import WorkerService
+from chronoq.consumer.writes import CAREFUL_GROUPS, SavepointPolicy
 from tests.harness import all_finished, dispatch_once, running
 
 QUEUE = "writes"
@@ -175,3 +176,11 @@ async def test_after_a_rerun_the_queues_next_groups_run_with_savepoints_from_the
     assert effects.calls == Counter({"ok3": 1, "raises2": 1, "ok4": 1})
     assert (await producer.get(second["raises2"])).state == "dead"
     assert sorted(r["name"] for r in await db.fetch("SELECT name FROM group_effects")) == ["ok1", "ok2", "ok3", "ok4"]
+
+
+def test_a_queue_is_careful_for_its_next_groups_only_and_other_queues_not_at_all() -> None:
+    policy = SavepointPolicy()
+    assert not policy.savepoints_for(["a", "b"])
+    policy.failed_after_writing("a")
+    assert not policy.savepoints_for(["b"])
+    assert [policy.savepoints_for(["a", "b", "a"]) for _ in range(CAREFUL_GROUPS + 1)] == [True] * CAREFUL_GROUPS + [False]
