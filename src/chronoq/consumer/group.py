@@ -267,6 +267,7 @@ class GroupExecutor:
             failure = ended
             if db.used:
                 self.savepoints.failed_after_writing(job.attempt.queue)
+                # Without savepoints this raises UndoAlone: the group runs again (_transaction).
                 await writes.undo_job(job, failure, db.noticed)
         if isinstance(failure.exc, TRANSIENT_CONFLICTS):
             # Chosen as a deadlock victim (often against a handler of another group), or a
