@@ -12,6 +12,7 @@ from chronoq._store.sql import query
 from chronoq.consumer.job_connection import JobConnection
 from chronoq.consumer.registry import Worker
 from chronoq.consumer.service import WorkerService
+from chronoq.consumer.writes import GroupWrites
 from chronoq.errors import ServiceUnavailableError
 from chronoq.producer.client import Producer
 from chronoq.timer.service import Timer
@@ -52,9 +53,8 @@ async def test_a_workers_connection_is_reset_on_release_only_after_a_handler_use
         async with pool.acquire() as conn:
             assert await conn.fetchval("SHOW work_mem") == "7MB"  # not reset
             async with conn.transaction():
-                db = JobConnection(conn)  # what a handler gets as ctx.db
+                db = JobConnection(conn, GroupWrites(conn, savepoints=False))  # what a handler gets as ctx.db
                 await db.execute("SET work_mem = '9MB'")  # session-wide: outlives the group
-                await conn.execute("RELEASE SAVEPOINT chronoq_job")
             assert await conn.fetchval("SHOW work_mem") == "9MB"
         async with pool.acquire() as conn:
             assert await conn.fetchval("SHOW work_mem") != "9MB"  # reset: the next group starts clean

@@ -605,11 +605,11 @@ async def test_a_delivery_that_can_never_be_processed_is_recorded_dead_not_left_
     assert (view.state, view.occurrences[0].reason, view.occurrences[0].error) == ("dead", "unprocessable", "TypeError: boom")
 
 
-async def test_handlers_writes_commit_durably_and_a_handler_that_never_uses_the_database_opens_no_savepoint(
+async def test_handlers_writes_commit_durably_and_a_handler_that_never_uses_the_database_sends_nothing_for_it(
     settings, producer: Producer, db
 ) -> None:
     """The transaction that records outcomes and the handlers' writes commits durably, and the
-    savepoint a handler gets is opened only if it uses ctx.db (any method, transaction, cursor)."""
+    group prepares for a handler's writes only if it uses ctx.db (any method, transaction, cursor)."""
     worker = Worker()
     seen: dict[str, object] = {}
 
@@ -629,7 +629,7 @@ async def test_handlers_writes_commit_durably_and_a_handler_that_never_uses_the_
     async with running(Timer(settings)), running(WorkerService(worker, settings)):
         await all_finished(producer, ids)
     assert (seen["synchronous_commit"], seen["cursor"], seen["prepared"]) == ("on", [1, 2], 2)
-    assert "savepoint=not yet" in str(seen["untouched"])
+    assert "<JobConnection unused" in str(seen["untouched"])
     assert await db.fetchval("SELECT to_regclass('touched') IS NOT NULL")
 
 
@@ -650,8 +650,8 @@ async def test_handlers_statements_are_planned_as_postgres_does_by_default_and_c
     settings, producer: Producer
 ) -> None:
     """The worker's session plans chronoq's statements once, by key (keyed planning); a handler's
-    savepoint plans its statements as Postgres does by default, and a kept or a rolled-back
-    savepoint leaves the session as it was."""
+    statements are planned as Postgres does by default, whether its group runs without savepoints
+    or, after a handler failed having used ctx.db, again with them; the session stays as it was."""
     worker = Worker()
     seen: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
 
@@ -661,29 +661,45 @@ async def test_handlers_statements_are_planned_as_postgres_does_by_default_and_c
         if payload["kind"] == "fails":
             raise RuntimeError("after using ctx.db")
 
-    ids = [await producer.enqueue("plans", {"kind": kind}, max_attempts=1) for kind in ("fails", "keeps", "keeps")]
-    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+    ids = [await producer.enqueue("plans", {"kind": kind}, max_attempts=1) for kind in ("keeps", "fails", "keeps")]
+    assert await dispatch_once(settings) == 3  # all buffered before the worker starts: one group
+    service = WorkerService(worker, settings.model_copy(update={"concurrency": 1, "batch_size": 10}))
+    service.times.observe("plans", 0.0)  # known to be fast: all three in one group
+    async with running(Timer(settings)), running(service):
         await all_finished(producer, ids)
-    assert sorted(seen) == [(kind, HANDLER_PLANNING, KEYED_PLANNING) for kind in ("fails", "keeps", "keeps")]
+    assert [kind for kind, _, _ in seen] == ["keeps", "fails", "keeps", "keeps"]  # the first twice: with savepoints
+    assert set(seen) == {("fails", HANDLER_PLANNING, KEYED_PLANNING), ("keeps", HANDLER_PLANNING, KEYED_PLANNING)}
 
 
-async def test_a_kept_or_undone_savepoint_leaves_the_session_planning_as_before(settings) -> None:
-    """What a group sends around a handler's savepoint, on a session like the worker's."""
+async def test_handlers_are_planned_as_by_default_and_chronoqs_own_statements_as_the_session_says(settings) -> None:
+    """What a group sends around its handlers' use of ctx.db, with or without savepoints, on a
+    session like the worker's."""
     from chronoq._store import savepoints
     from chronoq._store.connection import create_pool
+    from chronoq.consumer.writes import GroupWrites
 
     pool = await create_pool(settings.database_url, max_size=1, planning="keyed")  # as the worker's
     try:
         async with pool.acquire() as conn:
-            async with conn.transaction():
-                await savepoints.open_job(conn)
-                assert await planning_of(conn, "setting") == HANDLER_PLANNING
-                await savepoints.keep_job(conn)
-                assert await planning_of(conn, "setting") == KEYED_PLANNING
-                await savepoints.open_job(conn)
-                await savepoints.undo_job(conn)
-                assert await planning_of(conn, "setting") == KEYED_PLANNING
-            assert await planning_of(conn, "setting") == KEYED_PLANNING
+            async def mode() -> tuple[str, ...]:
+                return await planning_of(conn, "setting")
+
+            for with_savepoints in (False, True):
+                async with conn.transaction():
+                    writes = GroupWrites(conn, savepoints=with_savepoints)
+                    await writes.open_job()
+                    assert await mode() == HANDLER_PLANNING
+                    await writes.keep_job(None)
+                    assert await mode() == HANDLER_PLANNING  # until chronoq's next own statement
+                    await writes.before_own_statement()
+                    assert await mode() == KEYED_PLANNING
+                    await writes.open_job()
+                    if with_savepoints:
+                        await savepoints.undo_job(conn)
+                        assert await mode() == HANDLER_PLANNING  # set outside the handler's savepoint
+                    await writes.before_own_statement()
+                    assert await mode() == KEYED_PLANNING
+                assert await mode() == KEYED_PLANNING
     finally:
         await pool.close()
 

@@ -15,11 +15,13 @@ class JobContext:
     """The occurrence being run.
 
     ``db`` is an asyncpg connection inside the transaction that commits this occurrence's
-    result (within a savepoint of its own: the transaction may carry a group of occurrences):
-    what the handler writes through it commits exactly once, or not at all. It is a thin
-    stand-in for ``asyncpg.Connection`` (every method, ``transaction()``, ``cursor()``) that opens
-    the savepoint on first use, so a handler that never touches the database pays nothing. Do not COMMIT or
-    ROLLBACK on it; ``db.transaction()`` nests as a savepoint and is fine.
+    result (the transaction may carry a group of occurrences): what the handler writes through
+    it commits exactly once, or not at all. If the handler fails after using it, its writes are
+    undone and its neighbours' kept (the group runs again with a savepoint per handler, calling
+    the handlers before it a second time). It is a thin stand-in for ``asyncpg.Connection``
+    (every method, ``transaction()``, ``cursor()``), so a handler that never touches the
+    database pays nothing. Do not COMMIT or ROLLBACK on it; ``db.transaction()`` nests as a
+    savepoint and is fine.
     ``idempotency_key`` is the same for every attempt and redelivery of this occurrence; pass it
     to external systems (payment APIs, mailers) so that they can deduplicate too.
     """

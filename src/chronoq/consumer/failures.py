@@ -1,6 +1,6 @@
 """A failed run's outcome: a retry, a burial (the occurrence ends dead), the dead-letter copy.
 
-Everything here writes in the group's transaction, after the handler's savepoint rolled back:
+Everything here writes in the group's transaction, after the handler's writes were undone:
 the failure is recorded with the group's commit, or not at all.
 """
 

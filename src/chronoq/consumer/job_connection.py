@@ -1,10 +1,10 @@
-"""``ctx.db``: the group's connection, behind a savepoint that is opened on first use.
+"""``ctx.db``: the group's connection, for one handler, which tells the group how it was used.
 
-A group runs many handlers in one transaction, each of which must be able to fail alone: its
-writes roll back, its neighbours' stay. That needs a savepoint per handler, which costs a round
-trip per job, paid even by the many handlers that never touch the database. So the savepoint is
-opened the first time the handler uses ``ctx.db`` (any coroutine method, ``transaction()`` or
-``cursor()``), and only then released or rolled back after it.
+A handler's first use of it (any coroutine method, ``transaction()`` or ``cursor()``) lets the
+group prepare the transaction for it (``consumer/writes.py``: the planning setting, and a
+savepoint when the group runs with savepoints), so a handler that never touches the database
+costs no round trip. Every error raised through it is noticed: a handler that swallows one may
+have left the transaction aborted, which the group must find out before going on.
 
 What a handler does on ``ctx.db`` may outlive its group (a session ``SET``, a ``LISTEN``, an
 advisory lock), so the connection it used is reset when the group hands it back to the pool.
@@ -14,31 +14,46 @@ it skips the reset, a round trip of four statements per group (``_store.connecti
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable
 from typing import Any
 
-from chronoq._store import savepoints
 from chronoq._store.connection import Connection
+from chronoq.consumer.writes import GroupWrites
 
 
 class JobConnection:
     """Duck-typed ``asyncpg.Connection`` for one handler; see the module docstring."""
 
-    __slots__ = ("_conn", "opened")
+    __slots__ = ("_conn", "_writes", "noticed", "used")
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, writes: GroupWrites) -> None:
         self._conn = conn
-        self.opened = False  # whether this handler's savepoint exists
+        self._writes = writes
+        self.used = False  # whether the handler has used it (and the group prepared for that)
+        self.noticed: BaseException | None = None  # the first error raised through it
 
     async def _open(self) -> None:
-        if not self.opened:
+        if not self.used:
             # Before anything runs: from here on, the handler may leave session state behind.
             lend = getattr(self._conn, "lend", None)  # through the pool's proxy; a plain connection has none
             if lend is not None:
                 lend()
-            await savepoints.open_job(self._conn)
-            self.opened = True
+            await self._writes.open_job()
+            self.used = True
+
+    async def _watched(self, pending: Any) -> Any:
+        """``await pending``, noticing what it raises (a cancelled statement too: Postgres
+        cancels it with an error)."""
+        try:
+            return await pending
+        except StopAsyncIteration:
+            raise  # a cursor's end
+        except (Exception, asyncio.CancelledError) as exc:
+            if self.noticed is None:
+                self.noticed = exc
+            raise
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._conn, name)
@@ -53,15 +68,15 @@ class JobConnection:
             if inspect.iscoroutine(pending):
                 pending.close()  # never awaited: say so, instead of a "never awaited" warning
             raise
-        return await pending
+        return await self._watched(pending)
 
     def __repr__(self) -> str:
-        return f"<JobConnection savepoint={'open' if self.opened else 'not yet'} {self._conn!r}>"
+        return f"<JobConnection {'used' if self.used else 'unused'} {self._conn!r}>"
 
 
 class _Deferred:
     """``transaction()`` / ``cursor()``: their objects run SQL when entered or awaited, so the
-    savepoint is opened just before that."""
+    group prepares just before that."""
 
     def __init__(self, owner: JobConnection, factory: Callable[..., Any]) -> None:
         self._owner = owner
@@ -78,24 +93,29 @@ class _Opening:
 
     async def __aenter__(self) -> Any:
         await self._owner._open()
-        return await self._inner.__aenter__()
+        return await self._owner._watched(self._inner.__aenter__())
 
     async def __aexit__(self, *exc: object) -> Any:
-        return await self._inner.__aexit__(*exc)
+        return await self._owner._watched(self._inner.__aexit__(*exc))
 
     def __await__(self) -> Any:
         return self._awaited().__await__()
 
     async def _awaited(self) -> Any:
         await self._owner._open()
-        return await self._inner
+        return await self._owner._watched(self._inner)
 
     def __aiter__(self) -> Any:
         return self._iterate()
 
     async def _iterate(self) -> Any:
         await self._owner._open()
-        async for item in self._inner:
+        items = self._inner.__aiter__()
+        while True:
+            try:
+                item = await self._owner._watched(items.__anext__())
+            except StopAsyncIteration:
+                return
             yield item
 
     def __getattr__(self, name: str) -> Any:  # Transaction.start(), Cursor.fetch(), ...
@@ -104,7 +124,7 @@ class _Opening:
 
 def _opening_first(owner: JobConnection, attribute: Any) -> Any:
     """``attribute`` as it is, or, if it is callable, wrapped so that a call returning something
-    awaitable opens the savepoint before that runs. (A pool's connection proxy wraps its
+    awaitable lets the group prepare before that runs. (A pool's connection proxy wraps its
     coroutine methods in plain functions, so what the call returns is what tells: a coroutine
     has not run yet.)"""
     if not callable(attribute):
