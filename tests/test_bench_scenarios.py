@@ -175,5 +175,6 @@ async def test_idle_reports_cpu_and_postgres_wakeups_per_max_idle(settings, tmp_
     assert 0 <= run["worker_pg_wakeups_per_max_idle"] < run["timer_pg_wakeups_per_max_idle"]
     # The test server has no pg_stat_statements: said in the JSON, nothing printed.
     assert run["statements"]["available"] is False and run["statements"]["reason"]
+    assert run["pg_statements_per_max_idle"] is None
     assert "pg_stat_statements" not in result.stdout
     assert "CPU % of one core" in result.stdout

@@ -172,7 +172,7 @@ async def reset_statements(conn: Connection) -> str | None:
     return None
 
 
-async def top_statements(conn: Connection, limit: int) -> tuple[list[asyncpg.Record], bool]:
-    """The statements with the most time since the reset, and whether planning was counted."""
-    rows = await conn.fetch(query("statements_top"), limit)
+async def statements_since_reset(conn: Connection) -> tuple[list[asyncpg.Record], bool]:
+    """The statements run since the reset, most time first, and whether planning was counted."""
+    rows = await conn.fetch(query("statements_since_reset"))
     return rows, bool(await conn.fetchval(query("statements_track_planning")))

@@ -2,13 +2,15 @@
 their sessions' backends (``/proc/<pid>/status``), found by the application names the processes
 connect with (``timer@host:pid``, ``timer@host:pid-dispatch``, ``worker@host:pid``, ...).
 
-A backend waiting for its client sleeps; each message from it (a statement, a transaction's
-BEGIN or COMMIT: one round trip) wakes it once. Wake-ups that the session did not ask for are
+A backend waiting for its client sleeps; a message from it (a statement, a transaction's BEGIN
+or COMMIT: a round trip) wakes it, unless it arrives before the backend has gone back to sleep,
+as the next statement of a transaction can. Wake-ups that the session did not ask for are
 counted too: a deferred statistics flush after its last transaction, a catch-up after catalog
-changes made by sessions elsewhere on the server. On a server nothing else uses the figure is
-the round trips, and more where other work runs. Local Postgres only: where the backends are
-not processes of this machine there is no figure. A session that closes inside the window is
-missed; one that opens inside it counts from zero.
+changes made by sessions elsewhere on the server, which on a busy shared server can outnumber
+the rest. (``pg_stat_statements`` counts round trips exactly, but not by session: see
+bench/statements.py.) Local Postgres only: where the backends are not processes of this machine
+there is no figure. A session that closes inside the window is missed; one that opens inside
+it counts from zero.
 """
 
 from __future__ import annotations

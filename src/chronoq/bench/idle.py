@@ -7,9 +7,11 @@ connections idle, each run measures over ``--duration`` seconds:
   together;
 - Postgres transactions in the bench's database (``pg_stat_database``: every session in it,
   autovacuum included where it visits), less the bench's own two reads;
+- Postgres statements (round trips) in it, where ``pg_stat_statements`` is there, less the
+  bench's own;
 - wake-ups of the timer's and of the worker's Postgres sessions (bench/backends.py), local
   Postgres only;
-- per statement, where ``pg_stat_statements`` is there (bench/statements.py).
+- per statement, with the same extension (bench/statements.py).
 
 Each count is also given per ``timer_max_idle``, the longest a timer sleeps without looking at
 the wheel. Backends publish their statistics at most once a second, and one that went idle
@@ -78,6 +80,7 @@ async def idle(p: Pipeline, *, duration: float, scheduled: int, progress: Progre
     transactions = await store.database_transactions(p.conn) - transactions_before - OWN_TRANSACTIONS
     woken = backends.per_role(woken_before, await backends.count(p.conn, p.pids)) or {}
     intervals = elapsed / max_idle
+    by_statement = await statements.breakdown(p.conn, no_statements, units=intervals, per="timer_max_idle")
     return {
         "scenario": "idle",
         "duration_s": round(elapsed, 1),
@@ -86,8 +89,9 @@ async def idle(p: Pipeline, *, duration: float, scheduled: int, progress: Progre
         "timer_worker_cpu_pct": round(share.get("timer", 0.0) + share.get("worker", 0.0), 3) if share else None,
         "pg_transactions": transactions,
         "pg_transactions_per_max_idle": _per(transactions, intervals),
+        "pg_statements_per_max_idle": by_statement["total"]["calls"] if by_statement["available"] else None,
         "timer_pg_wakeups_per_max_idle": _per(woken.get("timer"), intervals),
         "worker_pg_wakeups_per_max_idle": _per(woken.get("worker"), intervals),
         CPU_SHARE_KEY: share,
-        STATEMENTS_KEY: await statements.breakdown(p.conn, no_statements, units=intervals, per="timer_max_idle"),
+        STATEMENTS_KEY: by_statement,
     }

@@ -16,7 +16,8 @@ from chronoq.bench import statements
 
 MEDIAN_OF = ("e2e_jobs_per_s", "drain_jobs_per_s", "lateness_p50_ms", "lateness_p99_ms", "lateness_max_ms",
              "single_jobs_per_s", "bulk_jobs_per_s", "achieved_rate", "timer_worker_cpu_pct", "pg_transactions",
-             "pg_transactions_per_max_idle", "timer_pg_wakeups_per_max_idle", "worker_pg_wakeups_per_max_idle")
+             "pg_transactions_per_max_idle", "pg_statements_per_max_idle", "timer_pg_wakeups_per_max_idle",
+             "worker_pg_wakeups_per_max_idle")
 
 
 @dataclass

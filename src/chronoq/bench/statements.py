@@ -1,11 +1,13 @@
 """Where Postgres's time goes, per statement, where the bench's database has ``pg_stat_statements``.
 
 A measured window starts with ``begin`` (this database's statistics reset) and ends with
-``breakdown``: the statements with the most planning plus execution time, each as calls, plans,
-planning and execution milliseconds per unit (a job, or a ``timer_max_idle`` while idle), with the
-start of its text and its name where it is one of chronoq's (``_store/queries``). The bench's own
-statements are left out. Planning is only counted where the server runs with
-``pg_stat_statements.track_planning = on`` (the breakdown says so).
+``breakdown``: calls, plans, planning and execution milliseconds per unit (a job, or a
+``timer_max_idle`` while idle) of all statements together, and of those with the most planning
+plus execution time, each with the start of its text and its name where it is one of chronoq's
+(``_store/queries``). The bench's own statements are left out. A call is a round trip (a BEGIN
+and a COMMIT are calls too), except that several statements sent as one string take one.
+Planning is only counted where the server runs with ``pg_stat_statements.track_planning = on``
+(the breakdown says so).
 
 The extension needs its library in ``shared_preload_libraries`` and ``CREATE EXTENSION
 pg_stat_statements`` in the database; without it the breakdown says it was not available, and
@@ -34,7 +36,7 @@ FIGURES = ("calls", "plans", "plan_ms", "exec_ms")
 #: The bench's own statements inside a window: its poll for the end of a run, its reads of the
 #: database's statistics.
 OWN = frozenset({"pending_in_range", "flush_stats", "database_transactions", "client_sessions", "statements_reset",
-                 "statements_top", "statements_track_planning"})
+                 "statements_since_reset", "statements_track_planning"})
 _COMMENT = re.compile(r"--[^\n]*")
 #: What the extension replaces by $n: quoted strings, numbers, booleans, NULL as a value, the
 #: field of extract().
@@ -68,22 +70,28 @@ async def begin(conn: Connection) -> str | None:
     return await store.reset_statements(conn)
 
 
+#: The extension's columns behind FIGURES, in the same order.
+_COLUMNS = ("calls", "plans", "total_plan_time", "total_exec_time")
+
+
+def _figures(values: list[float], units: float) -> dict[str, float]:
+    """FIGURES per unit from the values of _COLUMNS."""
+    return {figure: round(value / units, 3 if figure in ("calls", "plans") else 4)
+            for figure, value in zip(FIGURES, values, strict=True)}
+
+
 async def breakdown(conn: Connection, unavailable: str | None, *, units: float, per: str) -> dict[str, Any]:
-    """The top statements since ``begin`` (which returned ``unavailable``), per ``per``, of which
-    the window held ``units``. Each has its name where it is one of chronoq's, and the start of
-    its text."""
+    """The statements since ``begin`` (which returned ``unavailable``), per ``per``, of which the
+    window held ``units``: their ``total`` and the ``top`` ones, each with its name where it is one
+    of chronoq's and the start of its text."""
     if unavailable is not None:
         return {"available": False, "reason": unavailable}
-    found, track_planning = await store.top_statements(conn, TOP + len(OWN))
-    named = [(name_of(r["query"]), r) for r in found]
-    top = [{"name": name,
-            "query": _plain(r["query"])[:QUERY_CHARS],
-            "queryid": r["queryid"],
-            "calls": round(r["calls"] / units, 3),
-            "plans": round(r["plans"] / units, 3),
-            "plan_ms": round(r["total_plan_time"] / units, 4),
-            "exec_ms": round(r["total_exec_time"] / units, 4)} for name, r in named if name not in OWN][:TOP]
-    return {"available": True, "per": per, "track_planning": track_planning, "top": top}
+    found, track_planning = await store.statements_since_reset(conn)
+    named = [(name, r) for name, r in ((name_of(r["query"]), r) for r in found) if name not in OWN]
+    top = [{"name": name, "query": _plain(r["query"])[:QUERY_CHARS], "queryid": r["queryid"],
+            **_figures([r[c] for c in _COLUMNS], units)} for name, r in named[:TOP]]
+    total = _figures([sum(r[c] for _, r in named) for c in _COLUMNS], units)
+    return {"available": True, "per": per, "track_planning": track_planning, "total": total, "top": top}
 
 
 def show(console: Console, runs: list[dict[str, Any]]) -> None:
@@ -105,4 +113,6 @@ def show(console: Console, runs: list[dict[str, Any]]) -> None:
         table.add_column(f.replace("_", " "), justify="right", no_wrap=True, min_width=7)
     for q in ranked:
         table.add_row(labels[q], *(f"{medians[q][f]:.4g}" for f in FIGURES))
+    total = {f: statistics.median(b["total"][f] for b in found) for f in FIGURES}
+    table.add_row("all statements", *(f"{total[f]:.4g}" for f in FIGURES), style="bold")
     console.print(table)

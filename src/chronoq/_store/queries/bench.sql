@@ -102,16 +102,15 @@ SELECT pid, application_name FROM pg_stat_activity WHERE datname = current_datab
 -- Fails where the extension is missing, its library is not loaded, or the role may not reset.
 SELECT pg_stat_statements_reset($1::oid, (SELECT oid FROM pg_database WHERE datname = current_database()), $2::bigint);
 
--- name: statements_top
--- This database's $1 statements with the most planning and execution time since the reset.
+-- name: statements_since_reset
+-- This database's statements since the reset, the most planning and execution time first.
 -- The extension keeps each statement's text with its constants replaced by $n, and chronoq
 -- passes values as parameters: the texts carry no data. (No constant here either: the extension
 -- records this statement's planning before it runs, and the bench finds its text to leave out.)
 SELECT queryid, query, calls, plans, total_plan_time, total_exec_time
 FROM pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-ORDER BY total_plan_time + total_exec_time DESC
-LIMIT $1;
+ORDER BY total_plan_time + total_exec_time DESC;
 
 -- name: statements_track_planning
 -- Whether the extension counts planning (pg_stat_statements.track_planning, off by default).
