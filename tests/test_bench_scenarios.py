@@ -171,7 +171,7 @@ async def test_idle_reports_cpu_and_postgres_wakeups_per_max_idle(settings, tmp_
     # The timer looks at the wheel at least once per timer_max_idle; the idle worker sends nothing
     # (its sessions' backends may still be woken by other sessions on a shared server).
     assert 0.5 <= run["pg_transactions_per_max_idle"] <= 4
-    assert run["timer_pg_wakeups_per_max_idle"] >= 1
+    assert run["timer_pg_wakeups_per_max_idle"] >= 0.5
     assert 0 <= run["worker_pg_wakeups_per_max_idle"] < run["timer_pg_wakeups_per_max_idle"]
     # The test server has no pg_stat_statements: said in the JSON, nothing printed.
     assert run["statements"]["available"] is False and run["statements"]["reason"]

@@ -62,11 +62,12 @@ class DispatchLoop:
     async def _sleep(self, look: Look | None) -> None:
         """After a batch that did not fill: sleep until the next due row. The claim saw when
         that is; the wheel is asked again (next_due) only if the claim got nothing, left due
-        rows to others, or the backlog is to be counted."""
+        rows to others, or the backlog is to be counted, and after a sleep of the whole
+        ``timer_max_idle`` (wakeups.py)."""
         if look is None or look.others_due or self.wakeups.backlog_due():
             await self.wakeups.sleep_until_due(self.pool, claimed_nothing=look is None)
-        else:
-            await self.wakeups.sleep_as_seen(look.db_now, look.due_in)
+        elif await self.wakeups.sleep_as_seen(look.db_now, look.due_in):
+            await self.wakeups.sleep_until_due(self.pool, claimed_nothing=False)
 
     async def _broker_reachable(self) -> bool:
         """Wait, claiming nothing, while the broker connection is down; False if stopped first.
