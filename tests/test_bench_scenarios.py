@@ -157,3 +157,24 @@ def test_plot_draws_lateness_against_rate(settings, tmp_path: Path) -> None:
     result = chronoq(settings, "bench", "plot", str(tmp_path), "--output", str(output))
     assert result.returncode == 0, result.stdout + result.stderr
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(60)
+async def test_idle_reports_cpu_and_postgres_wakeups_per_max_idle(settings, tmp_path: Path) -> None:
+    result = chronoq(settings, "bench", "idle", "--duration", "3", "--runs", "1", "--preload", "20",
+                     "--timer-max-idle", "0.5", "--out", str(tmp_path), timeout=55)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run,) = _document(tmp_path, "idle")["runs"]
+    assert run["scheduled"] == 20 and run["timer_max_idle_s"] == 0.5 and run["duration_s"] >= 3
+    share = run["cpu_percent_of_core"]
+    assert {"timer", "worker", "postgres", "total"} <= share.keys() and 0 <= run["timer_worker_cpu_pct"] < 100
+    # The timer looks at the wheel at least once per timer_max_idle; the idle worker sends nothing
+    # (its sessions' backends may still be woken by other sessions on a shared server).
+    assert 0.5 <= run["pg_transactions_per_max_idle"] <= 4
+    assert run["timer_pg_wakeups_per_max_idle"] >= 0.5
+    assert 0 <= run["worker_pg_wakeups_per_max_idle"] < run["timer_pg_wakeups_per_max_idle"]
+    # The test server has no pg_stat_statements: said in the JSON, nothing printed.
+    assert run["statements"]["available"] is False and run["statements"]["reason"]
+    assert run["pg_statements_per_max_idle"] is None
+    assert "pg_stat_statements" not in result.stdout
+    assert "CPU % of one core" in result.stdout

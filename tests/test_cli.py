@@ -108,6 +108,8 @@ async def test_bench_runs_and_records_its_environment(settings, tmp_path) -> Non
     assert cpu["total"] >= cpu["worker"] + cpu["timer"]
     assert document["median"]["cpu_ms_per_job"] == cpu  # one run: its own breakdown
     assert "CPU ms per job" in result.stdout
+    # Without pg_stat_statements in the database (the test server's case): said so, nothing printed.
+    assert run["statements"]["available"] is False and "Postgres statements" not in result.stdout
     logs = re.search(r"timer and worker logs: (\S+)", result.stdout)
     assert logs is not None and (Path(logs.group(1)) / "timer-0.log").is_file(), result.stdout
     assert {"machine", "packages", "postgres", "settings"} <= set(document["environment"])

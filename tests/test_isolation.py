@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from chronoq import JobContext, Producer, Worker
+from chronoq._store import wheel
 from chronoq.consumer.service import WorkerService
 from chronoq.timer import Timer, batch
 from chronoq.timer.messages import build_messages
@@ -115,6 +116,50 @@ async def test_a_batch_failing_for_an_unknown_reason_is_split_and_only_its_culpr
     (status,) = await producer.status()
     assert status.held == 1
     assert (await producer.get(poisoned)).occurrences[0].error.startswith("dispatch failed")
+
+
+async def test_a_look_at_the_wheel_failing_for_an_unknown_reason_is_retried_after_a_pause(
+    settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No row is to blame when the timer's look at the wheel fails: it pauses and tries again. It
+    used to claim one row at a time to find a culprit, which an empty wheel never ends: a tight
+    loop of claims, the look never retried."""
+    looks: list[int] = []
+    claims: list[int] = []
+    claim_due = wheel.claim_due
+
+    async def failing_look(conn, *, count_backlog: bool):
+        looks.append(1)
+        raise RuntimeError("the look at the wheel fails")
+
+    async def counted_claim(conn, limit: int):
+        claims.append(limit)
+        return await claim_due(conn, limit)
+
+    monkeypatch.setattr(wheel, "next_due", failing_look)
+    monkeypatch.setattr(wheel, "claim_due", counted_claim)
+    async with running(Timer(settings)):
+
+        async def looked_three_times() -> bool:
+            return len(looks) >= 3
+
+        await eventually(looked_three_times, timeout=15, what="three failed looks")
+    assert len(claims) <= len(looks) + 1  # one claim after each pause, not a loop of them
+    assert set(claims) == {settings.claim_batch}  # and whole batches: no row is being sought
+
+
+async def test_isolation_ends_once_nothing_is_due(settings) -> None:
+    """After a batch failed, its rows are claimed one at a time; rows gone before their turn
+    (cancelled, dispatched by another timer) must not keep the timer from sleeping."""
+    timer = Timer(settings)
+    await timer.start()
+    try:
+        assert timer._batches is not None
+        timer._batches.one_at_a_time = 3  # a failed batch of three rows, none of them due any more
+        assert await timer.run_once() == 0
+        assert timer._batches.one_at_a_time == 0
+    finally:
+        await timer.close()
 
 
 async def _rejected(channel: aio_pika.abc.AbstractChannel, namespace: str, count: int) -> list:

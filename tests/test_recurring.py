@@ -4,6 +4,7 @@ pause/resume, idempotent schedules, timers stopped and restarted as real process
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -12,6 +13,8 @@ import asyncpg
 import pytest
 
 from chronoq import InvalidJobError, JobContext, Producer, Worker
+from chronoq._runtime.hooks import Hooks
+from chronoq._store import wheel
 from chronoq._store.clock import db_now
 from chronoq.consumer.service import WorkerService
 from chronoq.schemas.cron import CronSchedule
@@ -287,3 +290,46 @@ async def test_a_paused_one_shot_job_waits_and_runs_after_resume(settings, produ
     async with running(Timer(settings)), running(WorkerService(worker, settings)):
         await all_finished(producer, [job_id])
     assert [j for j, _ in runs] == [job_id]
+
+
+class _Looks(Hooks):
+    """Counts the timer's looks at the wheel that counted its backlog (the first, then at most one a second)."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def due_backlog(self, rows: int) -> None:
+        self.looks += 1
+
+
+async def test_a_timer_whose_wheel_holds_only_paused_jobs_finds_nothing_to_wait_for(
+    settings, producer: Producer, db, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker, runs = recorder()
+    job_id = await producer.schedule("ticks", {}, cron=EVERY_SECOND)
+    assert await producer.pause(job_id) is True
+    # Its head is parked at 'infinity', from which no wait can be taken: the timer's look at the
+    # wheel failed on it, and the timer retried it in a tight loop, claiming nothing.
+    _, due_in, _ = await wheel.next_due(db, count_backlog=False)
+    assert due_in is None
+    now_job = await producer.enqueue("ticks", {})
+    async with db.transaction():  # what a batch's claim sees of the rest of the wheel: a parked row
+        (claimed,) = await wheel.claim_due(db, 10)
+        assert claimed["job_id"] == now_job and claimed["next_due_in"] is None
+    caplog.set_level(logging.WARNING, logger="chronoq.timer")
+    hooks = _Looks()
+    async with running(Timer(settings, hooks=hooks)), running(WorkerService(worker, settings)):
+
+        async def looked() -> bool:
+            return hooks.looks >= 1
+
+        await eventually(looked, what="the timer to look at the wheel")
+        assert await producer.resume(job_id) is True
+
+        async def ran() -> bool:
+            return {now_job, job_id} <= {j for j, _ in runs}
+
+        await eventually(ran, what="the due job and a tick of the resumed one to run")
+    failures = [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.ERROR or getattr(r, "action", None) == "timer_retry"]
+    assert failures == []

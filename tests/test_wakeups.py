@@ -1,18 +1,29 @@
 """What a claim tells the timer about the wheel besides its rows: when the next row is due and
 whether due rows were left to others. After a batch that claimed rows the timer sleeps on this,
-without asking the wheel again (timer/dispatch.py, timer/wakeups.py)."""
+without asking the wheel again (timer/dispatch.py, timer/wakeups.py). An idle timer looks at the
+wheel once per ``timer_max_idle`` with one statement and claims nothing, and that look still
+finds a job whose NOTIFY was lost."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import timedelta
 
 import asyncpg
 import pytest
 
-from chronoq import Producer
+from chronoq import JobContext, Producer, Worker
+from chronoq._runtime.hooks import Hooks
 from chronoq._store import wheel
 from chronoq._store.connection import connect
+from chronoq.consumer.service import WorkerService
+from chronoq.timer import Timer
 from chronoq.timer.batch import Look
+from chronoq.timer.wakeups import Wakeups
+from tests.harness import all_finished, eventually, running
+
+MAX_IDLE = timedelta(milliseconds=200)
 
 
 def look_of(rows: list[asyncpg.Record]) -> Look:
@@ -53,3 +64,62 @@ async def test_a_claim_that_skips_rows_locked_by_another_batch_says_so(settings,
     finally:
         await first.close()
         await second.close()
+
+
+class Counted:
+    """The store's statement, run as it is, its calls counted."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+        self.calls = 0
+        self._statement = getattr(wheel, name)
+        monkeypatch.setattr(wheel, name, self)
+
+    async def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return await self._statement(*args, **kwargs)
+
+
+async def test_an_idle_timer_looks_at_the_wheel_once_per_max_idle_and_claims_nothing(
+    settings, producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await producer.enqueue("later", {}, delay=timedelta(days=1))  # the wheel is not empty; nothing is due
+    looks, claims = Counted(monkeypatch, "next_due"), Counted(monkeypatch, "claim_due")
+    idle = settings.model_copy(update={"timer_max_idle": MAX_IDLE})
+    async with running(Timer(idle)):
+
+        async def looked_five_times() -> bool:
+            return looks.calls >= 5
+
+        await eventually(looked_five_times, what="five looks at the wheel")
+    assert claims.calls == 1  # the first batch, at start: none after a look that found nothing due
+
+
+async def test_a_job_whose_notify_is_lost_is_found_by_the_next_look(
+    settings, producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Wakeups, "_on_notify", lambda *args: None)  # every NOTIFY lost
+    worker = Worker()
+
+    @worker.handler("reports")
+    async def report(ctx: JobContext, payload: dict) -> None:
+        return None
+
+    idle = settings.model_copy(update={"timer_max_idle": MAX_IDLE})
+    async with running(WorkerService(worker, idle)), running(Timer(idle)):
+        job_id = await producer.enqueue("reports", {})
+        summary = await all_finished(producer, [job_id], timeout=30)
+    assert summary["succeeded"] == 1
+
+
+async def test_only_a_sleep_of_the_whole_max_idle_asks_for_another_look_before_a_claim(settings) -> None:
+    wakeups = Wakeups(settings.database_url, "chronoq-test-wakeups", 0.05, Hooks(), asyncio.Event())
+    try:
+        wakeups.look_begins()
+        assert await wakeups.sleep_as_seen(time.time(), None) is True  # nothing due: look again
+        wakeups.look_begins()
+        assert await wakeups.sleep_as_seen(time.time(), 0.01) is False  # slept until a due time: claim
+        wakeups.look_begins()
+        wakeups.interrupt()
+        assert await wakeups.sleep_as_seen(time.time(), None) is False  # woken: a NOTIFY, or stopping
+    finally:
+        await wakeups.close()

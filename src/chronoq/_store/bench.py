@@ -144,3 +144,35 @@ async def reset_autovacuum(conn: Connection) -> None:
 
 async def autovacuum_settings(conn: Connection) -> asyncpg.Record:
     return await one_row(conn, query("autovacuum_settings"))
+
+
+async def database_transactions(conn: Connection) -> int:
+    """Transactions of every session in this database so far (this one's: up to its flush here)."""
+    await conn.fetchval(query("flush_stats"))
+    return int(await conn.fetchval(query("database_transactions")))
+
+
+async def client_sessions(conn: Connection) -> dict[int, str]:
+    """The other sessions in this database: backend pid -> application name."""
+    return {r["pid"]: r["application_name"] for r in await conn.fetch(query("client_sessions"))}
+
+
+#: What keeps pg_stat_statements from answering: not installed in this database (or not on the
+#: search path), its library not in shared_preload_libraries, a role that may not reset it.
+STATEMENTS_UNAVAILABLE = (asyncpg.UndefinedFunctionError, asyncpg.UndefinedTableError,
+                          asyncpg.ObjectNotInPrerequisiteStateError, asyncpg.InsufficientPrivilegeError)
+
+
+async def reset_statements(conn: Connection) -> str | None:
+    """Empty this database's pg_stat_statements; None if done, else why it could not be."""
+    try:
+        await conn.fetchval(query("statements_reset"), 0, 0)
+    except STATEMENTS_UNAVAILABLE as exc:
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return None
+
+
+async def statements_since_reset(conn: Connection) -> tuple[list[asyncpg.Record], bool]:
+    """The statements run since the reset, most time first, and whether planning was counted."""
+    rows = await conn.fetch(query("statements_since_reset"))
+    return rows, bool(await conn.fetchval(query("statements_track_planning")))

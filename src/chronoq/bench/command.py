@@ -18,7 +18,7 @@ from rich.progress import (
 
 from chronoq._runtime.config import Settings
 from chronoq._store.migrate import migrate as apply_migrations
-from chronoq.bench import churn, memory, plot, scale, scenarios
+from chronoq.bench import churn, idle, memory, plot, scale, scenarios
 from chronoq.bench.environment import describe
 from chronoq.bench.pipeline import Pipeline, pipeline
 from chronoq.bench.report import show, write
@@ -42,23 +42,15 @@ async def run_bench(settings: Settings, scenario: str, options: dict[str, Any]) 
         return 0
     if scenario in MEASURED:
         return await _run_measured(settings, scenario, options, console)
-    runs: list[dict[str, Any]] = []
-    columns = PROGRESS_COLUMNS
     async with pipeline(settings, timers=options["timers"], workers=options["workers"]) as p:
         environment = await describe(settings, p.conn)
         logs = p.logs
-        with Progress(*columns, console=console, transient=True, refresh_per_second=PROGRESS_REFRESH) as progress:
-            await scenarios.warm_up(p, scenario, options, progress)
-            for _ in range(options["runs"]):
-                if scenario == "burst":
-                    runs.append(await scenarios.burst(p, jobs=options["jobs"], mode=options["handler"], progress=progress))
-                elif scenario == "steady" and options.get("find_max"):
-                    runs.append(await _find_max(p, options, progress))
-                elif scenario == "steady":
-                    runs.append(await scenarios.steady(p, rate=options["rate"], duration=options["duration"],
-                                                       mode=options["handler"], progress=progress))
-                else:
-                    runs.append(await scenarios.enqueue_rates(p, jobs=options["jobs"], concurrency=options["concurrency"]))
+        with Progress(*PROGRESS_COLUMNS, console=console, transient=True, refresh_per_second=PROGRESS_REFRESH) as progress:
+            if scenario == "idle":
+                runs = await _idle(p, options, progress)
+            else:
+                await scenarios.warm_up(p, scenario, options, progress)
+                runs = [await _run(p, scenario, options, progress) for _ in range(options["runs"])]
     title = f"chronoq bench {scenario} ({options['workers']} worker(s), {options['timers']} timer(s))"
     show(console, title, runs)
     path = write(Path(options["out"]), scenario, runs, environment, options)
@@ -66,6 +58,28 @@ async def run_bench(settings: Settings, scenario: str, options: dict[str, Any]) 
     # With --log-level DEBUG the timer's log has each batch's phases (wake, claim, confirm, commit).
     console.print(f"timer and worker logs: {logs}")
     return 0
+
+
+async def _run(p: Pipeline, scenario: str, options: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    if scenario == "burst":
+        return await scenarios.burst(p, jobs=options["jobs"], mode=options["handler"], progress=progress)
+    if scenario == "steady" and options.get("find_max"):
+        return await _find_max(p, options, progress)
+    if scenario == "steady":
+        return await scenarios.steady(p, rate=options["rate"], duration=options["duration"], mode=options["handler"],
+                                      progress=progress)
+    return await scenarios.enqueue_rates(p, jobs=options["jobs"], concurrency=options["concurrency"])
+
+
+async def _idle(p: Pipeline, options: dict[str, Any], progress: Progress) -> list[dict[str, Any]]:
+    """``runs`` idle windows with the same jobs scheduled, removed at the end unless ``keep``."""
+    block = await idle.prepare(p, options["preload"], progress)
+    try:
+        return [await idle.idle(p, duration=options["duration"], scheduled=options["preload"], progress=progress)
+                for _ in range(options["runs"])]
+    finally:
+        if not options["keep"]:
+            await idle.remove(p, block)
 
 
 async def _run_measured(settings: Settings, scenario: str, options: dict[str, Any], console: Console) -> int:

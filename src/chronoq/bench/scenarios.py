@@ -16,10 +16,11 @@ from typing import Any
 from rich.progress import Progress
 
 from chronoq._store import clock, maintenance, reads
-from chronoq.bench import cpu
+from chronoq.bench import cpu, statements
 from chronoq.bench.handlers import QUEUE
 from chronoq.bench.pipeline import Pipeline
 from chronoq.bench.report import CPU_KEY
+from chronoq.bench.statements import STATEMENTS_KEY
 
 ENQUEUE_CHUNK = 5000
 #: Slowest bulk enqueue a run plans for (jobs/s) when it sets how far ahead jobs are due. The
@@ -53,9 +54,11 @@ async def _enqueue_at(p: Pipeline, due_offsets: list[float], mode: str) -> tuple
 async def _wait_done(
     p: Pipeline, first: int, last: int, total: int, progress: Progress,
     timeout: float,  # noqa: ASYNC109 - its error says how many jobs were still pending
-) -> dict[str, float] | None:
-    """Wait until the jobs are done; returns the CPU per job by process meanwhile (bench/cpu.py),
-    None where ``/proc`` is not there."""
+) -> dict[str, Any]:
+    """Wait until the jobs are done; returns what was measured meanwhile: the CPU per job by
+    process (bench/cpu.py; None where ``/proc`` is not there) and the statements per job
+    (bench/statements.py)."""
+    no_statements = await statements.begin(p.conn)
     before = cpu.begin(p.pids)
     task = progress.add_task("jobs finished", total=total)
     deadline = time.monotonic() + timeout
@@ -63,7 +66,9 @@ async def _wait_done(
         pending = await reads.pending_in_range(p.conn, first, last)
         progress.update(task, completed=total - pending)
         if pending == 0:
-            return cpu.per_job_since(before, p.pids, total)
+            breakdown = cpu.per_job_since(before, p.pids, total)
+            return {CPU_KEY: breakdown,
+                    STATEMENTS_KEY: await statements.breakdown(p.conn, no_statements, units=total, per="job")}
         if time.monotonic() > deadline:
             raise TimeoutError(f"{pending} of {total} jobs still pending after {timeout:.0f}s")
         # Once a second: the count visits every pending row, and the figures come from the
@@ -94,10 +99,10 @@ async def burst(p: Pipeline, *, jobs: int, mode: str, progress: Progress) -> dic
     enqueue_s = time.monotonic() - started
     if enqueue_s >= lead:
         raise RuntimeError(f"enqueue took {enqueue_s:.1f}s, longer than the {lead:.1f}s lead")
-    breakdown = await _wait_done(p, first, last, jobs, progress, timeout=60 + jobs / 500)
+    measured = await _wait_done(p, first, last, jobs, progress, timeout=60 + jobs / 500)
     result = _timing(await reads.run_timing(p.conn, first, last), None)
     await reads.delete_jobs_of_queue(p.conn, QUEUE)
-    return {"scenario": "burst", "mode": mode, **result, CPU_KEY: breakdown}
+    return {"scenario": "burst", "mode": mode, **result, **measured}
 
 
 async def steady(p: Pipeline, *, rate: float, duration: float, mode: str, progress: Progress) -> dict[str, Any]:
@@ -106,11 +111,10 @@ async def steady(p: Pipeline, *, rate: float, duration: float, mode: str, progre
     lead = lead_for(jobs)
     await _vacuum(p)
     first, last = await _enqueue_at(p, [lead + i / rate for i in range(jobs)], mode)
-    breakdown = await _wait_done(p, first, last, jobs, progress, timeout=duration + 60 + jobs / 500)
+    measured = await _wait_done(p, first, last, jobs, progress, timeout=duration + 60 + jobs / 500)
     result = _timing(await reads.run_timing(p.conn, first, last), duration)
     await reads.delete_jobs_of_queue(p.conn, QUEUE)
-    return {"scenario": "steady", "mode": mode, "offered_rate": rate, "duration_s": duration, **result,
-            CPU_KEY: breakdown}
+    return {"scenario": "steady", "mode": mode, "offered_rate": rate, "duration_s": duration, **result, **measured}
 
 
 async def enqueue_rates(p: Pipeline, *, jobs: int, concurrency: int) -> dict[str, Any]:

@@ -24,10 +24,15 @@ from chronoq.cli.settings import FLEET
 from chronoq.errors import ConfigError, InvalidJobError
 from chronoq.schemas.rules import MAX_LIST_LIMIT
 
-SCENARIOS = ("burst", "steady", "enqueue", "scale", "churn", "memory", "plot")
-DESCRIPTION = ("Measure this deployment: burst, steady, enqueue, scale, churn, memory (tables, JSON with versions); "
-               "plot: lateness against offered rate from steady results. Server settings are left as they are "
-               "unless --tune-server is given.")
+SCENARIOS = ("burst", "steady", "enqueue", "scale", "churn", "memory", "idle", "plot")
+DESCRIPTION = ("Measure this deployment: burst, steady, enqueue, scale, churn, memory, idle (CPU and Postgres "
+               "wake-ups of a timer and a worker with nothing due) as tables and JSON with versions; plot: lateness "
+               "against offered rate from steady results. With pg_stat_statements in the database, burst, steady and "
+               "idle list the statements Postgres spent its time on. Server settings are left as they are unless "
+               "--tune-server is given.")
+#: Defaults that differ by scenario: (the scenario's, every other's).
+IDLE_DURATION, DURATION = 30.0, 10.0
+IDLE_PRELOAD, PRELOAD = 1_000, 1_000_000
 #: Every option the scenarios read, by its ``dest``.
 OPTIONS = ("jobs", "rate", "duration", "find_max", "handler", "workers", "timers", "runs", "warmup", "out", "sizes",
            "claim_batches", "preload", "autovacuum", "autovacuum_naptime", "settle", "keep", "inputs", "output",
@@ -41,8 +46,8 @@ def add_commands(actions: Actions) -> None:
     bench.add_argument("--jobs", type=integer("jobs", 1, MAX_BENCH_JOBS),
                        help="jobs per run: burst/enqueue/memory's burst (default 20000), churn (default 1000000)")
     bench.add_argument("--rate", type=number("rate", MAX_BENCH_RATE), default=200.0, help="steady: offered jobs/s (default 200)")
-    bench.add_argument("--duration", type=number("duration", MAX_BENCH_SECONDS), default=10.0,
-                       help="steady: seconds (default 10)")
+    bench.add_argument("--duration", type=number("duration", MAX_BENCH_SECONDS),
+                       help="steady: seconds (default 10); idle: seconds measured per run (default 30)")
     bench.add_argument("--find-max", action="store_true", help="steady: search the highest rate with p99 under 100 ms")
     bench.add_argument("--handler", **one_of("handler", "noop", "db"), default="db",
                        help="noop, or db: one row written through ctx.db per job (default)")
@@ -65,8 +70,9 @@ def _add_preload_options(bench: argparse.ArgumentParser) -> None:
                        help="scale: scheduled jobs preloaded at each step (default 10000,1000000,10000000)")
     bench.add_argument("--claim-batches", type=integer("claim_batches", 1, MAX_LIST_LIMIT), default=40,
                        help="scale: claim batches timed per size (default 40)")
-    bench.add_argument("--preload", type=integer("preload", 0, MAX_PRELOAD), default=1_000_000,
-                       help="churn/memory: future jobs preloaded (default 1000000)")
+    bench.add_argument("--preload", type=integer("preload", 0, MAX_PRELOAD),
+                       help="churn/memory: future jobs preloaded (default 1000000); idle: jobs scheduled far ahead, "
+                            "none due (default 1000)")
     bench.add_argument("--tune-server", action="store_true",
                        help="allow the run to act on the whole Postgres server (superuser): scale runs a CHECKPOINT "
                             "after each preload; churn's --autovacuum on and --autovacuum-naptime change settings "
@@ -79,19 +85,29 @@ def _add_preload_options(bench: argparse.ArgumentParser) -> None:
                             "--tune-server; the server's default is 60s)")
     bench.add_argument("--settle", type=number("settle", MAX_BENCH_SECONDS, zero=True), default=6.0,
                        help="memory: seconds idle before reading RSS (default 6)")
-    bench.add_argument("--keep", action="store_true", help="scale/churn/memory: keep the preloaded jobs")
+    bench.add_argument("--keep", action="store_true", help="scale/churn/memory/idle: keep the preloaded jobs")
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from chronoq.bench.command import run_bench
 
+    _fill_defaults(args)
     _check_load(args)
     _check_server_changes(args)
     options: dict[str, Any] = {name: getattr(args, name) for name in OPTIONS}
-    if options["jobs"] is None:
-        options["jobs"] = 1_000_000 if args.scenario == "churn" else 20_000
     options["concurrency"] = settings.concurrency
     return run_async(run_bench(settings, args.scenario, options), fast_loop=True)
+
+
+def _fill_defaults(args: argparse.Namespace) -> None:
+    """The defaults that depend on the scenario."""
+    idle = args.scenario == "idle"
+    if args.jobs is None:
+        args.jobs = 1_000_000 if args.scenario == "churn" else 20_000
+    if args.duration is None:
+        args.duration = IDLE_DURATION if idle else DURATION
+    if args.preload is None:
+        args.preload = IDLE_PRELOAD if idle else PRELOAD
 
 
 def _check_load(args: argparse.Namespace) -> None:

@@ -98,6 +98,8 @@ class Batches:
             if any(r["kind"] is None for r in rows):
                 rows = await recording.drop_orphans(conn, rows)
             if not rows:
+                if not claimed:
+                    self.one_at_a_time = 0  # nothing due: no row left to find the failing one among
                 return claimed
             phases.claimed = time.perf_counter()
             screened = screen(rows)
@@ -114,6 +116,7 @@ class Batches:
 
     async def _claim(self, conn: Connection) -> list[asyncpg.Record]:
         limit = 1 if self.one_at_a_time else self.settings.claim_batch
+        self.claimed_keys = []  # until the claim returns: a failure before it has no rows to blame
         rows = await wheel.claim_due(conn, limit)
         self.claimed_keys = [r["occurrence_key"] for r in rows]
         self.look = Look(rows[0]["db_epoch"], rows[0]["next_due_in"], rows[0]["due_now"] > len(rows)) if rows else None

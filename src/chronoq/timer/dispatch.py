@@ -47,22 +47,27 @@ class DispatchLoop:
             try:
                 self.wakeups.look_begins()
                 handled = await self.batches.run_once()
-                if handled < claim_batch and not self.batches.one_at_a_time and not self.stopping.is_set():
-                    await self._sleep(self.batches.look)
             except Exception as exc:  # a timer must outlive anything one batch can throw
                 if unavailable(exc):
                     await self._recover(exc, expected=True)
                 else:
                     await self._isolate(exc)
+                continue
+            if handled < claim_batch and not self.batches.one_at_a_time and not self.stopping.is_set():
+                try:
+                    await self._sleep(self.batches.look)
+                except Exception as exc:  # no row's fault: looking at the wheel failed
+                    await self._recover(exc, expected=unavailable(exc))
 
     async def _sleep(self, look: Look | None) -> None:
         """After a batch that did not fill: sleep until the next due row. The claim saw when
         that is; the wheel is asked again (next_due) only if the claim got nothing, left due
-        rows to others, or the backlog is to be counted."""
+        rows to others, or the backlog is to be counted, and after a sleep of the whole
+        ``timer_max_idle`` (wakeups.py)."""
         if look is None or look.others_due or self.wakeups.backlog_due():
             await self.wakeups.sleep_until_due(self.pool, claimed_nothing=look is None)
-        else:
-            await self.wakeups.sleep_as_seen(look.db_now, look.due_in)
+        elif await self.wakeups.sleep_as_seen(look.db_now, look.due_in):
+            await self.wakeups.sleep_until_due(self.pool, claimed_nothing=False)
 
     async def _broker_reachable(self) -> bool:
         """Wait, claiming nothing, while the broker connection is down; False if stopped first.
@@ -85,6 +90,9 @@ class DispatchLoop:
         breaks it. Its rows are due again (the batch rolled back); claim them one at a time, and
         hold the one whose own batch fails, so that no single row stops the others."""
         keys = self.batches.claimed_keys
+        if not keys:  # it failed before claiming: no row to find, only to wait and try again
+            await self._recover(exc, expected=False)
+            return
         if len(keys) == 1:
             log.error("dispatch of one occurrence failed; it is held and tried again later",
                       extra={"action": "occurrence_held", "occurrence": short(keys[0]),
@@ -97,10 +105,11 @@ class DispatchLoop:
             return
         log.error("dispatch failed; claiming one row at a time to find the cause",
                   extra={"action": "timer_isolating", "rows": len(keys), "error": type(exc).__name__}, exc_info=exc)
-        self.batches.one_at_a_time = max(len(keys), 1)
+        self.batches.one_at_a_time = len(keys)
 
     async def _recover(self, exc: Exception, *, expected: bool) -> None:
-        """The batch rolled back and its rows stay due; wait a moment and carry on."""
+        """A batch failed (it rolled back: its rows stay due) or a look at the wheel did: wait a
+        moment and carry on."""
         log.log(
             logging.WARNING if expected else logging.ERROR,
             "dispatch failed; retrying",

@@ -11,7 +11,6 @@ clock): no host wall clock is involved. Without the listener (its connection fai
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -91,20 +90,27 @@ class Wakeups:
         return time.monotonic() >= self._backlog_due
 
     async def sleep_until_due(self, pool: asyncpg.Pool, claimed_nothing: bool) -> None:
-        """Ask the wheel when the next row is due, and sleep until then."""
-        self.look_begins()
-        count_backlog = self.backlog_due()
-        async with pool.acquire() as conn:
-            db_now, due_in, backlog = await wheel.next_due(conn, count_backlog=count_backlog)
-        if backlog is not None:
-            self.hooks.due_backlog(backlog)
-            self._backlog_due = time.monotonic() + BACKLOG_INTERVAL
-        await self.sleep_as_seen(db_now, due_in, claimed_nothing=claimed_nothing)
+        """Ask the wheel when the next row is due, and sleep until then. After a sleep of the
+        whole ``max_idle`` (the safety net for a lost NOTIFY) it asks again instead of
+        returning, so that only a row that may be due leads to a claim: an idle timer sends one
+        statement per ``max_idle``, where a claim would take three (BEGIN, the claim, COMMIT)."""
+        while True:
+            self.look_begins()
+            count_backlog = self.backlog_due()
+            async with pool.acquire() as conn:
+                db_now, due_in, backlog = await wheel.next_due(conn, count_backlog=count_backlog)
+            if backlog is not None:
+                self.hooks.due_backlog(backlog)
+                self._backlog_due = time.monotonic() + BACKLOG_INTERVAL
+            if not await self.sleep_as_seen(db_now, due_in, claimed_nothing=claimed_nothing):
+                return
+            claimed_nothing = False
 
-    async def sleep_as_seen(self, db_now: float, due_in: float | None, *, claimed_nothing: bool = False) -> None:
+    async def sleep_as_seen(self, db_now: float, due_in: float | None, *, claimed_nothing: bool = False) -> bool:
         """Sleep until the next due row, as the last look at the wheel (begun with
         ``look_begins``) saw it: ``db_now`` its database epoch, ``due_in`` seconds to the first
-        row due (None: none)."""
+        row due (None: none). True if it slept the whole ``max_idle`` with nothing due before
+        its end: the wheel is to be looked at again before anything is claimed."""
         # The database answered: a listener lost meanwhile is reopened before the sleep.
         await self.listen_again_if_lost()
         host_now = time.monotonic()
@@ -112,9 +118,12 @@ class Wakeups:
         wait = self._wait(due_in, claimed_nothing)
         self._planned_wake = host_now + wait
         if wait <= 0 or self._wake.is_set() or self.stopping.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
+            return False
+        try:
             await asyncio.wait_for(self._wake.wait(), timeout=wait)
+        except TimeoutError:
+            return wait >= self.max_idle
+        return False  # a NOTIFY of an earlier due time, or the timer is stopping
 
     def _wait(self, due_in: float | None, claimed_nothing: bool) -> float:
         """Seconds until the next look, given the next due time (None: nothing is due)."""

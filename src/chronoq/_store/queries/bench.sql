@@ -85,3 +85,33 @@ ALTER SYSTEM RESET autovacuum_naptime;
 
 -- name: reload_conf
 SELECT pg_reload_conf();
+
+-- name: database_transactions
+-- Transactions committed and rolled back in this database so far, by every session in it. Each
+-- backend publishes its counters when it goes idle, at most once a second; one idle sooner than
+-- that publishes them within 10 s. The caller runs flush_stats first, for its own.
+SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database();
+
+-- name: client_sessions
+-- The other sessions in this database: their backends' pids and the names their applications
+-- gave them.
+SELECT pid, application_name FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid();
+
+-- name: statements_reset
+-- Empties pg_stat_statements for this database only: $1 (user) and $2 (query id) are 0, all.
+-- Fails where the extension is missing, its library is not loaded, or the role may not reset.
+SELECT pg_stat_statements_reset($1::oid, (SELECT oid FROM pg_database WHERE datname = current_database()), $2::bigint);
+
+-- name: statements_since_reset
+-- This database's statements since the reset, the most planning and execution time first.
+-- The extension keeps each statement's text with its constants replaced by $n, and chronoq
+-- passes values as parameters: the texts carry no data. (No constant here either: the extension
+-- records this statement's planning before it runs, and the bench finds its text to leave out.)
+SELECT queryid, query, calls, plans, total_plan_time, total_exec_time
+FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY total_plan_time + total_exec_time DESC;
+
+-- name: statements_track_planning
+-- Whether the extension counts planning (pg_stat_statements.track_planning, off by default).
+SELECT coalesce(current_setting('pg_stat_statements.track_planning', true), 'off')::boolean;

@@ -19,12 +19,13 @@ SELECT due.*, j.payload::text AS payload, j.max_attempts, j.timeout_ms, j.trace:
        j.max_backfill, j.overlap, now() AS db_now,
        -- What the timer needs to sleep after this batch without asking next_due (the same in
        -- every row; each computed once per statement): the database's clock, seconds until the
-       -- first row due later, and how many rows are due now, this claim's included, counted up
-       -- to one more than the limit: more than it claimed means rows it did not get (locked by
-       -- another timer's batch, or beyond the limit).
+       -- first row due later (paused jobs' rows, parked at 'infinity', are never due), and how
+       -- many rows are due now, this claim's included, counted up to one more than the limit:
+       -- more than it claimed means rows it did not get (locked by another timer's batch, or
+       -- beyond the limit).
        extract(epoch FROM now())::float8 AS db_epoch,
        (SELECT extract(epoch FROM l.due_at - now())::float8 FROM chronoq.wheel l
-        WHERE l.due_at > now() ORDER BY l.due_at LIMIT 1) AS next_due_in,
+        WHERE l.due_at > now() AND l.due_at < 'infinity' ORDER BY l.due_at LIMIT 1) AS next_due_in,
        (SELECT count(*) FROM (SELECT FROM chronoq.wheel n WHERE n.due_at <= now() LIMIT $1 + 1) AS n) AS due_now,
        -- A scalar subquery, not EXISTS: the planner may turn an EXISTS into one hash of every
        -- non-head row of the wheel, built by a sequential scan for each claim (it did, with
@@ -77,7 +78,8 @@ WHERE occurrence_key = $1 AND due_at <= now();
 
 -- name: next_due
 -- The database's clock now, and seconds until the earliest row is due (NULL: the wheel is
--- empty). The timer sleeps that long; the clock reading maps NOTIFY payloads to its own clock.
+-- empty, or holds only the rows of paused jobs, parked at 'infinity', from which no interval can
+-- be taken). The timer sleeps that long; the clock reading maps NOTIFY payloads to its own clock.
 -- The earliest due_at is the first entry of the due_at index, asked for as such (ORDER BY, LIMIT
 -- 1 and a condition the index serves), so that even a plan made for an empty wheel reads one
 -- entry, not the whole index. The backlog (rows due, not yet claimed)
@@ -87,7 +89,7 @@ WHERE occurrence_key = $1 AND due_at <= now();
 -- left due rows to other timers, or the backlog is to be counted.
 SELECT extract(epoch FROM now())::float8 AS db_now,
        (SELECT extract(epoch FROM due_at - now())::float8 FROM chronoq.wheel
-        WHERE due_at IS NOT NULL ORDER BY due_at LIMIT 1) AS due_in,
+        WHERE due_at < 'infinity' ORDER BY due_at LIMIT 1) AS due_in,
        CASE WHEN $1::boolean THEN (SELECT count(*) FROM chronoq.wheel WHERE due_at <= now()) END AS backlog;
 
 -- name: record_unrun_ticks
