@@ -27,7 +27,7 @@ MAX_IDLE = timedelta(milliseconds=200)
 
 
 def look_of(rows: list[asyncpg.Record]) -> Look:
-    return Look(rows[0]["db_epoch"], rows[0]["next_due_in"], rows[0]["due_now"] > len(rows))
+    return Look(rows[0]["db_epoch"], rows[0]["next_due_in"], rows[0]["due_now"] > len(rows), time.monotonic())
 
 
 async def test_a_claim_says_when_the_next_row_is_due_and_whether_it_left_due_rows(settings, producer: Producer) -> None:
@@ -115,11 +115,28 @@ async def test_only_a_sleep_of_the_whole_max_idle_asks_for_another_look_before_a
     wakeups = Wakeups(settings.database_url, "chronoq-test-wakeups", 0.05, Hooks(), asyncio.Event())
     try:
         wakeups.look_begins()
-        assert await wakeups.sleep_as_seen(time.time(), None) is True  # nothing due: look again
+        assert await wakeups.sleep_as_seen(time.time(), None, time.monotonic()) is True  # nothing due: look again
         wakeups.look_begins()
-        assert await wakeups.sleep_as_seen(time.time(), 0.01) is False  # slept until a due time: claim
+        assert await wakeups.sleep_as_seen(time.time(), 0.01, time.monotonic()) is False  # slept until a due time: claim
         wakeups.look_begins()
         wakeups.interrupt()
-        assert await wakeups.sleep_as_seen(time.time(), None) is False  # woken: a NOTIFY, or stopping
+        assert await wakeups.sleep_as_seen(time.time(), None, time.monotonic()) is False  # woken: a NOTIFY, or stopping
+    finally:
+        await wakeups.close()
+
+
+async def test_the_sleep_after_a_batch_counts_from_its_claim_not_from_its_commit(settings) -> None:
+    """A claim saw the next row due in 50 ms; its batch then took 40 ms. The timer wakes at the
+    due time, 10 ms after the batch, not 50 ms after it."""
+    wakeups = Wakeups(settings.database_url, "chronoq-test-wakeups", 5.0, Hooks(), asyncio.Event())
+    try:
+        await wakeups.listen()  # open: the sleep plans its wake-up before it first yields
+        wakeups.look_begins()
+        seen_at = time.monotonic() - 0.040
+        sleeping = asyncio.ensure_future(wakeups.sleep_as_seen(time.time(), 0.050, seen_at))
+        await asyncio.sleep(0)  # the sleep has planned its wake-up
+        assert wakeups._planned_wake == pytest.approx(seen_at + 0.050, abs=0.002)
+        wakeups.interrupt()
+        assert await sleeping is False
     finally:
         await wakeups.close()

@@ -50,9 +50,10 @@ class Look:
     """What a claim saw of the wheel besides its rows, by the database's clock: enough to sleep
     until the next due row without asking again (timer/wakeups.py)."""
 
-    db_now: float  # epoch seconds
-    due_in: float | None  # seconds until the first row due later; None: none
+    db_now: float  # epoch seconds: when the claim's transaction began
+    due_in: float | None  # seconds from db_now until the first row due later; None: none
     others_due: bool  # rows due now that the claim did not get
+    seen_at: float  # this host's monotonic time as the transaction began
 
 
 @dataclass
@@ -92,8 +93,9 @@ class Batches:
         transaction; the rest of the batch goes on. A row the broker refused for now (unroutable,
         nacked, a queue declared elsewhere with other arguments) stays due after a pause."""
         phases = Phases(claim_started=time.perf_counter())
+        began = time.monotonic()  # the transaction's now(), on this host's clock
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await self._claim(conn)
+            rows = await self._claim(conn, began)
             claimed = len(rows)
             if any(r["kind"] is None for r in rows):
                 rows = await recording.drop_orphans(conn, rows)
@@ -114,12 +116,13 @@ class Batches:
             self._log_phases(claimed, screened.rows, results, phases)
         return claimed
 
-    async def _claim(self, conn: Connection) -> list[asyncpg.Record]:
+    async def _claim(self, conn: Connection, began: float) -> list[asyncpg.Record]:
         limit = 1 if self.one_at_a_time else self.settings.claim_batch
         self.claimed_keys = []  # until the claim returns: a failure before it has no rows to blame
         rows = await wheel.claim_due(conn, limit)
         self.claimed_keys = [r["occurrence_key"] for r in rows]
-        self.look = Look(rows[0]["db_epoch"], rows[0]["next_due_in"], rows[0]["due_now"] > len(rows)) if rows else None
+        self.look = Look(rows[0]["db_epoch"], rows[0]["next_due_in"], rows[0]["due_now"] > len(rows), began) \
+            if rows else None
         if rows:
             failpoint("timer.after_claim")
         return rows

@@ -66,7 +66,7 @@ class DispatchLoop:
         ``timer_max_idle`` (wakeups.py)."""
         if look is None or look.others_due or self.wakeups.backlog_due():
             await self.wakeups.sleep_until_due(self.pool, claimed_nothing=look is None)
-        elif await self.wakeups.sleep_as_seen(look.db_now, look.due_in):
+        elif await self.wakeups.sleep_as_seen(look.db_now, look.due_in, look.seen_at):
             await self.wakeups.sleep_until_due(self.pool, claimed_nothing=False)
 
     async def _broker_reachable(self) -> bool:

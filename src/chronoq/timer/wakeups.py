@@ -97,25 +97,29 @@ class Wakeups:
         while True:
             self.look_begins()
             count_backlog = self.backlog_due()
+            asked_at = time.monotonic()  # the statement's now(), on this host's clock
             async with pool.acquire() as conn:
                 db_now, due_in, backlog = await wheel.next_due(conn, count_backlog=count_backlog)
             if backlog is not None:
                 self.hooks.due_backlog(backlog)
                 self._backlog_due = time.monotonic() + BACKLOG_INTERVAL
-            if not await self.sleep_as_seen(db_now, due_in, claimed_nothing=claimed_nothing):
+            if not await self.sleep_as_seen(db_now, due_in, asked_at, claimed_nothing=claimed_nothing):
                 return
             claimed_nothing = False
 
-    async def sleep_as_seen(self, db_now: float, due_in: float | None, *, claimed_nothing: bool = False) -> bool:
+    async def sleep_as_seen(self, db_now: float, due_in: float | None, seen_at: float, *,
+                            claimed_nothing: bool = False) -> bool:
         """Sleep until the next due row, as the last look at the wheel (begun with
-        ``look_begins``) saw it: ``db_now`` its database epoch, ``due_in`` seconds to the first
-        row due (None: none). True if it slept the whole ``max_idle`` with nothing due before
-        its end: the wheel is to be looked at again before anything is claimed."""
+        ``look_begins``) saw it: ``db_now`` its database epoch, ``due_in`` seconds from then to
+        the first row due (None: none), ``seen_at`` this host's monotonic time at ``db_now``
+        (a claim's batch takes milliseconds after its look: the sleep counts from the look).
+        True if it slept the whole ``max_idle`` with nothing due before its end: the wheel is
+        to be looked at again before anything is claimed."""
         # The database answered: a listener lost meanwhile is reopened before the sleep.
         await self.listen_again_if_lost()
+        self._clock_offset = db_now - seen_at
         host_now = time.monotonic()
-        self._clock_offset = db_now - host_now
-        wait = self._wait(due_in, claimed_nothing)
+        wait = self._wait(None if due_in is None else due_in - (host_now - seen_at), claimed_nothing)
         self._planned_wake = host_now + wait
         if wait <= 0 or self._wake.is_set() or self.stopping.is_set():
             return False
