@@ -53,7 +53,7 @@ class Look:
     db_now: float  # epoch seconds: when the claim's transaction began
     due_in: float | None  # seconds from db_now until the first row due later; None: none
     others_due: bool  # rows due now that the claim did not get
-    seen_at: float  # this host's monotonic time as the transaction began
+    seen_at: float  # this host's monotonic time as the transaction began (just after)
 
 
 @dataclass
@@ -93,8 +93,10 @@ class Batches:
         transaction; the rest of the batch goes on. A row the broker refused for now (unroutable,
         nacked, a queue declared elsewhere with other arguments) stays due after a pause."""
         phases = Phases(claim_started=time.perf_counter())
-        began = time.monotonic()  # the transaction's now(), on this host's clock
         async with self.pool.acquire() as conn, conn.transaction():
+            # The transaction's now() on this host's clock, taken once BEGIN has answered: never
+            # before the database's, so a sleep planned from it never ends before the due time.
+            began = time.monotonic()
             rows = await self._claim(conn, began)
             claimed = len(rows)
             if any(r["kind"] is None for r in rows):

@@ -11,6 +11,7 @@ clock): no host wall clock is involved. Without the listener (its connection fai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -97,9 +98,9 @@ class Wakeups:
         while True:
             self.look_begins()
             count_backlog = self.backlog_due()
-            asked_at = time.monotonic()  # the statement's now(), on this host's clock
             async with pool.acquire() as conn:
                 db_now, due_in, backlog = await wheel.next_due(conn, count_backlog=count_backlog)
+            asked_at = time.monotonic()  # the statement's now() on this host's clock, or just after
             if backlog is not None:
                 self.hooks.due_backlog(backlog)
                 self._backlog_due = time.monotonic() + BACKLOG_INTERVAL
@@ -121,13 +122,16 @@ class Wakeups:
         host_now = time.monotonic()
         wait = self._wait(None if due_in is None else due_in - (host_now - seen_at), claimed_nothing)
         self._planned_wake = host_now + wait
-        if wait <= 0 or self._wake.is_set() or self.stopping.is_set():
-            return False
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout=wait)
-        except TimeoutError:
-            return wait >= self.max_idle
-        return False  # a NOTIFY of an earlier due time, or the timer is stopping
+        # The event loop's timers may fire a fraction of a millisecond early (they count in
+        # whole milliseconds from the loop's cached time); a claim sent before the due time finds
+        # nothing and costs a next_due and a claim more. So the sleep goes on until the planned
+        # time has come by this host's clock.
+        while (left := self._planned_wake - time.monotonic()) > 0:
+            if self._wake.is_set() or self.stopping.is_set():
+                return False  # a NOTIFY of an earlier due time, or the timer is stopping
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=left)
+        return wait >= self.max_idle and not self._wake.is_set() and not self.stopping.is_set()
 
     def _wait(self, due_in: float | None, claimed_nothing: bool) -> float:
         """Seconds until the next look, given the next due time (None: nothing is due)."""
