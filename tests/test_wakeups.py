@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -140,3 +140,27 @@ async def test_the_sleep_after_a_batch_counts_from_its_claim_not_from_its_commit
         assert await sleeping is False
     finally:
         await wakeups.close()
+
+
+async def test_a_schedules_next_tick_written_by_a_batch_is_claimed_on_time_without_a_notify(
+    settings, producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch writes the next tick of every schedule it judged: rows its claim could not see.
+    The timer asks the wheel again before it sleeps, so each tick runs on time even with every
+    NOTIFY lost and a long max idle."""
+    monkeypatch.setattr(Wakeups, "_on_notify", lambda *args: None)  # every NOTIFY lost
+    worker, lateness = Worker(), []
+
+    @worker.handler("each-second")
+    async def tick(ctx: JobContext, payload: dict) -> None:
+        lateness.append((datetime.now(UTC) - ctx.run_at).total_seconds())  # one machine: one clock
+
+    await producer.schedule("each-second", {}, cron="* * * * * *")
+    patient = settings.model_copy(update={"timer_max_idle": timedelta(seconds=30)})
+    async with running(WorkerService(worker, patient)), running(Timer(patient)):
+
+        async def three_ticks() -> bool:
+            return len(lateness) >= 3
+
+        await eventually(three_ticks, what="three ticks", timeout=15)
+    assert max(lateness[1:]) < 1.0  # the first may be late from start-up; none waited for the max idle

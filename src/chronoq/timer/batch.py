@@ -11,6 +11,7 @@ duplicate.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -52,7 +53,7 @@ class Look:
 
     db_now: float  # epoch seconds: when the claim's transaction began
     due_in: float | None  # seconds from db_now until the first row due later; None: none
-    others_due: bool  # rows due now that the claim did not get
+    others_due: bool  # rows due now that the claim did not get, or rows the batch wrote: ask again
     seen_at: float  # this host's monotonic time as the transaction began (just after)
 
 
@@ -110,6 +111,10 @@ class Batches:
             results = await self._publish(conn, screened, phases)
             await self._record(conn, screened, results)
             phases.written = time.perf_counter()
+        if (screened.plans or results.refused) and self.look is not None:
+            # The batch wrote rows the claim could not see (a schedule's next tick, extra runs,
+            # rows put back): the wheel is asked again before the timer sleeps.
+            self.look = dataclasses.replace(self.look, others_due=True)
         phases.committed = time.perf_counter()
         self._report(screened, results, phases.committed - phases.claimed)
         if self.one_at_a_time:
