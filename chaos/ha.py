@@ -111,7 +111,14 @@ class Topology:
         return state if isinstance(state, dict) else {}
 
     def is_up(self) -> bool:
-        return self._read_state().get("up") is True
+        """True if ``up`` finished and every server it started still runs (a suspended one counts).
+
+        A state file left by a process that ended without ``down`` names servers that may be gone;
+        a slot like that is not up, and the next ``up`` starts it over.
+        """
+        if self._read_state().get("up") is not True:
+            return False
+        return all(node.pid() is not None for node in self.rabbit) and all(node.pid() is not None for node in self.postgres)
 
     def _write_state(self, up: bool) -> None:
         state = {

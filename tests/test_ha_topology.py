@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +25,8 @@ from chaos.ha import Topology
 from chaos.ha_processes import alive, process_state, until
 
 SLOT = 9
+# A slot no test starts: only its state file is written.
+STALE_SLOT = 4
 UP_TIMINGS: dict[str, float] = {}
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,6 +202,20 @@ def test_another_process_drives_the_same_topology_from_the_state_file(topology: 
     assert f"export CHRONOQ_DATABASE_URL='{topology.database_url}'" in env.stdout
     state = json.loads(topology.state_file.read_text())
     assert state["up"] is True and [n["port"] for n in state["postgres"]] == [n.port for n in topology.postgres]
+
+
+def test_a_state_file_whose_servers_are_gone_is_not_up() -> None:
+    """A run that ended without ``down`` leaves ``up: true`` behind; the next one must start over."""
+    stale = Topology(slot=STALE_SLOT)
+    if stale.base.exists():
+        pytest.skip(f"{stale.base} is in use")
+    stale.base.mkdir()
+    try:
+        stale._write_state(up=True)
+        assert json.loads(stale.state_file.read_text())["up"] is True
+        assert not stale.is_up()
+    finally:
+        shutil.rmtree(stale.base)
 
 
 def test_down_stops_everything_it_started_and_leaves_the_default_services(
