@@ -106,6 +106,8 @@ async def test_a_paused_queue_keeps_its_due_jobs_while_other_queues_run_and_runs
 
         await eventually(deferred, what="the paused queue's 20 jobs deferred")
         assert ran == ["other"]
+        waiting = (await producer.get(paused[0])).occurrences[0]
+        assert (waiting.state, waiting.reason) == ("deferred", "queue paused")
         assert (await producer.summary(paused))["pending"] == 20
         assert await producer.resume_queue("mail") is True
         summary = await all_finished(producer, paused)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 OccurrenceState = Literal[
-    "scheduled", "dispatched", "retrying", "succeeded", "dead", "skipped", "cancelled"
+    "scheduled", "dispatched", "retrying", "deferred", "succeeded", "dead", "skipped", "cancelled"
 ]
 
 
