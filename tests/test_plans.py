@@ -80,7 +80,7 @@ async def test_the_hot_statements_keep_plans_that_look_rows_up_by_key_under_stat
             assert claim_scans[0] == "Index Scan"
             # Free rows through the index that a paused or limited queue's rows are not in:
             # however many of them wait, the claim for other queues never walks past them.
-            assert [n.get("Index Name") for n in plans["claim_due"] if n.get("Relation Name") == "wheel"][0] == "wheel_free"
+            assert next(n.get("Index Name") for n in plans["claim_due"] if n.get("Relation Name") == "wheel") == "wheel_free"
     finally:
         await pool.close()
     assert {statement: whole_table_reads(plan) for statement, plan in plans.items()} == \
