@@ -11,12 +11,13 @@ import asyncpg
 import pytest
 
 from chronoq import JobContext, Producer, Worker
+from chronoq._store import wheel
 from chronoq.cli.arguments import rate
 from chronoq.consumer.service import WorkerService
 from chronoq.errors import InvalidJobError
 from chronoq.schemas.limits import Rate, check_limits
 from chronoq.timer import Timer
-from tests.harness import Process, all_finished, eventually, running
+from tests.harness import Process, all_finished, dispatch_once, eventually, running
 
 
 async def _status(producer: Producer, queue: str):
@@ -218,3 +219,32 @@ async def test_a_rate_limit_holds_in_every_window_across_three_timers(
     span = await db.fetchval("SELECT extract(epoch FROM max(at) - min(at)) FROM test_dispatches")
     assert span >= 3.0, span
     assert await db.fetchval("SELECT count(*) FROM test_runs") == 70
+
+
+async def test_the_wheel_says_when_a_limited_queue_has_room(settings, producer: Producer, db: asyncpg.Connection) -> None:
+    """What a timer reads before it sleeps: 0 while a limited queue has due rows and room, None
+    while every running slot is taken (a finished run notifies), the time until the rate
+    window has room; and the claim that holds the queue takes only what the limits leave."""
+    await producer.set_queue_limits("reports", max_running=1)
+    await producer.enqueue_many([{"queue": "reports", "payload": {"n": n}} for n in range(3)])
+    assert await dispatch_once(settings) == 3  # met by the claim of free rows: marked controlled, not published
+    assert await db.fetchval("SELECT count(*) FROM chronoq.wheel WHERE controlled AND dispatched_at IS NULL") == 3
+    assert (await wheel.next_due(db, count_backlog=True)).controls_due_in == 0
+    assert (await wheel.next_due(db, count_backlog=True)).backlog == 0  # free rows only
+
+    async def claim_limited() -> list[str]:
+        async with db.transaction():
+            locked = await wheel.lock_controlled_queues(db)
+            rows = await wheel.claim_due(db, 10, locked, 10)
+            await wheel.mark_dispatched(db, [r["occurrence_key"] for r in rows], [timedelta(minutes=5)] * len(rows))
+        return [r["occurrence_key"] for r in rows]
+
+    assert len(await claim_limited()) == 1  # room for one
+    assert (await wheel.next_due(db, count_backlog=False)).controls_due_in is None
+    assert await claim_limited() == []
+    await producer.set_queue_limits("reports", rate=(1, timedelta(seconds=10)))  # running no longer limited
+    assert (await wheel.next_due(db, count_backlog=False)).controls_due_in == 0
+    assert len(await claim_limited()) == 1
+    assert 9 < (await wheel.next_due(db, count_backlog=False)).controls_due_in <= 10
+    await producer.pause_queue("reports")
+    assert (await wheel.next_due(db, count_backlog=False)).controls_due_in is None
