@@ -4,6 +4,7 @@ timers' claims by the database's clock, whatever number of timers and workers ru
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 from datetime import timedelta
 
@@ -248,3 +249,35 @@ async def test_the_wheel_says_when_a_limited_queue_has_room(settings, producer: 
     assert 9 < (await wheel.next_due(db, count_backlog=False)).controls_due_in <= 10
     await producer.pause_queue("reports")
     assert (await wheel.next_due(db, count_backlog=False)).controls_due_in is None
+
+
+async def test_pauses_and_resumes_racing_the_timers_strand_nothing(settings, producer: Producer, db: asyncpg.Connection) -> None:
+    """Rows are marked controlled by claims while the queue is paused and resumed under them
+    (and limited, then not): when the queue ends free, every row is free again and every job ran
+    once."""
+    worker = Worker()
+    ran: list[int] = []
+
+    @worker.handler("toggled")
+    async def toggled(ctx: JobContext, payload: dict) -> None:
+        ran.append(payload["n"])
+
+    ids: list[int] = []
+    async with running(Timer(settings)), running(Timer(settings)), running(WorkerService(worker, settings)):
+        for round_ in range(15):
+            ids += await producer.enqueue_many([{"queue": "toggled", "payload": {"n": len(ids) + n}} for n in range(10)])
+            if round_ % 3 == 2:
+                await producer.set_queue_limits("toggled", max_running=2)
+                await producer.set_queue_limits("toggled")
+            elif round_ % 2:
+                await producer.pause_queue("toggled")
+            else:
+                await producer.resume_queue("toggled")
+            await asyncio.sleep(0.03)  # pacing: let claims meet the queue in each state
+        await producer.resume_queue("toggled")
+        await producer.set_queue_limits("toggled")
+        summary = await all_finished(producer, ids)
+    assert summary["succeeded"] == 150
+    assert sorted(ran) == list(range(150))
+    assert await db.fetchval("SELECT count(*) FROM chronoq.wheel WHERE controlled") == 0
+    assert await db.fetchval("SELECT count(*) FROM chronoq.queue_controls") == 0
