@@ -132,9 +132,9 @@ async def test_a_look_at_the_wheel_failing_for_an_unknown_reason_is_retried_afte
         looks.append(1)
         raise RuntimeError("the look at the wheel fails")
 
-    async def counted_claim(conn, limit: int):
+    async def counted_claim(conn, limit: int, *controlled):
         claims.append(limit)
-        return await claim_due(conn, limit)
+        return await claim_due(conn, limit, *controlled)
 
     monkeypatch.setattr(wheel, "next_due", failing_look)
     monkeypatch.setattr(wheel, "claim_due", counted_claim)
