@@ -399,7 +399,8 @@ def valid_crons(draw: st.DrawFn, *, aliases: bool = True) -> str:
     if aliases and draw(st.integers(0, 9)) == 0:
         alias = draw(st.sampled_from(CRON_ALIASES))
         return draw(st.sampled_from([alias, alias.upper(), f" {alias} "]))
-    specs = _CRON_FIELDS if draw(st.booleans()) else _CRON_FIELDS[:5]
+    # 6 fields take the seconds first.
+    specs = [_CRON_FIELDS[5], *_CRON_FIELDS[:5]] if draw(st.booleans()) else _CRON_FIELDS[:5]
     fields = [",".join(draw(st.lists(_cron_item(spec), min_size=1, max_size=3))) for spec in specs]
     gap = st.sampled_from([" ", "  ", "\t", " \t "])
     text = fields[0]
@@ -411,7 +412,8 @@ def valid_crons(draw: st.DrawFn, *, aliases: bool = True) -> str:
 BAD_CRONS = [
     "", "   ", "* * * *", "* * * * * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "* * 32 * *", "* * * 13 *",
     "* * * * 8", "5-1 * * * *", "*/0 * * * *", "*/61 * * * *", "0 0 30 2 *", "0 0 31 4,6,9,11 *", "@reboot",
-    "@every 5m", "? * * * *", "L * * * *", "* * L * *", "0 0 * * MON#2", "H * * * *", "* * * * * 60", "\uff10 * * * *",
+    "@every 5", "@every 0s", "@every 25h", "@every 1.5h",
+    "? * * * *", "L * * * *", "* * L * *", "0 0 * * MON#2", "H * * * *", "* * * * * 60", "\uff10 * * * *",
     "*\n* * * *", "* * * * *\x00", "* * * jan-foo *", "1-2-3 * * * *", "1,,2 * * * *", "1, 2 * * * *",
     "* * * * * *\r", "R * * * *", "0 0 1 1 * 2030", "-1 * * * *", "1-60/5 * * * *", "* * * * sun-sat/8",
     "* " * 200, "x" * 300,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -19,6 +20,7 @@ import pytest
 from chronoq._store.migrate import REPLACED_SERIES, apply, migrations, script
 from chronoq._store.sql import query
 from chronoq.errors import ConfigError
+from chronoq.schemas.cron import CronSchedule
 from tests.conftest import child_env, database_url
 from tests.schema_snapshot import SNAPSHOT, difference, dump, fresh_database, migrated_schema
 
@@ -73,16 +75,27 @@ async def test_the_baseline_builds_what_the_series_it_replaces_built(services) -
         finally:
             await old.close()
         replaced = await dump(url)
-    baseline = await migrated_schema(services.admin_database_url)
+    async with fresh_database(services.admin_database_url, "chronoq_base") as url:
+        new = await asyncpg.connect(url)
+        try:
+            await new.execute(query("create_bookkeeping"))
+            await new.execute(migrations()[0].sql)  # the baseline alone, not the migrations after it
+        finally:
+            await new.close()
+        baseline = await dump(url)
     diff = difference(replaced, baseline, "replaced series 001-009", "001_baseline")
     assert not diff, f"the baseline differs from the series it replaces:\n{diff}"
 
 
+ALL = [(m.version, m.name) for m in migrations()]
+
+
 async def test_migrations_apply_from_zero_and_again_change_nothing(conn) -> None:
     applied = await apply(conn)
-    assert [m.label for m in applied] == ["001_baseline"] == [m.label for m in migrations()]
+    assert [m.label for m in applied][:2] == ["001_baseline", "002_cron_seconds_first"]
+    assert [m.label for m in applied] == [m.label for m in migrations()]
     assert await apply(conn) == []
-    assert await recorded(conn) == [(1, "baseline")]
+    assert await recorded(conn) == ALL
 
 
 async def test_concurrent_migrations_apply_once(empty_database) -> None:
@@ -98,7 +111,7 @@ async def test_concurrent_migrations_apply_once(empty_database) -> None:
 async def test_printed_script_builds_the_same_schema(empty_database, conn) -> None:
     await conn.execute(script())
     assert await apply(conn) == []  # the script recorded every version
-    assert await recorded(conn) == [(1, "baseline")]
+    assert await recorded(conn) == ALL
     assert await dump(empty_database) == SNAPSHOT.read_text(encoding="utf-8")
 
 
@@ -113,10 +126,11 @@ async def test_a_database_migrated_by_the_replaced_series_is_moved_onto_the_base
     finally:
         for c in others:
             await c.close()
-    assert results == [[], [], []]
+    # The baseline replaces the series; the migrations after it apply once, by whichever came first.
+    assert sorted([m.label for m in r] for r in results) == [[], [], [m.label for m in migrations()[1:]]]
     assert [getattr(r, "action", None) for r in caplog.records if r.name == "chronoq.migrate"] == ["migrations_rebased"]
-    assert await recorded(conn) == [(1, "baseline")]
-    assert await conn.fetchval("SELECT applied_at FROM chronoq.schema_migrations") == last_ran
+    assert await recorded(conn) == ALL
+    assert await conn.fetchval("SELECT applied_at FROM chronoq.schema_migrations WHERE version = 1") == last_ran
     assert await apply(conn) == []
     assert await dump(empty_database) == SNAPSHOT.read_text(encoding="utf-8")
 
@@ -134,9 +148,10 @@ async def test_a_database_part_way_through_the_replaced_series_is_refused(conn, 
 
 async def test_a_database_migrated_by_a_newer_chronoq_is_refused(conn) -> None:
     await apply(conn)
-    await conn.execute("INSERT INTO chronoq.schema_migrations (version, name) VALUES (2, 'from_a_newer_chronoq')")
-    with pytest.raises(ConfigError, match="schema is at 002_from_a_newer_chronoq, newer than this chronoq "
-                                          r"\(its latest is 001_baseline\)"):
+    await conn.execute("INSERT INTO chronoq.schema_migrations (version, name) VALUES (999, 'from_a_newer_chronoq')")
+    latest = migrations()[-1].label
+    with pytest.raises(ConfigError, match="schema is at 999_from_a_newer_chronoq, newer than this chronoq "
+                                          rf"\(its latest is {latest}\)"):
         await apply(conn)
 
 
@@ -159,7 +174,7 @@ async def test_cli_migrate_creates_a_missing_database_and_is_idempotent(services
             )
             assert result.returncode == 0, result.stderr
             outputs.append(result.stdout)
-        assert "migrations applied: 001_baseline" in outputs[0]
+        assert "migrations applied: 001_baseline, 002_cron_seconds_first" in outputs[0]
         assert "up to date" in outputs[1]
         printed = await asyncio.to_thread(
             subprocess.run, [sys.executable, "-m", "chronoq", "migrate", "--print"], env=env, capture_output=True, text=True,
@@ -186,3 +201,38 @@ async def test_cli_migrate_refuses_a_database_part_way_through_the_replaced_seri
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert result.stderr.startswith("error: the chronoq schema is at 003_retention, short of the 9 migrations")
     assert result.stderr.rstrip().endswith("DROP SCHEMA chronoq CASCADE (losing its data) and migrate")
+
+
+async def test_six_field_crons_stored_seconds_last_are_rewritten_seconds_first(conn) -> None:
+    """A database of the baseline holds 6-field expressions in the old order (seconds last):
+    002 rewrites them so that each schedule keeps exactly its ticks."""
+    baseline = migrations()[0]
+    await conn.execute(query("create_bookkeeping"))
+    await conn.execute(baseline.sql)
+    await conn.execute(query("record_migration"), baseline.version, baseline.name)
+    old = {  # as stored before 002, seconds last: expression -> its ticks read in that order
+        "30 9 * * * 15": ["09:30:15"],
+        "*/20 * * * *\t*/30": ["00:00:00", "00:00:30", "00:20:00", "00:20:30"],
+        "0 12 * * MON-FRI */20": ["12:00:00", "12:00:20", "12:00:40"],
+    }
+    untouched = ["0 9 * * *", "@hourly", "* * * * *"]
+    ids = {}
+    for cron in [*old, *untouched]:
+        ids[cron] = await conn.fetchval(
+            "INSERT INTO chronoq.jobs (queue, kind, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms, "
+            "cron, timezone) VALUES ('q', 'cron', 1, 0, 0, 0, 1000, $1, 'UTC') RETURNING id", cron)
+    once = await conn.fetchval("INSERT INTO chronoq.jobs (queue, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, "
+                               "timeout_ms) VALUES ('q', 1, 0, 0, 0, 1000) RETURNING id")
+    applied = await apply(conn)
+    assert applied[0].label == "002_cron_seconds_first"
+    stored = {r["id"]: r["cron"] for r in await conn.fetch("SELECT id, cron FROM chronoq.jobs")}
+    assert stored[once] is None
+    for cron in untouched:
+        assert stored[ids[cron]] == cron
+    start = datetime(2026, 1, 4, 23, 59, 59, tzinfo=UTC)  # a second before Monday
+    for cron, times in old.items():
+        rewritten = stored[ids[cron]]
+        assert len(rewritten.split(" ")) == 6
+        got = CronSchedule.parse(rewritten).ticks_between(start, start + timedelta(days=1), len(times))
+        assert [t.strftime("%H:%M:%S") for t in got] == times, (cron, rewritten)
+    assert stored[ids["30 9 * * * 15"]] == "15 30 9 * * *"
