@@ -457,6 +457,14 @@ def test_property_ticks_are_sane(e: Expr, where: tuple[str, datetime]) -> None:
         assert s.next_after(a + (b - a) / 2) == b
     local_walls = [t.astimezone(zone).replace(tzinfo=None) for t in got]
     assert len(set(local_walls)) == len(local_walls)  # no wall time fires twice
+    # The preview is the same enumeration, with marks that say what DST did to each tick.
+    previewed = s.preview(start, len(got))
+    assert [p.at for p in previewed] == got
+    for p in previewed:
+        assert p.local == p.at.astimezone(zone)
+        assert p.gap == (p.local.replace(tzinfo=None) != p.wall)
+        late = p.wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+        assert p.fold == (not p.gap and late != p.at), (e.text, zone_name, p)
     for t, wall in zip(got, local_walls, strict=True):
         if is_gap_end(zone, t) and not matches(e, wall):
             continue  # a tick moved forward out of a gap
