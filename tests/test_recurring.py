@@ -319,7 +319,7 @@ async def test_a_timer_whose_wheel_holds_only_paused_jobs_finds_nothing_to_wait_
     assert await producer.pause(job_id) is True
     # Its head is parked at 'infinity', from which no wait can be taken: the timer's look at the
     # wheel failed on it, and the timer retried it in a tight loop, claiming nothing.
-    _, due_in, _ = await wheel.next_due(db, count_backlog=False)
+    due_in = (await wheel.next_due(db, count_backlog=False)).due_in
     assert due_in is None
     now_job = await producer.enqueue("ticks", {})
     async with db.transaction():  # what a batch's claim sees of the rest of the wheel: a parked row

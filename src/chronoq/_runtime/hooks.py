@@ -33,6 +33,7 @@ class Hooks:
     def confirm_latency(self, seconds: float) -> None: ...
     def tick_skipped(self, queue: str, reason: str) -> None: ...
     def due_backlog(self, rows: int) -> None: ...
+    def deferred(self, queue: str, reason: str) -> None: ...
     def job_started(self, queue: str, lateness_s: float) -> None: ...
     def job_finished(self, queue: str, outcome: str, seconds: float) -> None: ...
 
@@ -54,6 +55,9 @@ class PrometheusHooks(Hooks):
         self.confirm = Histogram("chronoq_confirm_latency_seconds", "Time to get every confirm of a batch",
                                  buckets=_SECONDS, registry=r)
         self.skipped = Counter("chronoq_ticks_skipped", "Ticks recorded as skipped", ["queue", "reason"], registry=r)
+        self.deferred_total = Counter("chronoq_deferred", "Occurrences that came due in a paused or limited queue and "
+                                      "wait for its resume or its limits, by reason (paused, limited)",
+                                      ["queue", "reason"], registry=r)
         self.backlog = Gauge("chronoq_due_backlog", "Rows due and not yet dispatched (seen by this timer)", registry=r)
         self.start_lateness = Histogram("chronoq_start_lateness_seconds", "Handler start minus due time",
                                         ["queue"], buckets=_SECONDS, registry=r)
@@ -84,6 +88,9 @@ class PrometheusHooks(Hooks):
 
     def due_backlog(self, rows: int) -> None:
         self.backlog.set(rows)
+
+    def deferred(self, queue: str, reason: str) -> None:
+        self.deferred_total.labels(queue, reason).inc()
 
     def job_started(self, queue: str, lateness_s: float) -> None:
         self.start_lateness.labels(queue).observe(max(lateness_s, 0.0))

@@ -4,6 +4,7 @@ postponed, write what judging the heads decided, and prune history."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -30,9 +31,25 @@ def fire_time_suffix(fire_at: datetime) -> str:
     return f"@{fire_at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec='microseconds')}Z"
 
 
-async def claim_due(conn: Connection, limit: int) -> list[asyncpg.Record]:
-    """Must run inside a transaction: the claimed rows stay locked until it ends."""
-    return await conn.fetch(query("claim_due"), limit)
+async def claim_due(conn: Connection, limit: int, controlled: Sequence[str] = (),
+                    controlled_limit: int = 0) -> list[asyncpg.Record]:
+    """Up to ``limit`` free due rows, and up to ``controlled_limit`` controlled rows of each
+    queue in ``controlled`` (locked by :func:`lock_controlled_queues` in the same transaction)
+    that its limits let through. Must run inside a transaction: the claimed rows stay locked
+    until it ends."""
+    return await conn.fetch(query("claim_due"), limit, list(controlled), controlled_limit)
+
+
+async def lock_controlled_queues(conn: Connection, limit: int | None = None) -> list[str]:
+    """The limited queues with controlled rows due that no other transaction has locked, locked
+    until this one ends (at most ``limit``)."""
+    return [r["queue"] for r in await conn.fetch(query("lock_controlled_queues"), limit)]
+
+
+async def mark_controlled(conn: Connection, keys: Sequence[str]) -> None:
+    """Rows of paused or limited queues met by the claim of free rows."""
+    if keys:
+        await conn.execute(query("mark_controlled"), list(keys))
 
 
 async def mark_dispatched(
@@ -58,11 +75,19 @@ async def hold(conn: Connection, key: str, pause: timedelta, error: str) -> None
     await conn.execute(query("hold_occurrence"), key, pause, error)
 
 
-async def next_due(conn: Connection, *, count_backlog: bool) -> tuple[float, float | None, int | None]:
-    """(database epoch now, seconds until the earliest due row or None, rows due now if
-    ``count_backlog``, else None)."""
+@dataclass(frozen=True)
+class NextDue:
+    db_now: float  # database epoch seconds
+    due_in: float | None  # seconds until the earliest free row is due; None: none
+    backlog: int | None  # free rows due now, if counted
+    controls_due_in: float | None  # seconds until a limited queue may have work; None: none known
+
+
+async def next_due(conn: Connection, *, count_backlog: bool) -> NextDue:
+    """When the next free row is due and when a limited queue may have work, by the database's
+    clock; the backlog of due free rows if ``count_backlog``."""
     row = await one_row(conn, query("next_due"), count_backlog)
-    return row["db_now"], row["due_in"], row["backlog"]
+    return NextDue(row["db_now"], row["due_in"], row["backlog"], row["controls_due_in"])
 
 
 async def record_unrun(conn: Connection, ticks: Sequence[tuple[int, str, datetime, str, str, str | None]]) -> None:

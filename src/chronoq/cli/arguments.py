@@ -15,6 +15,7 @@ import pydantic_core
 
 from chronoq._runtime.durations import parse_duration
 from chronoq.errors import InvalidJobError
+from chronoq.schemas.limits import Rate, check_rate
 from chronoq.schemas.payload import encode_payload
 from chronoq.schemas.rules import (
     ECHO_LENGTH,
@@ -185,3 +186,17 @@ def counts(text: str) -> list[int]:
     if len(parts) > MAX_SIZES:
         raise InvalidJobError("sizes", f"at most {MAX_SIZES} counts")
     return [to_int(part, "sizes", 1, MAX_PRELOAD) for part in parts]
+
+
+@argument
+def rate(text: str) -> Rate:
+    """``COUNT/PERIOD``: ``100/1s``, ``5/250ms``, ``1000/1h``."""
+    count, slash, period = text.partition("/")
+    count = count.strip()
+    if not slash or not (count.isascii() and count.isdigit()) or len(count) > 9:
+        raise InvalidJobError("rate", f"{short(text)} is not a rate like 100/1s (a count, '/', a period)")
+    try:
+        seconds = parse_duration(period)
+    except ValueError as exc:
+        raise InvalidJobError("rate", str(exc)) from None
+    return check_rate((int(count), seconds))

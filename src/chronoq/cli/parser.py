@@ -11,12 +11,12 @@ import argparse
 from importlib import metadata
 from typing import NoReturn
 
-from chronoq.cli import bench, demo, dlq, jobs, services, status, submit
+from chronoq.cli import bench, demo, dlq, jobs, queues, services, status, submit
 from chronoq.cli.errors import EXIT_USAGE, MESSAGE_LENGTH
 
 DESCRIPTION = "The chronoq command line: run the services, submit and inspect jobs, measure a deployment."
 #: Each adds its commands to the parser, in the order ``chronoq --help`` lists them.
-GROUPS = (services, submit, status, jobs, dlq, bench, demo)
+GROUPS = (services, submit, status, queues, jobs, dlq, bench, demo)
 
 
 class Refused(SystemExit):

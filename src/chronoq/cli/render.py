@@ -55,6 +55,19 @@ def queue_table(rows: Iterable[QueueStatus], *, rates: dict[str, float] | None =
     return table("chronoq queues", columns, cells, right=columns[1:])
 
 
+#: What ``chronoq queues ls --json`` shows of each queue.
+QUEUE_CONTROL_FIELDS = ("queue", "paused", "max_running", "rate_count", "rate_period_s", "due", "in_flight", "deferred")
+
+
+def queue_controls(rows: Iterable[QueueStatus]) -> Table:
+    """Each queue's controls and what they hold back."""
+    columns = ["queue", "state", "max running", "rate", "due", "running", "deferred"]
+    cells = [[r.queue, "paused" if r.paused else "running", "-" if r.max_running is None else str(r.max_running),
+              "-" if r.rate_count is None else f"{r.rate_count}/{r.rate_period_s:g}s",
+              str(r.due), str(r.in_flight), str(r.deferred)] for r in rows]
+    return table("chronoq queues", columns, cells, right=columns[2:])
+
+
 def job(view: JobView) -> None:
     out.print(
         f"[bold]job {view.id}[/bold]  queue={view.queue}  kind={view.kind}  state={view.state}"

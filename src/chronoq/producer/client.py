@@ -18,6 +18,7 @@ from chronoq import lifecycle
 from chronoq._runtime import tracing
 from chronoq._runtime.hooks import count_enqueued
 from chronoq._store import jobs as job_store
+from chronoq._store import queues as queue_controls
 from chronoq._store import reads
 from chronoq._store import schedules as schedule_store
 from chronoq._store.clock import db_now
@@ -26,6 +27,7 @@ from chronoq.errors import InvalidJobError, JobNotFoundError, wrong_type
 from chronoq.producer.views import load_job, load_summaries, load_ticks
 from chronoq.schemas.cron import CronSchedule, CronTick
 from chronoq.schemas.job import EARLIEST_RUN_AT, LATEST_RUN_AT, JobSpec, RetryPolicy, build_spec, prepare_spec, revalidated
+from chronoq.schemas.limits import Rate, check_limits
 from chronoq.schemas.policies import Misfire, Overlap
 from chronoq.schemas.rules import (
     MAX_DURATION,
@@ -256,6 +258,36 @@ class Producer:
         job_id = check_job_id(job_id)
         async with self.pool.acquire() as conn:
             return await lifecycle.resume(conn, job_id)
+
+    @with_database_errors
+    async def pause_queue(self, queue: str) -> bool:
+        """Dispatch nothing more of ``queue`` until :meth:`resume_queue`: its due occurrences
+        wait in Postgres, none is lost, and occurrences already dispatched run to their end.
+        True if this call paused it."""
+        queue = check_queue_name(queue)
+        async with self.pool.acquire() as conn:
+            return await queue_controls.pause(conn, queue)
+
+    @with_database_errors
+    async def resume_queue(self, queue: str) -> bool:
+        """Dispatch the queue's occurrences again, those that came due while it was paused
+        first (recurring jobs' missed ticks follow their misfire policy). True if this call
+        resumed it."""
+        queue = check_queue_name(queue)
+        async with self.pool.acquire() as conn:
+            return await queue_controls.resume(conn, queue)
+
+    @with_database_errors
+    async def set_queue_limits(self, queue: str, *, max_running: int | None = None,
+                               rate: Rate | tuple[int, Delay] | None = None) -> None:
+        """Limit the queue across every timer and worker: at most ``max_running`` of its
+        occurrences between dispatch and outcome at any instant, and at most ``rate`` =
+        ``(count, period)`` dispatches in any window of ``period``, by the database's clock.
+        Replaces the queue's limits; ``None`` lifts a limit."""
+        queue = check_queue_name(queue)
+        limits = check_limits(max_running, rate)
+        async with self.pool.acquire() as conn:
+            await queue_controls.set_limits(conn, queue, limits)
 
     @with_database_errors
     async def reschedule(

@@ -100,6 +100,13 @@ class QueueStatus(BaseModel):
     cancelled: int
     lateness_p50_s: float | None
     lateness_p99_s: float | None
+    #: Due occurrences that the queue's pause or limits hold back.
+    deferred: int = 0
+    paused: bool = False
+    max_running: int | None = None
+    #: At most ``rate_count`` dispatches in any window of ``rate_period_s`` seconds.
+    rate_count: int | None = None
+    rate_period_s: float | None = None
 
 
 class TickView(BaseModel):

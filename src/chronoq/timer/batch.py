@@ -52,9 +52,10 @@ class Look:
     until the next due row without asking again (timer/wakeups.py)."""
 
     db_now: float  # epoch seconds: when the claim's transaction began
-    due_in: float | None  # seconds from db_now until the first row due later; None: none
+    due_in: float | None  # seconds from db_now until the first free row due later; None: none
     others_due: bool  # rows due now that the claim did not get, or rows the batch wrote: ask again
     seen_at: float  # this host's monotonic time as the transaction began (just after)
+    controls_due_in: float | None = None  # seconds until a limited queue may have work; None: none known
 
 
 @dataclass
@@ -86,8 +87,13 @@ class Batches:
         self.one_at_a_time = 0
         self.look: Look | None = None  # what the last batch's claim saw of the wheel, if it claimed any
 
-    async def run_once(self) -> int:
+    async def run_once(self, *, controls: bool = False) -> int:
         """Claim, screen, publish and record one batch in one transaction. Returns rows claimed.
+
+        With ``controls``, the batch also dispatches the due rows of limited queues, as many as
+        their limits let through, for the queues no other timer's batch is dispatching: it holds
+        their control rows until it commits. Rows of paused or limited queues met among the free
+        rows are marked controlled, not published.
 
         A row that cannot be published (stored values outside the input contract, a message the
         broker can never take) is set aside, recorded dead with its reason, in the same
@@ -98,8 +104,10 @@ class Batches:
             # The transaction's now() on this host's clock, taken once BEGIN has answered: never
             # before the database's, so a sleep planned from it never ends before the due time.
             began = time.monotonic()
-            rows = await self._claim(conn, began)
+            rows = await self._claim(conn, began, controls)
             claimed = len(rows)
+            if any(r["control"] for r in rows):
+                rows = await self._control(conn, rows)
             if any(r["kind"] is None for r in rows):
                 rows = await recording.drop_orphans(conn, rows)
             if not rows:
@@ -123,16 +131,34 @@ class Batches:
             self._log_phases(claimed, screened.rows, results, phases)
         return claimed
 
-    async def _claim(self, conn: Connection, began: float) -> list[asyncpg.Record]:
+    async def _claim(self, conn: Connection, began: float, controls: bool) -> list[asyncpg.Record]:
         limit = 1 if self.one_at_a_time else self.settings.claim_batch
         self.claimed_keys = []  # until the claim returns: a failure before it has no rows to blame
-        rows = await wheel.claim_due(conn, limit)
+        # While one row at a time is tried, a batch takes one row: a controlled one of one
+        # queue if the limited queues have work, else a free one.
+        controlled = await wheel.lock_controlled_queues(conn, 1 if self.one_at_a_time else None) if controls else []
+        free_limit = 0 if self.one_at_a_time and controlled else limit
+        rows = await wheel.claim_due(conn, free_limit, controlled, limit)
         self.claimed_keys = [r["occurrence_key"] for r in rows]
-        self.look = Look(rows[0]["db_epoch"], rows[0]["next_due_in"], rows[0]["due_now"] > len(rows), began) \
-            if rows else None
         if rows:
+            free = sum(1 for r in rows if not r["released"])
+            self.look = Look(rows[0]["db_epoch"], rows[0]["next_due_in"], rows[0]["due_now"] > free, began,
+                             rows[0]["controls_due_in"])
             failpoint("timer.after_claim")
+        else:
+            self.look = None
         return rows
+
+    async def _control(self, conn: Connection, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
+        """Mark the rows of paused or limited queues controlled; the rest of the batch goes on."""
+        controlled = [r for r in rows if r["control"]]
+        await wheel.mark_controlled(conn, [r["occurrence_key"] for r in controlled])
+        if type(self.hooks) is not Hooks:
+            for r in controlled:
+                self.hooks.deferred(r["queue"], r["control"])
+        if self.look is not None:
+            self.look = dataclasses.replace(self.look, others_due=True)  # their queues' claim comes next
+        return [r for r in rows if not r["control"]]
 
     async def _publish(self, conn: Connection, screened: Screened, phases: Phases) -> Results:
         """Publish the rows' messages and wait for the broker's confirms, while the same rows

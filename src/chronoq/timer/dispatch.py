@@ -17,7 +17,7 @@ from chronoq._runtime.service import pause
 from chronoq._store import wheel
 from chronoq.schemas.rules import short
 from chronoq.timer.batch import Batches, Look
-from chronoq.timer.wakeups import Wakeups
+from chronoq.timer.wakeups import Wakeups, earliest
 
 log = logging.getLogger("chronoq.timer")
 
@@ -46,7 +46,7 @@ class DispatchLoop:
                 break
             try:
                 self.wakeups.look_begins()
-                handled = await self.batches.run_once()
+                handled = await self.batches.run_once(controls=self.wakeups.controls_due())
             except Exception as exc:  # a timer must outlive anything one batch can throw
                 if unavailable(exc):
                     await self._recover(exc, expected=True)
@@ -60,13 +60,15 @@ class DispatchLoop:
                     await self._recover(exc, expected=unavailable(exc))
 
     async def _sleep(self, look: Look | None) -> None:
-        """After a batch that did not fill: sleep until the next due row. The claim saw when
-        that is; the wheel is asked again (next_due) only if the claim got nothing, left due
-        rows to others, or the backlog is to be counted, and after a sleep of the whole
-        ``timer_max_idle`` (wakeups.py)."""
+        """After a batch that did not fill: sleep until the next due row, or until a limited
+        queue may have work. The claim saw when that is; the wheel is asked again (next_due) only
+        if the claim got nothing, left due rows to others, or the backlog is to be counted, and
+        after a sleep of the whole ``timer_max_idle`` (wakeups.py)."""
         if look is None or look.others_due or self.wakeups.backlog_due():
             await self.wakeups.sleep_until_due(self.pool, claimed_nothing=look is None)
-        elif await self.wakeups.sleep_as_seen(look.db_now, look.due_in, look.seen_at):
+            return
+        self.wakeups.controls_seen(look.controls_due_in, look.seen_at)
+        if await self.wakeups.sleep_as_seen(look.db_now, earliest(look.due_in, look.controls_due_in), look.seen_at):
             await self.wakeups.sleep_until_due(self.pool, claimed_nothing=False)
 
     async def _broker_reachable(self) -> bool:

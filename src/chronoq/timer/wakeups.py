@@ -48,6 +48,7 @@ class Wakeups:
         self._claimed_nothing_while_due = False
         self._backlog_due = 0.0  # host monotonic time of the next backlog count
         self._listen_due = 0.0  # host monotonic time before which a lost listener is not reopened
+        self._controls_due = math.inf  # host monotonic time at which a limited queue may have work
 
     async def listen(self) -> None:
         """Listen for NOTIFYs on a connection of its own; logged, not raised, if that fails."""
@@ -86,6 +87,16 @@ class Wakeups:
         self._planned_wake = math.inf
         self._wake.clear()
 
+    def controls_due(self) -> bool:
+        """Whether the next batch should also dispatch limited queues' rows: the last look at
+        the wheel said one may have work by now."""
+        return time.monotonic() >= self._controls_due
+
+    def controls_seen(self, due_in: float | None, seen_at: float) -> None:
+        """What a look at the wheel said of the limited queues: seconds from ``seen_at`` (host
+        monotonic) until one may have work; None: none will without a NOTIFY."""
+        self._controls_due = math.inf if due_in is None else seen_at + due_in
+
     def backlog_due(self) -> bool:
         """Whether the due backlog is to be counted now (next_due, at most once a second)."""
         return time.monotonic() >= self._backlog_due
@@ -99,12 +110,14 @@ class Wakeups:
             self.look_begins()
             count_backlog = self.backlog_due()
             async with pool.acquire() as conn:
-                db_now, due_in, backlog = await wheel.next_due(conn, count_backlog=count_backlog)
+                seen = await wheel.next_due(conn, count_backlog=count_backlog)
             asked_at = time.monotonic()  # the statement's now() on this host's clock, or just after
-            if backlog is not None:
-                self.hooks.due_backlog(backlog)
+            if seen.backlog is not None:
+                self.hooks.due_backlog(seen.backlog)
                 self._backlog_due = time.monotonic() + BACKLOG_INTERVAL
-            if not await self.sleep_as_seen(db_now, due_in, asked_at, claimed_nothing=claimed_nothing):
+            self.controls_seen(seen.controls_due_in, asked_at)
+            due_in = earliest(seen.due_in, seen.controls_due_in)
+            if not await self.sleep_as_seen(seen.db_now, due_in, asked_at, claimed_nothing=claimed_nothing):
                 return
             claimed_nothing = False
 
@@ -151,3 +164,10 @@ class Wakeups:
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
+
+
+def earliest(first: float | None, second: float | None) -> float | None:
+    """The sooner of two optional delays (None: never)."""
+    if first is None:
+        return second
+    return first if second is None else min(first, second)

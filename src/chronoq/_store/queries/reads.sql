@@ -19,13 +19,15 @@ FROM chronoq.attempts WHERE job_id = $1 ORDER BY occurrence_key, attempt;
 
 -- name: queue_status
 -- Per queue: the wheel's live rows by phase, outcomes and failed attempts over the window,
--- and the start lateness (handler start minus the attempt's due time) of successes.
+-- the start lateness (handler start minus the attempt's due time) of successes, and the
+-- queue's controls: paused, limits, and the due rows they hold back (deferred).
 WITH live AS (
     SELECT queue,
            count(*) FILTER (WHERE dispatched_at IS NULL AND due_at > now()) AS scheduled,
            count(*) FILTER (WHERE due_at <= now()) AS due,
            count(*) FILTER (WHERE dispatched_at IS NOT NULL AND due_at > now()) AS in_flight,
-           count(*) FILTER (WHERE last_error IS NOT NULL) AS held
+           count(*) FILTER (WHERE last_error IS NOT NULL) AS held,
+           count(*) FILTER (WHERE controlled AND due_at <= now()) AS deferred
     FROM chronoq.wheel GROUP BY queue
 ), done AS (
     SELECT queue,
@@ -48,8 +50,11 @@ SELECT queue,
        coalesce(done.succeeded, 0) AS succeeded, coalesce(failed.failed, 0) AS failed,
        coalesce(done.dead, 0) AS dead, coalesce(done.skipped, 0) AS skipped,
        coalesce(done.cancelled, 0) AS cancelled,
-       done.lateness_p50, done.lateness_p99
+       done.lateness_p50, done.lateness_p99,
+       coalesce(live.deferred, 0) AS deferred, coalesce(c.paused, false) AS paused, c.max_running,
+       c.rate_count, (c.rate_period_ms / 1000.0)::float8 AS rate_period_s
 FROM live FULL JOIN done USING (queue) FULL JOIN failed USING (queue)
+    FULL JOIN chronoq.queue_controls c USING (queue)
 ORDER BY queue;
 
 -- name: outcome_summary

@@ -1,39 +1,86 @@
 -- name: claim_due
--- Claim up to $1 due occurrences by the database's clock. The LIMIT sits inside the CTE so the
+-- Claim up to $1 due free occurrences by the database's clock. The LIMIT sits inside the CTE so the
 -- planner cannot lock more rows than it returns; SKIP LOCKED lets any number of timers claim
 -- disjoint batches without a leader. Rows stay locked until the caller's transaction ends.
 -- The payload comes back as text: the timer splices it into the message without decoding it.
 -- For a head row (a job's next, undecided tick) it also returns what judging it needs:
 -- the job's schedule and policies, and whether an earlier occurrence is still live.
+--
+-- Two kinds of rows are claimed. Free rows (through wheel_free), of which a row of a paused or
+-- limited queue comes back with its control ('paused' or 'limited'): the timer marks it
+-- controlled (mark_controlled) instead of publishing it. And controlled rows of the queues in $2, whose control rows this
+-- transaction has locked (lock_controlled_queues, an earlier statement, so that this one sees
+-- every dispatch committed before the lock): as many as each queue has room for, at most $3.
 WITH due AS (
     SELECT occurrence_key, job_id, queue, fire_at, run_at, attempt, dispatches, head, backfilled,
            dispatched_at, dispatch_id
     FROM chronoq.wheel
-    WHERE due_at <= now()
+    WHERE due_at <= now() AND NOT controlled
     ORDER BY due_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
+), controlled AS (
+    -- FOR SHARE: a control row cannot be removed (resume_queue) while a batch that found it
+    -- marks rows controlled; the removal then frees them all.
+    SELECT c.queue, c.paused FROM chronoq.queue_controls c WHERE c.queue IN (SELECT queue FROM due) FOR SHARE
+), limits AS (
+    SELECT c.queue, c.rate_count, c.rate_period_ms * interval '1 millisecond' AS period,
+           least($3,
+                 c.max_running - (SELECT count(*) FROM chronoq.wheel r
+                                  WHERE r.controlled AND r.queue = c.queue AND r.due_at > now() AND r.dispatched_at IS NOT NULL),
+                 c.rate_count - (SELECT count(*) FROM chronoq.queue_dispatches d
+                                 WHERE d.queue = c.queue AND d.at > now() - c.rate_period_ms * interval '1 millisecond'))
+               AS room
+    FROM chronoq.queue_controls c
+    WHERE c.queue = ANY($2::text[]) AND NOT c.paused
+), released AS (
+    SELECT h.* FROM limits CROSS JOIN LATERAL (
+        SELECT occurrence_key, job_id, queue, fire_at, run_at, attempt, dispatches, head, backfilled,
+               dispatched_at, dispatch_id
+        FROM chronoq.wheel
+        WHERE controlled AND queue = limits.queue AND due_at <= now()
+        ORDER BY due_at
+        LIMIT greatest(limits.room, 0)
+        FOR UPDATE SKIP LOCKED
+    ) AS h
+), counted AS (
+    INSERT INTO chronoq.queue_dispatches (queue, at)
+    SELECT released.queue, now() FROM released JOIN limits USING (queue) WHERE limits.rate_count IS NOT NULL
+), forgotten AS (
+    -- Dispatches that have left their queue's window.
+    DELETE FROM chronoq.queue_dispatches d
+    WHERE d.queue = ANY($2::text[])
+      AND d.at <= now() - (SELECT limits.period FROM limits WHERE limits.queue = d.queue)
+), claimed AS (
+    SELECT due.*, (SELECT CASE WHEN c.paused THEN 'paused' ELSE 'limited' END FROM controlled c
+                   WHERE c.queue = due.queue) AS control,
+           false AS released
+    FROM due
+    UNION ALL
+    SELECT released.*, NULL, true FROM released
 )
-SELECT due.*, j.payload::text AS payload, j.max_attempts, j.timeout_ms, j.trace::text AS trace,
+SELECT claimed.*, j.payload::text AS payload, j.max_attempts, j.timeout_ms, j.trace::text AS trace,
        j.kind, j.state AS job_state, j.cron, j.timezone, j.misfire, j.misfire_grace_ms,
        j.max_backfill, j.overlap, j.cron_jitter_ms, now() AS db_now,
        -- What the timer needs to sleep after this batch without asking next_due (the same in
        -- every row; each computed once per statement): the database's clock, seconds until the
-       -- first row due later (paused jobs' rows, parked at 'infinity', are never due), and how
-       -- many rows are due now, this claim's included, counted up to one more than the limit:
-       -- more than it claimed means rows it did not get (locked by another timer's batch, or
-       -- beyond the limit).
+       -- first row due later (paused jobs' rows, parked at 'infinity', are never due), how
+       -- many free rows are due now, this claim's included, counted up to one more than the
+       -- limit: more than it claimed means rows it did not get (locked by another timer's
+       -- batch, or beyond the limit), and when a controlled queue may have work.
        extract(epoch FROM now())::float8 AS db_epoch,
        (SELECT extract(epoch FROM l.due_at - now())::float8 FROM chronoq.wheel l
-        WHERE l.due_at > now() AND l.due_at < 'infinity' ORDER BY l.due_at LIMIT 1) AS next_due_in,
-       (SELECT count(*) FROM (SELECT FROM chronoq.wheel n WHERE n.due_at <= now() LIMIT $1 + 1) AS n) AS due_now,
+        WHERE l.due_at > now() AND l.due_at < 'infinity' AND NOT l.controlled ORDER BY l.due_at LIMIT 1) AS next_due_in,
+       (SELECT count(*) FROM (SELECT FROM chronoq.wheel n WHERE n.due_at <= now() AND NOT n.controlled LIMIT $1 + 1) AS n)
+           AS due_now,
+       CASE WHEN EXISTS (SELECT FROM chronoq.queue_controls) THEN chronoq.controls_due_in() END AS controls_due_in,
        -- A scalar subquery, not EXISTS: the planner may turn an EXISTS into one hash of every
        -- non-head row of the wheel, built by a sequential scan for each claim (it did, with
        -- 200,000 rows in the wheel); this is one wheel_job lookup per due head.
-       CASE WHEN due.head AND j.overlap = 'skip' THEN
-           coalesce((SELECT true FROM chronoq.wheel o WHERE o.job_id = due.job_id AND NOT o.head LIMIT 1), false)
+       CASE WHEN claimed.head AND j.overlap = 'skip' THEN
+           coalesce((SELECT true FROM chronoq.wheel o WHERE o.job_id = claimed.job_id AND NOT o.head LIMIT 1), false)
        END AS previous_running
-FROM due
+FROM claimed
 -- One jobs_pkey lookup per claimed row, whatever the planner believes about how many are due:
 -- with statistics older than the wheel's contents (autovacuum off, or not yet run) it expected
 -- hundreds of due rows where there were three, and hashed the whole jobs table for every claim,
@@ -42,7 +89,23 @@ FROM due
 -- A LEFT join: a row whose job is gone (the wheel has no foreign key; a job deleted by
 -- hand while its next tick was being written) comes back with j.kind NULL, and the timer drops
 -- it, instead of claiming it again in every batch.
-LEFT JOIN LATERAL (SELECT * FROM chronoq.jobs WHERE id = due.job_id OFFSET 0) AS j ON true;
+LEFT JOIN LATERAL (SELECT * FROM chronoq.jobs WHERE id = claimed.job_id OFFSET 0) AS j ON true;
+
+-- name: lock_controlled_queues
+-- The limited queues with controlled rows due that no other timer's batch has locked, locked
+-- for this transaction: its claim_due ($2) dispatches their rows within their limits, and a
+-- timer that finds a queue locked leaves it to the batch that has it. At most $1 (NULL: all).
+SELECT c.queue FROM chronoq.queue_controls c
+WHERE NOT c.paused
+  AND EXISTS (SELECT FROM chronoq.wheel h WHERE h.controlled AND h.queue = c.queue AND h.due_at <= now())
+ORDER BY c.queue
+LIMIT $1
+FOR UPDATE OF c SKIP LOCKED;
+
+-- name: mark_controlled
+-- Rows of a paused or limited queue, met by the claim of free rows: from now on only a claim
+-- that has locked their queue's control row dispatches them.
+UPDATE chronoq.wheel SET controlled = true WHERE occurrence_key = ANY($1::text[]);
 
 -- name: mark_dispatched
 -- Push each row's due_at to its redelivery deadline: if no outcome removes the row by then, a
@@ -89,8 +152,9 @@ WHERE occurrence_key = $1 AND due_at <= now();
 -- left due rows to other timers, or the backlog is to be counted.
 SELECT extract(epoch FROM now())::float8 AS db_now,
        (SELECT extract(epoch FROM due_at - now())::float8 FROM chronoq.wheel
-        WHERE due_at < 'infinity' ORDER BY due_at LIMIT 1) AS due_in,
-       CASE WHEN $1::boolean THEN (SELECT count(*) FROM chronoq.wheel WHERE due_at <= now()) END AS backlog;
+        WHERE due_at < 'infinity' AND NOT controlled ORDER BY due_at LIMIT 1) AS due_in,
+       CASE WHEN $1::boolean THEN (SELECT count(*) FROM chronoq.wheel WHERE due_at <= now() AND NOT controlled) END AS backlog,
+       CASE WHEN EXISTS (SELECT FROM chronoq.queue_controls) THEN chronoq.controls_due_in() END AS controls_due_in;
 
 -- name: record_unrun_ticks
 -- The tick ledger: a nominal tick that will not run gets its terminal row — 'skipped' with the

@@ -17,10 +17,16 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON chronoq.wheel TO chronoq_producer;
 GRANT SELECT, INSERT ON chronoq.results TO chronoq_producer;
 GRANT SELECT ON chronoq.attempts TO chronoq_producer;
 GRANT USAGE ON SEQUENCE chronoq.jobs_id_seq TO chronoq_producer;
+-- Pause, resume and limit queues.
+GRANT SELECT, INSERT, UPDATE, DELETE ON chronoq.queue_controls TO chronoq_producer;
+GRANT DELETE ON chronoq.queue_dispatches TO chronoq_producer;
 
 -- Timer: claim and dispatch, judge ticks, ingest submissions, prune history.
 GRANT SELECT, INSERT, UPDATE, DELETE ON chronoq.jobs, chronoq.wheel, chronoq.results, chronoq.attempts TO chronoq_timer;
 GRANT USAGE ON SEQUENCE chronoq.jobs_id_seq TO chronoq_timer;
+-- Dispatch within queues' limits: lock their control rows, count and record dispatches.
+GRANT SELECT, UPDATE ON chronoq.queue_controls TO chronoq_timer;
+GRANT SELECT, INSERT, DELETE ON chronoq.queue_dispatches TO chronoq_timer;
 
 -- Worker: count starts, lock live occurrences, record outcomes. No DELETE on results or jobs.
 GRANT SELECT ON chronoq.jobs TO chronoq_worker;
