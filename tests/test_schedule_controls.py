@@ -309,7 +309,7 @@ async def test_bad_jitter_and_intervals_are_refused_and_nothing_is_stored(produc
     assert await db.fetchval("SELECT count(*) FROM chronoq.jobs") == 0
 
 
-async def test_a_jitter_that_fits_exactly_is_taken_and_reschedule_keeps_it_within_bounds(producer: Producer, db) -> None:
+async def test_a_jitter_that_fits_exactly_is_taken_and_reschedule_keeps_it_within_bounds(settings, producer, db) -> None:
     job = await producer.schedule("reports", {}, cron="*/10 * * * * *", jitter=10)
     with pytest.raises(InvalidJobError) as refused:
         await producer.reschedule(job, cron="*/5 * * * * *")
@@ -318,6 +318,8 @@ async def test_a_jitter_that_fits_exactly_is_taken_and_reschedule_keeps_it_withi
     await producer.reschedule(job, cron="*/20 * * * * *")
     row = await db.fetchrow("SELECT fire_at, run_at FROM chronoq.wheel WHERE job_id = $1 AND head", job)
     assert row["fire_at"].second % 20 == 0 and row["run_at"] == tick_due(job, row["fire_at"], 10_000)
+    shown = chronoq(settings, "jobs", "show", str(job))
+    assert "schedule: */20 * * * * * (UTC)  misfire=run_once  overlap=allow  jitter=10s" in shown.stdout, shown.stdout
 
 
 def test_amqp_submissions_take_jitter_for_schedules_only() -> None:

@@ -74,6 +74,10 @@ def job(view: JobView) -> None:
         f"  key={view.key or '-'}  max_attempts={view.max_attempts}  timeout={view.timeout_s}s"
         f"  created={time(view.created_at)}"
     )
+    if view.kind == "cron":
+        jitter = f"  jitter={view.jitter_s:g}s" if view.jitter_s else ""
+        out.print(f"schedule: {view.cron} ({view.timezone})  misfire={view.misfire}  overlap={view.overlap}{jitter}",
+                  markup=False)
     rows = []
     for occurrence in view.occurrences:
         state = f"{occurrence.state} (manual run)" if occurrence.manual else occurrence.state
