@@ -517,3 +517,18 @@ def test_reference_sees_apia_skipped_day() -> None:
     got = reference(e, ZoneInfo("Pacific/Apia"), utc(2011, 12, 29), utc(2011, 12, 31, 12))
     got_days = [t.astimezone(ZoneInfo("Pacific/Apia")).date() for t in got]
     assert got_days == [date(2011, 12, 29), date(2011, 12, 31)]
+
+
+@PROP
+@given(expressions(), st.datetimes(datetime(2000, 1, 1), datetime(2060, 1, 1), timezones=st.just(UTC)))
+def test_property_shortest_interval_is_the_least_gap_between_ticks_in_utc(e: Expr, start: datetime) -> None:
+    s = parse_or_discard(e, "UTC")
+    shortest = s.shortest_interval()
+    got = s.preview(start, 200)
+    gaps = [b.at - a.at for a, b in itertools.pairwise(got)]
+    assert all(g >= shortest for g in gaps), (e.text, shortest, min(gaps))
+    # A schedule that fires every day shows its shortest gap (within a day, or across midnight)
+    # in any two whole days of ticks: there it is exact, not merely a lower bound.
+    every_day = e.sets[2] == set(range(1, 32)) and e.sets[3] == set(range(1, 13)) and e.sets[4] == set(range(7))
+    if every_day and len(got) == 200 and got[-1].at - got[0].at >= timedelta(days=3):
+        assert min(gaps) == shortest, (e.text, shortest, min(gaps))
