@@ -322,9 +322,11 @@ async def test_a_jitter_that_fits_exactly_is_taken_and_reschedule_keeps_it_withi
     assert "schedule: */20 * * * * * (UTC)  misfire=run_once  overlap=allow  jitter=10s" in shown.stdout, shown.stdout
 
 
-def test_amqp_submissions_take_jitter_for_schedules_only() -> None:
+def test_amqp_submissions_read_seconds_first_and_take_jitter_for_schedules_only() -> None:
     spec = parse_submission(orjson.dumps({"kind": "cron", "queue": "q", "cron": "*/5 * * * * *", "jitter_s": 4.5}))
     assert spec.jitter == timedelta(seconds=4.5)  # type: ignore[union-attr]
+    # Seconds first over AMQP too: every 5 seconds.
+    assert spec.schedule().next_after(utc(2026, 1, 1)) == utc(2026, 1, 1, 0, 0, 5)  # type: ignore[union-attr]
     for body, field in [({"kind": "cron", "queue": "q", "cron": "*/5 * * * * *", "jitter_s": 6}, "jitter_s"),
                         ({"kind": "cron", "queue": "q", "cron": "@hourly", "jitter_s": -1}, "jitter_s"),
                         ({"kind": "once", "queue": "q", "jitter_s": 5}, "jitter_s"),
