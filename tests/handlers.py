@@ -60,3 +60,15 @@ async def crashy(ctx: JobContext, payload: dict) -> None:
     if payload["crash"]:
         os.kill(os.getpid(), 9)
     await _effect(ctx)
+
+
+@worker.handler("limited")
+async def limited(ctx: JobContext, payload: dict) -> None:
+    """Takes `seconds`, and records when it ran by the database's clock (``test_runs``): the
+    test measures from these how many ran at once."""
+    started = await ctx.db.fetchval("SELECT clock_timestamp()")
+    await asyncio.sleep(payload["seconds"])
+    await ctx.db.execute(
+        "INSERT INTO test_runs (occurrence_key, started_at, finished_at, pid) VALUES ($1, $2, clock_timestamp(), $3)",
+        ctx.idempotency_key, started, os.getpid(),
+    )

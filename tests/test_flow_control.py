@@ -4,6 +4,7 @@ timers' claims by the database's clock, whatever number of timers and workers ru
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 from datetime import timedelta
 
@@ -11,12 +12,13 @@ import asyncpg
 import pytest
 
 from chronoq import JobContext, Producer, Worker
+from chronoq._store import wheel
 from chronoq.cli.arguments import rate
 from chronoq.consumer.service import WorkerService
 from chronoq.errors import InvalidJobError
 from chronoq.schemas.limits import Rate, check_limits
 from chronoq.timer import Timer
-from tests.harness import all_finished, eventually, running
+from tests.harness import Process, all_finished, dispatch_once, eventually, running
 
 
 async def _status(producer: Producer, queue: str):
@@ -106,6 +108,8 @@ async def test_a_paused_queue_keeps_its_due_jobs_while_other_queues_run_and_runs
 
         await eventually(deferred, what="the paused queue's 20 jobs deferred")
         assert ran == ["other"]
+        waiting = (await producer.get(paused[0])).occurrences[0]
+        assert (waiting.state, waiting.reason) == ("deferred", "queue paused")
         assert (await producer.summary(paused))["pending"] == 20
         assert await producer.resume_queue("mail") is True
         summary = await all_finished(producer, paused)
@@ -113,3 +117,167 @@ async def test_a_paused_queue_keeps_its_due_jobs_while_other_queues_run_and_runs
     assert sorted(ran[1:]) == sorted(f"mail {n}" for n in range(20))
     row = await _status(producer, "mail")
     assert row is not None and row.deferred == 0 and not row.paused
+
+
+RUNS_TABLE = """
+CREATE TABLE test_runs (occurrence_key text NOT NULL, started_at timestamptz NOT NULL,
+                        finished_at timestamptz NOT NULL, pid int NOT NULL)
+"""
+# Every dispatch, as the timers mark the rows (an observer beside the mechanism, not its own
+# bookkeeping): the time of each, by the database's clock.
+DISPATCHES_TABLE = """
+CREATE TABLE test_dispatches (occurrence_key text NOT NULL, at timestamptz NOT NULL);
+CREATE FUNCTION test_record_dispatch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO test_dispatches VALUES (NEW.occurrence_key, NEW.dispatched_at);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER test_dispatched AFTER UPDATE OF dispatched_at ON chronoq.wheel FOR EACH ROW
+    WHEN (NEW.dispatched_at IS DISTINCT FROM OLD.dispatched_at AND NEW.dispatched_at IS NOT NULL)
+    EXECUTE FUNCTION test_record_dispatch();
+"""
+
+
+class Fleet:
+    """Timers and workers as real processes, any of which the test may SIGKILL and restart."""
+
+    def __init__(self, spawn, queue: str) -> None:
+        self.spawn = spawn
+        self.queue = queue
+        self.started = 0
+
+    async def timer(self) -> Process:
+        self.started += 1
+        # A killed worker's runs are published again 2 s after their timeout.
+        process = self.spawn("timer", name=f"timer{self.started}", CHRONOQ_REDISPATCH_AFTER="2")
+        await process.wait_for_log("timer_started")
+        return process
+
+    async def worker(self) -> Process:
+        self.started += 1
+        process = self.spawn("worker", "tests.handlers:worker", "--queue", self.queue, name=f"worker{self.started}",
+                             CHRONOQ_CONCURRENCY="8", CHRONOQ_BATCH_SIZE="4")
+        await process.wait_for_log("worker_started")
+        return process
+
+
+async def _most_at_once(db: asyncpg.Connection) -> int:
+    """The most handlers inside at one instant, from their own records."""
+    return await db.fetchval("""
+        SELECT max((SELECT count(*) FROM test_runs o WHERE o.started_at <= r.started_at AND o.finished_at > r.started_at))
+        FROM test_runs r""")
+
+
+async def test_max_running_holds_across_three_timers_and_four_workers_killed_and_restarted(
+        settings, spawn, producer: Producer, db: asyncpg.Connection) -> None:
+    await db.execute(RUNS_TABLE)
+    await producer.set_queue_limits("limited", max_running=5)
+    fleet = Fleet(spawn, "limited")
+    timers = [await fleet.timer() for _ in range(3)]
+    workers = [await fleet.worker() for _ in range(4)]
+    ids = [await producer.enqueue("limited", {"seconds": 0.2}, timeout=5) for _ in range(80)]
+
+    async def some_ran() -> bool:
+        return await db.fetchval("SELECT count(*) FROM test_runs") >= 20
+
+    await eventually(some_ran, timeout=60, what="20 runs")
+    timers[0].kill()
+    workers[0].kill()  # its runs hold their slots until their lease ends, then run again elsewhere
+    timers[0], workers[0] = await fleet.timer(), await fleet.worker()
+    summary = await all_finished(producer, ids, timeout=120)
+    assert summary["succeeded"] == 80
+    assert await db.fetchval("SELECT count(DISTINCT occurrence_key) FROM test_runs") == 80
+    assert await db.fetchval("SELECT count(*) FROM test_runs") == 80  # no effect twice
+    at_once = await _most_at_once(db)
+    assert 2 <= at_once <= 5, at_once
+    assert len(set(await db.fetchval("SELECT array_agg(DISTINCT pid) FROM test_runs"))) >= 2  # spread over workers
+
+
+async def test_a_rate_limit_holds_in_every_window_across_three_timers(
+        settings, spawn, producer: Producer, db: asyncpg.Connection) -> None:
+    await db.execute(RUNS_TABLE)
+    await db.execute(DISPATCHES_TABLE)
+    await producer.set_queue_limits("limited", rate=(20, timedelta(seconds=1)))
+    fleet = Fleet(spawn, "limited")
+    timers = [await fleet.timer() for _ in range(3)]
+    for _ in range(2):
+        await fleet.worker()
+    ids = [await producer.enqueue("limited", {"seconds": 0}) for _ in range(70)]
+
+    async def some_dispatched() -> bool:
+        return await db.fetchval("SELECT count(*) FROM test_dispatches") >= 25
+
+    await eventually(some_dispatched, timeout=60, what="25 dispatches")
+    timers[1].kill()
+    await fleet.timer()
+    summary = await all_finished(producer, ids, timeout=120)
+    assert summary["succeeded"] == 70
+    most_in_a_window = await db.fetchval("""
+        SELECT max((SELECT count(*) FROM test_dispatches o WHERE o.at >= d.at AND o.at < d.at + interval '1 second'))
+        FROM test_dispatches d""")
+    assert most_in_a_window <= 20
+    # 70 dispatches at 20 a second: the first 20 at once, the last no sooner than 3 s later.
+    span = await db.fetchval("SELECT extract(epoch FROM max(at) - min(at)) FROM test_dispatches")
+    assert span >= 3.0, span
+    assert await db.fetchval("SELECT count(*) FROM test_runs") == 70
+
+
+async def test_the_wheel_says_when_a_limited_queue_has_room(settings, producer: Producer, db: asyncpg.Connection) -> None:
+    """What a timer reads before it sleeps: 0 while a limited queue has due rows and room, None
+    while every running slot is taken (a finished run notifies), the time until the rate
+    window has room; and the claim that holds the queue takes only what the limits leave."""
+    await producer.set_queue_limits("reports", max_running=1)
+    await producer.enqueue_many([{"queue": "reports", "payload": {"n": n}} for n in range(3)])
+    assert await dispatch_once(settings) == 3  # met by the claim of free rows: marked controlled, not published
+    assert await db.fetchval("SELECT count(*) FROM chronoq.wheel WHERE controlled AND dispatched_at IS NULL") == 3
+    assert (await wheel.next_due(db, count_backlog=True)).controls_due_in == 0
+    assert (await wheel.next_due(db, count_backlog=True)).backlog == 0  # free rows only
+
+    async def claim_limited() -> list[str]:
+        async with db.transaction():
+            locked = await wheel.lock_controlled_queues(db)
+            rows = await wheel.claim_due(db, 10, locked, 10)
+            await wheel.mark_dispatched(db, [r["occurrence_key"] for r in rows], [timedelta(minutes=5)] * len(rows))
+        return [r["occurrence_key"] for r in rows]
+
+    assert len(await claim_limited()) == 1  # room for one
+    assert (await wheel.next_due(db, count_backlog=False)).controls_due_in is None
+    assert await claim_limited() == []
+    await producer.set_queue_limits("reports", rate=(1, timedelta(seconds=10)))  # running no longer limited
+    assert (await wheel.next_due(db, count_backlog=False)).controls_due_in == 0
+    assert len(await claim_limited()) == 1
+    assert 9 < (await wheel.next_due(db, count_backlog=False)).controls_due_in <= 10
+    await producer.pause_queue("reports")
+    assert (await wheel.next_due(db, count_backlog=False)).controls_due_in is None
+
+
+async def test_pauses_and_resumes_racing_the_timers_strand_nothing(settings, producer: Producer, db: asyncpg.Connection) -> None:
+    """Rows are marked controlled by claims while the queue is paused and resumed under them
+    (and limited, then not): when the queue ends free, every row is free again and every job ran
+    once."""
+    worker = Worker()
+    ran: list[int] = []
+
+    @worker.handler("toggled")
+    async def toggled(ctx: JobContext, payload: dict) -> None:
+        ran.append(payload["n"])
+
+    ids: list[int] = []
+    async with running(Timer(settings)), running(Timer(settings)), running(WorkerService(worker, settings)):
+        for round_ in range(15):
+            ids += await producer.enqueue_many([{"queue": "toggled", "payload": {"n": len(ids) + n}} for n in range(10)])
+            if round_ % 3 == 2:
+                await producer.set_queue_limits("toggled", max_running=2)
+                await producer.set_queue_limits("toggled")
+            elif round_ % 2:
+                await producer.pause_queue("toggled")
+            else:
+                await producer.resume_queue("toggled")
+            await asyncio.sleep(0.03)  # pacing: let claims meet the queue in each state
+        await producer.resume_queue("toggled")
+        await producer.set_queue_limits("toggled")
+        summary = await all_finished(producer, ids)
+    assert summary["succeeded"] == 150
+    assert sorted(ran) == list(range(150))
+    assert await db.fetchval("SELECT count(*) FROM chronoq.wheel WHERE controlled") == 0
+    assert await db.fetchval("SELECT count(*) FROM chronoq.queue_controls") == 0

@@ -342,3 +342,31 @@ async def test_a_timer_whose_wheel_holds_only_paused_jobs_finds_nothing_to_wait_
     failures = [r.getMessage() for r in caplog.records
                 if r.levelno >= logging.ERROR or getattr(r, "action", None) == "timer_retry"]
     assert failures == []
+
+
+async def test_a_schedule_in_a_paused_queue_waits_and_its_late_ticks_follow_the_misfire_policy(
+        settings, producer: Producer, db) -> None:
+    """A paused queue holds a schedule's tick as it comes due; on resume the tick is late, and
+    the job's missed-run policy judges it like any late tick, with nothing missing in the ledger."""
+    worker, runs = recorder()
+    assert await producer.pause_queue("ticks") is True
+    job_id = await producer.schedule("ticks", {}, cron=EVERY_SECOND, misfire="skip",
+                                     misfire_grace=timedelta(milliseconds=500))
+    first = (await producer.ticks(job_id))[0].fire_at
+    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+        async def held() -> bool:
+            return (await producer.get(job_id)).occurrences[0].state == "deferred"
+
+        await eventually(held, what="the tick held back by the paused queue")
+        await until_db_time(db, first + timedelta(seconds=2))
+        assert runs == []
+        resumed_at = await db_now(db)
+        assert await producer.resume_queue("ticks") is True
+
+        async def ran_again() -> bool:
+            return len(runs) >= 2
+
+        await eventually(ran_again, what="ticks after the resume")
+    assert all(fire_at > resumed_at - timedelta(seconds=1) for _, fire_at in runs)
+    ticks = await assert_ledger_has_no_holes(producer, job_id, EVERY_SECOND)
+    assert (ticks[0].fire_at, ticks[0].state, ticks[0].reason) == (first, "skipped", "misfire")

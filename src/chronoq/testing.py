@@ -38,7 +38,7 @@ from chronoq.schemas.views import JobSummary, JobView
 
 Target = str | Producer | asyncpg.Pool | Connection
 #: States in which a job may still run: the default filter of assert_enqueued / refute_enqueued.
-PENDING = frozenset({"scheduled", "dispatched", "retrying", "active", "paused"})
+PENDING = frozenset({"scheduled", "dispatched", "retrying", "deferred", "active", "paused"})
 #: Jobs of one queue read per assertion (the newest ones).
 LIST_LIMIT = 1000
 _SHOWN = 20

@@ -230,7 +230,10 @@ Planning = Literal["keyed", "custom", "server"]
 #: custom (the timer's other sessions: intake, pruning): a plan for each run's values.
 #: server: as the server is configured, as on a caller's own connection (the producer).
 PLANNER_SETTINGS: dict[str, dict[str, str]] = {
-    "keyed": {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off", "enable_bitmapscan": "off"},
+    # JIT off: a scan that is disabled but the only way to a small table (queue_controls) makes
+    # a statement's estimated cost huge, and JIT would compile it for every run.
+    "keyed": {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off", "enable_bitmapscan": "off",
+              "jit": "off"},
     "custom": {"plan_cache_mode": "force_custom_plan"},
     "server": {},
 }

@@ -43,12 +43,13 @@ def ms(seconds: float | None, unit: str = "") -> str:
 
 def queue_table(rows: Iterable[QueueStatus], *, rates: dict[str, float] | None = None) -> Table:
     """The status table; with ``rates``, a throughput column (jobs/s per queue)."""
-    counts = ["scheduled", "due", "in flight", "held", "succeeded", "failed", "dead", "skipped", "cancelled"]
+    counts = ["scheduled", "due", "in flight", "held", "deferred", "succeeded", "failed", "dead", "skipped", "cancelled"]
     columns = ["queue", *counts, "p50 ms", "p99 ms"] + (["jobs/s (10 s)"] if rates is not None else [])
     cells = []
     for r in rows:
-        row = [r.queue, *(str(v) for v in (r.scheduled, r.due, r.in_flight, r.held, r.succeeded, r.failed, r.dead,
-                                            r.skipped, r.cancelled)), ms(r.lateness_p50_s), ms(r.lateness_p99_s)]
+        row = [f"{r.queue} (paused)" if r.paused else r.queue,
+               *(str(v) for v in (r.scheduled, r.due, r.in_flight, r.held, r.deferred, r.succeeded, r.failed, r.dead,
+                                  r.skipped, r.cancelled)), ms(r.lateness_p50_s), ms(r.lateness_p99_s)]
         if rates is not None:
             row.append(f"{rates.get(r.queue, 0.0):.1f}")
         cells.append(row)

@@ -50,6 +50,8 @@ async def load_job(conn: Connection, job_id: int) -> JobView | None:
     for w in live:
         if w["dispatched_at"] is not None and not w["is_due"]:
             state = "dispatched"
+        elif w["control"] is not None:
+            state = "deferred"
         elif w["attempt"] > 1:
             state = "retrying"
         else:
@@ -58,7 +60,8 @@ async def load_job(conn: Connection, job_id: int) -> JobView | None:
             OccurrenceView(
                 occurrence_key=w["occurrence_key"], fire_at=w["fire_at"], state=state,
                 attempt=w["attempt"], run_at=w["run_at"], dispatches=w["dispatches"],
-                error=w["last_error"], attempts=attempts.get(w["occurrence_key"], []), manual=w["manual"],
+                reason=w["control"], error=w["last_error"], attempts=attempts.get(w["occurrence_key"], []),
+                manual=w["manual"],
             )
         )
     occurrences.sort(key=lambda o: o.fire_at)

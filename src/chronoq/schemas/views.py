@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from chronoq.schemas.cron import CronTick
 
 OccurrenceState = Literal[
-    "scheduled", "dispatched", "retrying", "succeeded", "dead", "skipped", "cancelled"
+    "scheduled", "dispatched", "retrying", "deferred", "succeeded", "dead", "skipped", "cancelled"
 ]
 
 

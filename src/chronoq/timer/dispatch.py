@@ -47,6 +47,10 @@ class DispatchLoop:
             try:
                 self.wakeups.look_begins()
                 handled = await self.batches.run_once(controls=self.wakeups.controls_due())
+                if (look := self.batches.look) is not None:
+                    # After every batch, full or not: a burst of free rows must not keep a
+                    # limited queue waiting.
+                    self.wakeups.controls_seen(look.controls_due_in, look.seen_at)
             except Exception as exc:  # a timer must outlive anything one batch can throw
                 if unavailable(exc):
                     await self._recover(exc, expected=True)
@@ -67,7 +71,6 @@ class DispatchLoop:
         if look is None or look.others_due or self.wakeups.backlog_due():
             await self.wakeups.sleep_until_due(self.pool, claimed_nothing=look is None)
             return
-        self.wakeups.controls_seen(look.controls_due_in, look.seen_at)
         if await self.wakeups.sleep_as_seen(look.db_now, earliest(look.due_in, look.controls_due_in), look.seen_at):
             await self.wakeups.sleep_until_due(self.pool, claimed_nothing=False)
 

@@ -51,7 +51,7 @@ CHECKPOINT;
 SELECT s.n_live_tup, s.n_dead_tup, s.n_tup_upd, s.n_tup_hot_upd, s.n_tup_del,
        s.vacuum_count, s.autovacuum_count, s.last_autovacuum,
        pg_relation_size('chronoq.wheel') AS heap_bytes,
-       pg_relation_size('chronoq.wheel_due') AS due_index_bytes
+       pg_relation_size('chronoq.wheel_free') AS due_index_bytes
 FROM pg_stat_user_tables s
 WHERE s.relid = 'chronoq.wheel'::regclass;
 

@@ -7,7 +7,8 @@
 -- statement: a prepared statement keeps a generic plan after five runs when it is no dearer,
 -- and any scan may serve. The worker's session plans chronoq's own statements once and never
 -- scans a table whole (_store/connection.py, PLANNER_SETTINGS); a handler's statements, and the
--- foreign-key checks and trigger statements they cause, need the planner's own choice.
+-- foreign-key checks and trigger statements they cause, need the planner's own choice. JIT
+-- stays off in this session: a handler's statements in a job's transaction are short.
 -- LOCAL: a rollback of the transaction undoes it too.
 SET LOCAL plan_cache_mode = auto; SET LOCAL enable_seqscan = on; SET LOCAL enable_bitmapscan = on;
 

@@ -20,9 +20,10 @@ WITH due AS (
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), controlled AS (
-    -- FOR SHARE: a control row cannot be removed (resume_queue) while a batch that found it
-    -- marks rows controlled; the removal then frees them all.
-    SELECT c.queue, c.paused FROM chronoq.queue_controls c WHERE c.queue IN (SELECT queue FROM due) FOR SHARE
+    -- FOR KEY SHARE: a control row cannot be removed (resume_queue) while a batch that found it
+    -- marks rows controlled, so the removal frees them all; it does not wait for a batch that
+    -- is dispatching the queue (lock_controlled_queues).
+    SELECT c.queue, c.paused FROM chronoq.queue_controls c WHERE c.queue IN (SELECT queue FROM due) FOR KEY SHARE
 ), limits AS (
     SELECT c.queue, c.rate_count, c.rate_period_ms * interval '1 millisecond' AS period,
            least($3,
@@ -73,7 +74,8 @@ SELECT claimed.*, j.payload::text AS payload, j.max_attempts, j.timeout_ms, j.tr
         WHERE l.due_at > now() AND l.due_at < 'infinity' AND NOT l.controlled ORDER BY l.due_at LIMIT 1) AS next_due_in,
        (SELECT count(*) FROM (SELECT FROM chronoq.wheel n WHERE n.due_at <= now() AND NOT n.controlled LIMIT $1 + 1) AS n)
            AS due_now,
-       CASE WHEN EXISTS (SELECT FROM chronoq.queue_controls) THEN chronoq.controls_due_in() END AS controls_due_in,
+       (SELECT CASE WHEN EXISTS (SELECT FROM chronoq.queue_controls) THEN chronoq.controls_due_in() END)
+           AS controls_due_in,
        -- A scalar subquery, not EXISTS: the planner may turn an EXISTS into one hash of every
        -- non-head row of the wheel, built by a sequential scan for each claim (it did, with
        -- 200,000 rows in the wheel); this is one wheel_job lookup per due head.
@@ -100,7 +102,7 @@ WHERE NOT c.paused
   AND EXISTS (SELECT FROM chronoq.wheel h WHERE h.controlled AND h.queue = c.queue AND h.due_at <= now())
 ORDER BY c.queue
 LIMIT $1
-FOR UPDATE OF c SKIP LOCKED;
+FOR NO KEY UPDATE OF c SKIP LOCKED;
 
 -- name: mark_controlled
 -- Rows of a paused or limited queue, met by the claim of free rows: from now on only a claim
