@@ -399,7 +399,8 @@ def valid_crons(draw: st.DrawFn, *, aliases: bool = True) -> str:
     if aliases and draw(st.integers(0, 9)) == 0:
         alias = draw(st.sampled_from(CRON_ALIASES))
         return draw(st.sampled_from([alias, alias.upper(), f" {alias} "]))
-    specs = _CRON_FIELDS if draw(st.booleans()) else _CRON_FIELDS[:5]
+    # 6 fields take the seconds first.
+    specs = [_CRON_FIELDS[5], *_CRON_FIELDS[:5]] if draw(st.booleans()) else _CRON_FIELDS[:5]
     fields = [",".join(draw(st.lists(_cron_item(spec), min_size=1, max_size=3))) for spec in specs]
     gap = st.sampled_from([" ", "  ", "\t", " \t "])
     text = fields[0]
@@ -411,7 +412,8 @@ def valid_crons(draw: st.DrawFn, *, aliases: bool = True) -> str:
 BAD_CRONS = [
     "", "   ", "* * * *", "* * * * * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "* * 32 * *", "* * * 13 *",
     "* * * * 8", "5-1 * * * *", "*/0 * * * *", "*/61 * * * *", "0 0 30 2 *", "0 0 31 4,6,9,11 *", "@reboot",
-    "@every 5m", "? * * * *", "L * * * *", "* * L * *", "0 0 * * MON#2", "H * * * *", "* * * * * 60", "\uff10 * * * *",
+    "@every 5", "@every 0s", "@every 25h", "@every 1.5h",
+    "? * * * *", "L * * * *", "* * L * *", "0 0 * * MON#2", "H * * * *", "* * * * * 60", "\uff10 * * * *",
     "*\n* * * *", "* * * * *\x00", "* * * jan-foo *", "1-2-3 * * * *", "1,,2 * * * *", "1, 2 * * * *",
     "* * * * * *\r", "R * * * *", "0 0 1 1 * 2030", "-1 * * * *", "1-60/5 * * * *", "* * * * sun-sat/8",
     "* " * 200, "x" * 300,
@@ -520,6 +522,8 @@ def schedule_arguments() -> dict[str, Argument]:
         "misfire": _argument("misfire", st.sampled_from(CRON_MISFIRES), hostile_choices()),
         "max_backfill": _argument("max_backfill", st.integers(0, MAX_BACKFILL), hostile_counts(0, MAX_BACKFILL)),
         "overlap": _argument("overlap", st.sampled_from(OVERLAPS), hostile_choices()),
+        # Every valid expression has ticks at least a second apart: a jitter up to 1 s always fits.
+        "jitter": _argument("jitter", valid_durations(timedelta(seconds=1)), hostile_durations()),
     }
 
 
@@ -740,7 +744,7 @@ def _submission_fields(kind: str) -> dict[str, Argument]:
             "misfire": Argument(_fragment("misfire", _maybe(st.sampled_from(ONCE_MISFIRES), null=False)),
                                 _fragment("misfire", st.sampled_from(["backfill", "", "SKIP", None, 1]))),
             "extra": Argument(st.just({}), st.sampled_from([{"priority": 5}, {"Queue": "x"}, {"queue ": "x"},
-                                                            {"cron": "* * * * *"}, {"delay": 5}])),
+                                                            {"cron": "* * * * *"}, {"delay": 5}, {"jitter_s": 5}])),
         }
     else:
         fields |= {
@@ -756,6 +760,8 @@ def _submission_fields(kind: str) -> dict[str, Argument]:
                                      _fragment("max_backfill", st.sampled_from([-1, 100_001, "5", 5.0, True, Raw("1e400")]))),
             "overlap": Argument(_fragment("overlap", _maybe(st.sampled_from(OVERLAPS), null=False)),
                                 _fragment("overlap", st.sampled_from(["", "ALLOW", "deny", None, 1]))),
+            "jitter_s": Argument(_fragment("jitter_s", _maybe(_seconds(0, 1))),
+                                 _fragment("jitter_s", st.sampled_from([-1, -1e-3, 1e12, *_BAD_NUMBERS]))),
             "extra": Argument(st.just({}),
                               st.sampled_from([{"priority": 5}, {"delay_s": 5}, {"run_at": "2030-01-01T00:00:00Z"}])),
         }
@@ -860,7 +866,7 @@ _BAD_DURATION_TEXTS = ["-5s", "forever", "nan", "inf", "-inf", "1e300", "9999999
 def command_lines(draw: st.DrawFn) -> CommandLine:
     command = draw(st.sampled_from(["enqueue", "schedule"]))
     names = ["queue", "payload", "key", "max-attempts", "timeout"] + (
-        ["when"] if command == "enqueue" else ["cron", "tz", "misfire", "misfire-grace", "max-backfill", "overlap"])
+        ["when"] if command == "enqueue" else ["cron", "tz", "misfire", "misfire-grace", "max-backfill", "overlap", "jitter"])
     bad = draw(st.just(set()) | st.sets(st.sampled_from(names), min_size=1, max_size=2))
     args: list[str] = []
     expected: dict[str, Any] = {}
@@ -904,6 +910,7 @@ def command_lines(draw: st.DrawFn) -> CommandLine:
         backfill = option("max-backfill", st.integers(0, MAX_BACKFILL).map(str), st.sampled_from(["-1", "100001", "x", ""]))
         expected["max_backfill"] = int(backfill) if backfill is not None and "max-backfill" not in bad else 100
         expected["overlap"] = option("overlap", st.sampled_from(OVERLAPS), st.sampled_from(["", "deny", "ALLOW"])) or "allow"
+        option("jitter", st.sampled_from(["0s", "250ms", "1s", "0.5"]), st.sampled_from(["-1s", "nan", "40000d", "forever"]))
     queue = draw(hostile_queue_names(strings_only=True).filter(argv_safe) if "queue" in bad else valid_queue_names())
     expected["queue"] = queue
     return CommandLine([command, *args, "--", queue], not bad, expected)

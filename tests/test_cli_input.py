@@ -74,6 +74,14 @@ REFUSED_WHILE_PARSING = [
     pytest.param(["schedule", "q", "--cron", "@daily", "--misfire", LONG], id="long-misfire"),
     pytest.param(["schedule", "q", "--cron", "@daily", "--misfire-grace", "99999999d"], id="huge-misfire-grace"),
     pytest.param(["schedule", "q", "--cron", "@daily", "--max-backfill", "-1"], id="negative-backfill"),
+    pytest.param(["schedule", "q", "--cron", "@daily", "--jitter", LONG], id="10k-jitter"),
+    pytest.param(["schedule", "q", "--cron", "@every 0s"], id="every-zero-seconds"),
+    pytest.param(["schedule", "q", "--cron", "@every " + LONG], id="every-10k"),
+    pytest.param(["schedule", "--cron", "@daily", "--preview", "1001"], id="preview-too-many"),
+    pytest.param(["schedule", "--cron", "@daily", "--preview", "3", "--after", "2030-01-01T00:00:00"],
+                 id="preview-after-without-offset"),
+    pytest.param(["enqueue", "q", "--jitter", "5s"], id="jitter-on-a-one-shot-job"),
+    pytest.param(["jobs", "trigger", "0"], id="trigger-job-zero"),
     pytest.param(["worker", "tests.handlers:worker", "--queue", LONG], id="worker-10k-queue"),
     pytest.param(["dlq", "ls", "--queue", "amq.x"], id="dlq-reserved-queue"),
     pytest.param(["dlq", "show", "--queue", "q", "--limit", "0"], id="dlq-zero-limit"),
@@ -159,6 +167,9 @@ def test_a_bad_argument_is_refused_while_parsing_on_one_short_line(args: list[st
     pytest.param(["enqueue", "q", "--at", "2030-01-01T09:00:00"], "naive", id="at-without-offset"),
     pytest.param(["enqueue", "q", "--at", "99999-01-01T00:00:00+00:00"], "ISO 8601", id="at-year-99999"),
     pytest.param(["schedule", "q", "--cron", "@daily", "--key", LONG], "1-200 characters", id="10k-key"),
+    pytest.param(["schedule", "q", "--cron", "0 * * * *", "--jitter", "2h"], "jitter: 7200 seconds is longer than the "
+                 "shortest interval", id="jitter-longer-than-the-interval"),
+    pytest.param(["schedule", "--cron", "@daily"], "queue: a queue is required", id="schedule-without-a-queue"),
 ])
 async def test_the_cli_refuses_bad_input_on_one_line_and_stores_nothing(settings, db, args, fragment) -> None:
     result = _chronoq(settings, *args)

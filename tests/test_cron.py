@@ -139,13 +139,71 @@ def test_lord_howe_half_hour_fold() -> None:
 # --- grammar ------------------------------------------------------------------------------
 
 
-def test_seconds_field_is_last() -> None:
-    got = ticks("* * * * * */15", "UTC", utc(2026, 1, 1), 100, utc(2026, 1, 1, 0, 1))
+def test_seconds_field_is_first() -> None:
+    # Quartz / Spring / node-cron order: `*/15 * * * * *` is every 15 seconds.
+    got = ticks("*/15 * * * * *", "UTC", utc(2026, 1, 1), 100, utc(2026, 1, 1, 0, 1))
     assert got == [utc(2026, 1, 1, 0, 0, s) for s in (15, 30, 45)] + [utc(2026, 1, 1, 0, 1)]
-    # Seconds LAST: a leading `*/15` is the minute field, so this fires every second of :00, :15...
-    got = ticks("*/15 * * * * *", "UTC", utc(2026, 1, 1, 0, 0, 58), 3)
-    assert got == [utc(2026, 1, 1, 0, 0, 59), utc(2026, 1, 1, 0, 15), utc(2026, 1, 1, 0, 15, 1)]
-    assert CronSchedule.parse("0 0 * * * 30").next_after(utc(2026, 1, 1)) == utc(2026, 1, 1, 0, 0, 30)
+    got = ticks("*/2 * * * * *", "Europe/Berlin", utc(2026, 1, 1, 0, 0, 58), 5)
+    assert [t.second for t in got] == [0, 2, 4, 6, 8] and all(t.second % 2 == 0 for t in got)
+    assert CronSchedule.parse("30 0 0 * * *").next_after(utc(2026, 1, 1)) == utc(2026, 1, 1, 0, 0, 30)
+    # The last field is the day of week, as in 5 fields: 6 (Saturday) is not a second.
+    assert CronSchedule.parse("0 0 12 * * 6").next_after(utc(2026, 1, 1)) == utc(2026, 1, 3, 12)
+    with pytest.raises(CronError, match="day-of-week value 30"):
+        CronSchedule.parse("0 0 * * * 30")
+
+
+def test_every_interval_counts_from_the_unix_epoch() -> None:
+    s = CronSchedule.parse("@every 1m30s", "America/New_York")
+    got = s.ticks_between(utc(2026, 1, 1), utc(2026, 1, 1, 0, 5), 10)
+    # 2026-01-01T00:00:00Z is a whole number of 90 s intervals after the epoch.
+    assert got == [utc(2026, 1, 1, 0, 1, 30), utc(2026, 1, 1, 0, 3), utc(2026, 1, 1, 0, 4, 30)]
+    assert s.next_after(utc(2026, 1, 1, 0, 1, 29, 999999)) == utc(2026, 1, 1, 0, 1, 30)
+    # Elapsed time: a DST change in the zone does not move or drop a tick.
+    hourly = CronSchedule.parse("@every 1h", "America/New_York").ticks_between(utc(2026, 3, 8, 5), utc(2026, 3, 8, 9), 10)
+    assert hourly == [utc(2026, 3, 8, h) for h in (6, 7, 8, 9)]
+    seven = ticks("@every 7s", "UTC", utc(2026, 1, 1), 3)
+    assert all(int(t.timestamp()) % 7 == 0 for t in seven)
+    assert CronSchedule.parse("@EVERY   2h").expression == "@EVERY 2h"
+    assert CronSchedule.parse("@every 24h").shortest_interval() == timedelta(days=1)
+
+
+@pytest.mark.parametrize("expr", ["@every", "@every 0s", "@every 25h", "@every 86401s", "@every 1.5h", "@every 5",
+                                  "@every 1s2m", "@every -5s", "@every 5 s", "@every 1d", "@every 5ms"])
+def test_every_refuses_bad_intervals(expr: str) -> None:
+    with pytest.raises(CronError, match="@every"):
+        CronSchedule.parse(expr)
+
+
+def test_shortest_interval_between_nominal_ticks() -> None:
+    assert CronSchedule.parse("*/2 * * * * *").shortest_interval() == timedelta(seconds=2)
+    assert CronSchedule.parse("0,10 * * * *").shortest_interval() == timedelta(minutes=10)
+    assert CronSchedule.parse("0 9 * * MON-FRI").shortest_interval() == timedelta(days=1)
+    assert CronSchedule.parse("0 9 * * MON").shortest_interval() == timedelta(days=7)
+    assert CronSchedule.parse("55 23 * * *").shortest_interval() == timedelta(days=1)
+    assert CronSchedule.parse("0 0 29 2 *").shortest_interval() == timedelta(days=4 * 365 + 1)
+    # Across midnight: 23:50 then 00:10 the next day.
+    assert CronSchedule.parse("10,50 0,23 * * *").shortest_interval() == timedelta(minutes=20)
+    assert CronSchedule.parse("0 0 1,31 * *").shortest_interval() == timedelta(days=1)  # the 31st, then the 1st
+
+
+def test_preview_marks_ticks_moved_by_a_gap_and_kept_once_in_a_fold() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    spring = CronSchedule.parse("30 2 * * *", "Europe/Berlin").preview(utc(2026, 3, 28, 12), 2)
+    assert [(t.at, t.local.isoformat(), t.wall.isoformat(), t.gap, t.fold) for t in spring] == [
+        (utc(2026, 3, 29, 1), "2026-03-29T03:00:00+02:00", "2026-03-29T02:30:00", True, False),
+        (utc(2026, 3, 30, 0, 30), "2026-03-30T02:30:00+02:00", "2026-03-30T02:30:00", False, False)]
+    autumn = CronSchedule.parse("30 2 * * *", "Europe/Berlin").preview(utc(2026, 10, 24, 12), 2)
+    assert [(t.at, t.local, t.gap, t.fold) for t in autumn] == [
+        (utc(2026, 10, 25, 0, 30), datetime(2026, 10, 25, 2, 30, tzinfo=berlin), False, True),
+        (utc(2026, 10, 26, 1, 30), datetime(2026, 10, 26, 2, 30, tzinfo=berlin), False, False)]
+    assert CronSchedule.parse("0 * * * *").preview(utc(2026, 1, 1), 0) == []
+    # The preview is the timer's enumeration: the same instants as next_after, one by one.
+    s = CronSchedule.parse("*/20 1-3 * * *", "Europe/Berlin")
+    at, chained = utc(2026, 3, 28, 23), []
+    for _ in range(8):
+        at = s.next_after(at)
+        chained.append(at)
+    assert [t.at for t in s.preview(utc(2026, 3, 28, 23), 8)] == chained
 
 
 def test_names_and_aliases() -> None:
@@ -178,7 +236,7 @@ def test_day_of_month_or_day_of_week_when_both_restricted() -> None:
 
 
 @pytest.mark.parametrize("expr", [
-    "", "   ", "@reboot", "@every 5m", "* * * *", "* * * * * * *", "60 * * * *", "* 24 * * *",
+    "", "   ", "@reboot", "@every 5", "* * * *", "* * * * * * *", "60 * * * *", "* 24 * * *",
     "* * 0 * *", "* * 32 * *", "* * * 0 *", "* * * 13 *", "* * * * 8", "* * * * * 60",
     "*/0 * * * *", "*/61 * * * *", "5-1 * * * *", "* * * * fri-mon", "* * * dec-jan *",
     "-5 * * * *", "1,,2 * * * *", "*/x * * * *", "hello", "a b c d e", "* * * * mon#2",
@@ -256,7 +314,7 @@ DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 @dataclass(frozen=True)
 class Expr:
     text: str
-    sets: tuple[frozenset[int], ...]  # minute, hour, dom, month, dow(0=Sun)[, second]
+    sets: tuple[frozenset[int], ...]  # minute, hour, dom, month, dow(0=Sun)[, second] (first in the text)
 
 
 @st.composite
@@ -302,7 +360,10 @@ def expressions(draw: st.DrawFn, seconds: bool | None = None) -> Expr:
     parts.append((dow_text, {v % 7 for v in dow}))
     if seconds if seconds is not None else draw(st.booleans()):
         parts.append(draw(st.sampled_from([("0", {0}), ("*/20", {0, 20, 40}), ("5,35", {5, 35})])))
-    return Expr(" ".join(p[0] for p in parts), tuple(frozenset(p[1]) for p in parts))
+    text = [p[0] for p in parts]
+    if len(text) == 6:
+        text = text[5:] + text[:5]  # the seconds field comes first
+    return Expr(" ".join(text), tuple(frozenset(p[1]) for p in parts))
 
 
 def matches(e: Expr, wall: datetime) -> bool:
@@ -396,6 +457,14 @@ def test_property_ticks_are_sane(e: Expr, where: tuple[str, datetime]) -> None:
         assert s.next_after(a + (b - a) / 2) == b
     local_walls = [t.astimezone(zone).replace(tzinfo=None) for t in got]
     assert len(set(local_walls)) == len(local_walls)  # no wall time fires twice
+    # The preview is the same enumeration, with marks that say what DST did to each tick.
+    previewed = s.preview(start, len(got))
+    assert [p.at for p in previewed] == got
+    for p in previewed:
+        assert p.local == p.at.astimezone(zone)
+        assert p.gap == (p.local.replace(tzinfo=None) != p.wall)
+        late = p.wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+        assert p.fold == (not p.gap and late != p.at), (e.text, zone_name, p)
     for t, wall in zip(got, local_walls, strict=True):
         if is_gap_end(zone, t) and not matches(e, wall):
             continue  # a tick moved forward out of a gap
@@ -448,3 +517,18 @@ def test_reference_sees_apia_skipped_day() -> None:
     got = reference(e, ZoneInfo("Pacific/Apia"), utc(2011, 12, 29), utc(2011, 12, 31, 12))
     got_days = [t.astimezone(ZoneInfo("Pacific/Apia")).date() for t in got]
     assert got_days == [date(2011, 12, 29), date(2011, 12, 31)]
+
+
+@PROP
+@given(expressions(), st.datetimes(datetime(2000, 1, 1), datetime(2060, 1, 1), timezones=st.just(UTC)))
+def test_property_shortest_interval_is_the_least_gap_between_ticks_in_utc(e: Expr, start: datetime) -> None:
+    s = parse_or_discard(e, "UTC")
+    shortest = s.shortest_interval()
+    got = s.preview(start, 200)
+    gaps = [b.at - a.at for a, b in itertools.pairwise(got)]
+    assert all(g >= shortest for g in gaps), (e.text, shortest, min(gaps))
+    # A schedule that fires every day shows its shortest gap (within a day, or across midnight)
+    # in any two whole days of ticks: there it is exact, not merely a lower bound.
+    every_day = e.sets[2] == set(range(1, 32)) and e.sets[3] == set(range(1, 13)) and e.sets[4] == set(range(7))
+    if every_day and len(got) == 200 and got[-1].at - got[0].at >= timedelta(days=3):
+        assert min(gaps) == shortest, (e.text, shortest, min(gaps))

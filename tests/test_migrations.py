@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -19,6 +20,7 @@ import pytest
 from chronoq._store.migrate import REPLACED_SERIES, apply, migrations, script
 from chronoq._store.sql import query
 from chronoq.errors import ConfigError
+from chronoq.schemas.cron import CronSchedule
 from tests.conftest import child_env, database_url
 from tests.schema_snapshot import SNAPSHOT, difference, dump, fresh_database, migrated_schema
 
@@ -199,3 +201,38 @@ async def test_cli_migrate_refuses_a_database_part_way_through_the_replaced_seri
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert result.stderr.startswith("error: the chronoq schema is at 003_retention, short of the 9 migrations")
     assert result.stderr.rstrip().endswith("DROP SCHEMA chronoq CASCADE (losing its data) and migrate")
+
+
+async def test_six_field_crons_stored_seconds_last_are_rewritten_seconds_first(conn) -> None:
+    """A database of the baseline holds 6-field expressions in the old order (seconds last):
+    002 rewrites them so that each schedule keeps exactly its ticks."""
+    baseline = migrations()[0]
+    await conn.execute(query("create_bookkeeping"))
+    await conn.execute(baseline.sql)
+    await conn.execute(query("record_migration"), baseline.version, baseline.name)
+    old = {  # as stored before 002, seconds last: expression -> its ticks read in that order
+        "30 9 * * * 15": ["09:30:15"],
+        "*/20 * * * *\t*/30": ["00:00:00", "00:00:30", "00:20:00", "00:20:30"],
+        "0 12 * * MON-FRI */20": ["12:00:00", "12:00:20", "12:00:40"],
+    }
+    untouched = ["0 9 * * *", "@hourly", "* * * * *"]
+    ids = {}
+    for cron in [*old, *untouched]:
+        ids[cron] = await conn.fetchval(
+            "INSERT INTO chronoq.jobs (queue, kind, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, timeout_ms, "
+            "cron, timezone) VALUES ('q', 'cron', 1, 0, 0, 0, 1000, $1, 'UTC') RETURNING id", cron)
+    once = await conn.fetchval("INSERT INTO chronoq.jobs (queue, max_attempts, backoff_base_ms, backoff_cap_ms, jitter, "
+                               "timeout_ms) VALUES ('q', 1, 0, 0, 0, 1000) RETURNING id")
+    applied = await apply(conn)
+    assert applied[0].label == "002_cron_seconds_first"
+    stored = {r["id"]: r["cron"] for r in await conn.fetch("SELECT id, cron FROM chronoq.jobs")}
+    assert stored[once] is None
+    for cron in untouched:
+        assert stored[ids[cron]] == cron
+    start = datetime(2026, 1, 4, 23, 59, 59, tzinfo=UTC)  # a second before Monday
+    for cron, times in old.items():
+        rewritten = stored[ids[cron]]
+        assert len(rewritten.split(" ")) == 6
+        got = CronSchedule.parse(rewritten).ticks_between(start, start + timedelta(days=1), len(times))
+        assert [t.strftime("%H:%M:%S") for t in got] == times, (cron, rewritten)
+    assert stored[ids["30 9 * * * 15"]] == "15 30 9 * * *"

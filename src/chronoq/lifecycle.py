@@ -1,5 +1,5 @@
 """The rules of a job's life after it is stored: declare a recurring job (idempotent by key),
-pause, resume and reschedule. The Producer and the AMQP intake both go through here, so a
+pause, resume, reschedule and trigger (a manual run). The Producer and the AMQP intake both go through here, so a
 schedule submitted in any language obeys the same rules as one declared in Python.
 
 Each change runs in one transaction with the job row locked, so changes to one job happen one at
@@ -9,7 +9,7 @@ so a producer on a skewed host cannot make a job fire early or skip a tick.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -20,7 +20,7 @@ from chronoq._store.wheel import INFINITY
 from chronoq.errors import InvalidJobError, JobNotFoundError, JobStateError
 from chronoq.schemas.cron import CronSchedule
 from chronoq.schemas.rules import short
-from chronoq.schemas.schedule import ScheduleSpec, parse_schedule
+from chronoq.schemas.schedule import ScheduleSpec, check_jitter, parse_schedule, tick_due
 
 #: Ticks that fell while a job was paused are written to the ledger at resume, at most this
 #: many per resume (a per-second job paused for a month would be 2.6 million rows).
@@ -29,9 +29,16 @@ MAX_PAUSED_TICKS_RECORDED = 100_000
 _DECLARE_TRIES = 3
 
 
-def head_due(fire_at: datetime, *, paused: bool) -> datetime:
-    """When a timer should judge a job's head: at its fire time, or never while the job is paused."""
-    return INFINITY if paused else fire_at
+def head_due(run_at: datetime, *, paused: bool) -> datetime:
+    """When a timer should judge a job's head: when its tick is due, or never while the job is paused."""
+    return INFINITY if paused else run_at
+
+
+async def _new_head(conn: Connection, job_id: int, queue: str, fire_at: datetime, jitter_ms: int, *,
+                    paused: bool) -> None:
+    """Make the nominal tick ``fire_at`` the job's head, due at the tick plus its jitter offset."""
+    run_at = tick_due(job_id, fire_at, jitter_ms)
+    await store.replace_head(conn, job_id, queue, fire_at, head_due(run_at, paused=paused), run_at)
 
 
 async def schedule(conn: Connection, spec: ScheduleSpec) -> int:
@@ -47,7 +54,7 @@ async def schedule(conn: Connection, spec: ScheduleSpec) -> int:
             new_id = await store.insert_cron_job(conn, spec)
             if new_id is not None:
                 first = cron.next_after(await db_now(conn))
-                await store.replace_head(conn, new_id, spec.queue, first, first)
+                await _new_head(conn, new_id, spec.queue, first, _ms(spec.jitter), paused=False)
                 return new_id
             # A concurrent schedule() inserted the same key first; lock and update it.
     raise RuntimeError(f"schedule of key {short(spec.key)} found neither a new nor an existing job")
@@ -60,11 +67,16 @@ async def _redeclare(conn: Connection, existing: asyncpg.Record, spec: ScheduleS
     if existing["state"] == "cancelled":
         raise JobStateError(f"job {job_id} (key {short(spec.key)}) is cancelled; use another key")
     await store.update_cron_job(conn, job_id, spec)
-    if (existing["cron"], existing["timezone"]) != (spec.cron, spec.timezone):
+    if (existing["cron"], existing["timezone"], existing["cron_jitter_ms"]) != (spec.cron, spec.timezone,
+                                                                                 _ms(spec.jitter)):
         # The new schedule applies from the next tick: the undecided one is replaced.
         first = cron.next_after(await db_now(conn))
-        await store.replace_head(conn, job_id, spec.queue, first, head_due(first, paused=existing["state"] == "paused"))
+        await _new_head(conn, job_id, spec.queue, first, _ms(spec.jitter), paused=existing["state"] == "paused")
     return job_id
+
+
+def _ms(jitter: timedelta) -> int:
+    return jitter // timedelta(milliseconds=1)
 
 
 async def _locked(conn: Connection, job_id: int) -> asyncpg.Record:
@@ -111,7 +123,7 @@ async def resume(conn: Connection, job_id: int) -> bool:
         missed = [fire_at, *cron.ticks_between(fire_at, now, MAX_PAUSED_TICKS_RECORDED)]
         await store.record_paused_ticks(conn, job_id, job["queue"], missed)
         following = cron.next_after(now if len(missed) <= MAX_PAUSED_TICKS_RECORDED else missed[-1])
-        await store.replace_head(conn, job_id, job["queue"], following, following)
+        await _new_head(conn, job_id, job["queue"], following, job["cron_jitter_ms"], paused=False)
     return True
 
 
@@ -128,12 +140,27 @@ async def reschedule(conn: Connection, job_id: int, *, cron: str | None, timezon
             if cron is None and timezone is None:
                 raise InvalidJobError("cron", "give a new cron expression or time zone")
             expression, zone = cron or job["cron"], timezone or job["timezone"]
-            following = parse_schedule(expression, zone).next_after(await db_now(conn))
+            schedule = parse_schedule(expression, zone)
+            check_jitter(timedelta(milliseconds=job["cron_jitter_ms"]), schedule)
+            following = schedule.next_after(await db_now(conn))
             await store.set_cron(conn, job_id, expression, zone)
-            await store.replace_head(conn, job_id, job["queue"], following, head_due(following, paused=paused))
+            await _new_head(conn, job_id, job["queue"], following, job["cron_jitter_ms"], paused=paused)
             return
         if run_at is None or cron is not None:
             raise InvalidJobError("run_at", "a one-shot job is rescheduled with run_at=...")
         if await store.head(conn, job_id) is None:
             raise JobStateError(f"job {job_id} has already been dispatched; enqueue a new one")
         await store.replace_head(conn, job_id, job["queue"], run_at, head_due(run_at, paused=paused))
+
+
+async def trigger(conn: Connection, job_id: int) -> str:
+    """Run a recurring job once now, besides its schedule: a live occurrence under its own key
+    (``chronoq.manual_key``), which the ledger shows as a manual run. The next nominal tick is
+    left as it is. A paused job runs too (a pause stops the schedule, not a request to run);
+    a cancelled job or a one-shot job is refused. Returns the run's idempotency key."""
+    async with conn.transaction():
+        job = await _locked(conn, job_id)
+        if job["kind"] != "cron":
+            raise JobStateError(f"job {job_id} is a one-shot job: trigger runs a recurring job once; "
+                                "move a one-shot job with reschedule(run_at=...)")
+        return await store.insert_manual_run(conn, job_id, job["queue"])

@@ -27,7 +27,7 @@ def _definition(spec: ScheduleSpec) -> list[object]:
     return [
         spec.encoded_payload().decode(), retry.max_attempts, milliseconds(retry.backoff_base),
         milliseconds(retry.backoff_cap), retry.jitter, milliseconds(spec.timeout), spec.cron, spec.timezone,
-        spec.misfire, milliseconds(spec.misfire_grace), spec.max_backfill, spec.overlap,
+        spec.misfire, milliseconds(spec.misfire_grace), spec.max_backfill, spec.overlap, milliseconds(spec.jitter),
     ]
 
 
@@ -46,12 +46,19 @@ async def head(conn: Connection, job_id: int) -> asyncpg.Record | None:
 
 
 async def replace_head(
-    conn: Connection, job_id: int, queue: str, fire_at: datetime | None, due_at: datetime | None
+    conn: Connection, job_id: int, queue: str, fire_at: datetime | None, due_at: datetime | None,
+    run_at: datetime | None = None,
 ) -> None:
-    """Drop the job's undecided tick and, if ``fire_at`` is given, make it the new one."""
+    """Drop the job's undecided tick and, if ``fire_at`` is given, make it the new one, due at
+    ``run_at`` (default: ``fire_at``) and judged at ``due_at``."""
     await conn.execute(query("drop_head"), job_id)
     if fire_at is not None:
-        await conn.execute(query("insert_head"), job_id, queue, fire_at, due_at)
+        await conn.execute(query("insert_head"), job_id, queue, fire_at, run_at or fire_at, due_at)
+
+
+async def insert_manual_run(conn: Connection, job_id: int, queue: str) -> str:
+    key: str = await conn.fetchval(query("insert_manual_run"), job_id, queue)
+    return key
 
 
 async def set_job_state(conn: Connection, job_id: int, state: str) -> None:

@@ -71,6 +71,14 @@ CREATE FUNCTION chronoq.elapsed(d interval) RETURNS interval
     RETURN ((d - date_trunc('day'::text, d)) + (((EXTRACT(day FROM d))::bigint)::double precision * '24:00:00'::interval));
 
 --
+-- Name: manual_key(bigint, timestamp with time zone); Type: FUNCTION; Schema: chronoq; Owner: -
+--
+
+CREATE FUNCTION chronoq.manual_key(job_id bigint, at timestamp with time zone) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN (((job_id)::text || '@manual:'::text) || to_char((at AT TIME ZONE 'UTC'::text), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'::text));
+
+--
 -- Name: notify_due(); Type: FUNCTION; Schema: chronoq; Owner: -
 --
 
@@ -164,9 +172,11 @@ CREATE TABLE chronoq.jobs (
     max_backfill integer DEFAULT 100 NOT NULL,
     overlap text DEFAULT 'allow'::text NOT NULL,
     trace jsonb,
+    cron_jitter_ms bigint DEFAULT 0 NOT NULL,
     CONSTRAINT jobs_backoff_base_ms_check CHECK ((backoff_base_ms >= 0)),
     CONSTRAINT jobs_backoff_cap_ms_check CHECK ((backoff_cap_ms >= 0)),
     CONSTRAINT jobs_cron_fields CHECK (((kind = 'cron'::text) = ((cron IS NOT NULL) AND (timezone IS NOT NULL)))),
+    CONSTRAINT jobs_cron_jitter CHECK (((cron_jitter_ms >= 0) AND ((cron_jitter_ms = 0) OR (kind = 'cron'::text)))),
     CONSTRAINT jobs_jitter_check CHECK (((jitter >= (0)::double precision) AND (jitter <= (1)::double precision))),
     CONSTRAINT jobs_kind_check CHECK ((kind = ANY (ARRAY['once'::text, 'cron'::text]))),
     CONSTRAINT jobs_max_attempts_check CHECK ((max_attempts >= 1)),

@@ -1,4 +1,4 @@
-"""``chronoq jobs show|ls|ticks|cancel|pause|resume``: inspect or change jobs."""
+"""``chronoq jobs show|ls|ticks|cancel|pause|resume|trigger``: inspect or change jobs."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ def add_commands(actions: Actions) -> None:
     for action, (text, _) in CHANGES.items():
         change = add_command(jobs, action, text, settings=DATABASE, run=_change)
         change.add_argument("job_id", type=job_id)
+    trigger = add_command(jobs, "trigger", "run a recurring job once now (a manual run in its ledger); its schedule "
+                                           "goes on unchanged", settings=DATABASE, run=_trigger)
+    trigger.add_argument("job_id", type=job_id)
     listing = add_command(jobs, "ls", "list jobs, newest first, with what happened to each last", settings=DATABASE,
                           run=_list)
     listing.add_argument("--queue", type=queue)
@@ -52,6 +55,10 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
 
 def _change(args: argparse.Namespace, settings: Settings) -> int:
     return run_async(change_job(settings, args.jobs_command, args.job_id))
+
+
+def _trigger(args: argparse.Namespace, settings: Settings) -> int:
+    return run_async(trigger_job(settings, args.job_id))
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
@@ -79,6 +86,13 @@ async def change_job(settings: Settings, action: str, job_id: int) -> int:
     past = CHANGES[action][1]
     other = "paused" if action == "resume" else "active"
     render.out.print(f"job {job_id} {past}" if changed else f"job {job_id} was not changed (already {past} or not {other})")
+    return 0
+
+
+async def trigger_job(settings: Settings, job_id: int) -> int:
+    async with Producer(settings.database_url) as producer:
+        key = await producer.trigger(job_id)
+    render.out.print(f"job {job_id} triggered: manual run {key}")
     return 0
 
 

@@ -11,6 +11,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from chronoq.schemas.cron import CronTick
 from chronoq.schemas.views import JobSummary, JobView, QueueStatus, TickView
 
 # Wide enough for the status table when the output is a pipe or a file.
@@ -74,9 +75,14 @@ def job(view: JobView) -> None:
         f"  key={view.key or '-'}  max_attempts={view.max_attempts}  timeout={view.timeout_s}s"
         f"  created={time(view.created_at)}"
     )
+    if view.kind == "cron":
+        jitter = f"  jitter={view.jitter_s:g}s" if view.jitter_s else ""
+        out.print(f"schedule: {view.cron} ({view.timezone})  misfire={view.misfire}  overlap={view.overlap}{jitter}",
+                  markup=False)
     rows = []
     for occurrence in view.occurrences:
-        rows.append([occurrence.occurrence_key, occurrence.state, str(occurrence.attempt), time(occurrence.run_at),
+        state = f"{occurrence.state} (manual run)" if occurrence.manual else occurrence.state
+        rows.append([occurrence.occurrence_key, state, str(occurrence.attempt), time(occurrence.run_at),
                      occurrence.reason or occurrence.error or ""])
         rows += [["", f"  attempt {a.attempt}", "", time(a.started_at), f"{a.outcome} {a.error or ''}".strip()]
                  for a in occurrence.attempts]
@@ -99,7 +105,8 @@ def jobs(listed: Iterable[JobSummary], outcomes: Mapping[int, Mapping[str, Any]]
 
 
 def ticks(job_id: int, listed: Iterable[TickView]) -> None:
-    rows = [[time(t.fire_at), t.state, t.reason or "", str(t.attempt), t.detail or ""] for t in listed]
+    rows = [[time(t.fire_at), f"{t.state} (manual run)" if t.manual else t.state, t.reason or "", str(t.attempt),
+             t.detail or ""] for t in listed]
     out.print(table(f"ticks of job {job_id}", ("tick", "state", "reason", "attempt", "detail"), rows))
 
 
@@ -115,3 +122,16 @@ def dead_letters(queue: str, limit: int, messages: Iterable[Mapping[str, Any]]) 
              str(m.get("reason") or m.get("x-first-death-reason") or ""), str(m.get("error", ""))] for m in messages]
     out.print(table(f"dead-letter queue of {queue} (first {limit})", ("job", "occurrence", "attempt", "reason", "error"),
                     rows))
+
+
+def cron_ticks(ticks: Iterable[CronTick]) -> list[str]:
+    """One line per tick: UTC, local time with its offset and zone name, and a DST mark."""
+    lines = []
+    for t in ticks:
+        line = f"{t.at:%Y-%m-%dT%H:%M:%SZ}  {t.local:%Y-%m-%d %H:%M:%S%z} {t.local.tzname() or ''}".rstrip()
+        if t.gap:
+            line += f"  [gap: {t.wall:%H:%M:%S} does not exist on {t.wall:%Y-%m-%d}, runs at the end of the gap]"
+        elif t.fold:
+            line += f"  [fold: {t.wall:%H:%M:%S} happens twice, runs once, at the first]"
+        lines.append(line)
+    return lines

@@ -1,12 +1,18 @@
-"""``chronoq enqueue`` and ``chronoq schedule``: submit a one-shot or a recurring job."""
+"""``chronoq enqueue`` and ``chronoq schedule``: submit a one-shot or a recurring job, or preview
+a schedule's ticks (``schedule --preview N``), storing nothing."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from datetime import datetime
 from typing import Any
 
 from chronoq._runtime.config import Settings
+from chronoq.cli import render
 from chronoq.cli.arguments import (
+    EARLIEST_SINCE,
+    LATEST_SINCE,
     cron,
     duration,
     integer,
@@ -19,7 +25,9 @@ from chronoq.cli.arguments import (
 )
 from chronoq.cli.command import Actions, add_command, run_async
 from chronoq.cli.settings import DATABASE
+from chronoq.errors import InvalidJobError
 from chronoq.producer import Producer
+from chronoq.producer.client import MAX_PREVIEW
 from chronoq.schemas.job import EARLIEST_RUN_AT, LATEST_RUN_AT, MAX_ATTEMPTS_LIMIT, MAX_DELAY, MAX_TIMEOUT
 from chronoq.schemas.schedule import MAX_BACKFILL_LIMIT
 
@@ -33,10 +41,12 @@ def add_commands(actions: Actions) -> None:
                       help="run at this ISO 8601 time (with offset)")
     _add_job_options(enqueue, "idempotency key: the same key on the same queue enqueues once")
 
-    schedule = add_command(actions, "schedule", "Schedule a recurring (cron) job; prints its id.", settings=DATABASE,
-                           run=_schedule)
-    schedule.add_argument("queue", type=queue)
-    schedule.add_argument("--cron", type=cron, required=True, help="5 fields, or 6 with seconds last; @hourly, @daily, ...")
+    schedule = add_command(actions, "schedule", "Schedule a recurring (cron) job; prints its id (its next three ticks "
+                                                "go to stderr). With --preview N, prints the next N ticks and stores "
+                                                "nothing.", settings=DATABASE, run=_schedule)
+    schedule.add_argument("queue", type=queue, nargs="?", help="the job's queue (not needed with --preview)")
+    schedule.add_argument("--cron", type=cron, required=True,
+                          help="5 fields, or 6 with seconds first; @hourly, @daily, ...; @every 5s (1s-24h)")
     schedule.add_argument("--tz", dest="timezone", type=timezone, default="UTC",
                           help="IANA time zone of the cron expression (default UTC)")
     schedule.add_argument("--misfire", **one_of("misfire", "skip", "run_once", "backfill"), default="run_once",
@@ -47,6 +57,13 @@ def add_commands(actions: Actions) -> None:
                           help="backfill: most missed ticks run per outage (default 100)")
     schedule.add_argument("--overlap", **one_of("overlap", "allow", "skip"), default="allow",
                           help="skip: a tick is skipped while the previous occurrence still runs")
+    schedule.add_argument("--jitter", type=duration("jitter"),
+                          help="each tick is due up to this long after its time (a fixed offset per job and tick), "
+                               "e.g. 30s; at most the shortest interval between two ticks")
+    schedule.add_argument("--preview", type=integer("preview", 1, MAX_PREVIEW), metavar="N",
+                          help="print the next N ticks in UTC and local time, with DST marks; store nothing")
+    schedule.add_argument("--after", type=time("after", earliest=EARLIEST_SINCE, latest=LATEST_SINCE),
+                          help="--preview: the ticks after this ISO 8601 time with offset (default now)")
     _add_job_options(schedule, "idempotency key: declaring the same key again updates the schedule")
 
 
@@ -68,14 +85,33 @@ def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _schedule(args: argparse.Namespace, settings: Settings) -> int:
+    if args.preview is not None:
+        return run_async(_preview(settings, args.cron, args.timezone, args.preview, args.after))
+    if args.after is not None:
+        raise InvalidJobError("after", "only with --preview")
+    if args.queue is None:
+        raise InvalidJobError("queue", "a queue is required to schedule a job (only --preview goes without one)")
     return run_async(_submit(settings, "schedule", args.queue, args.payload, cron=args.cron, timezone=args.timezone,
                              misfire=args.misfire, misfire_grace=args.misfire_grace, max_backfill=args.max_backfill,
-                             overlap=args.overlap, **_job_options(args)))
+                             overlap=args.overlap, jitter=args.jitter, **_job_options(args)))
 
 
 async def _submit(settings: Settings, method: str, queue: str, payload: Any, **options: Any) -> int:
-    """``Producer.enqueue`` or ``Producer.schedule``; prints the job's id."""
+    """``Producer.enqueue`` or ``Producer.schedule``; prints the job's id, and for a schedule its
+    next ticks on stderr (stdout stays the id alone, for scripts)."""
     async with Producer(settings.database_url) as producer:
         job_id = await getattr(producer, method)(queue, payload, **options)
     print(job_id)
+    if method == "schedule":
+        print(f"next ticks of job {job_id}:", file=sys.stderr)
+        for line in render.cron_ticks(job_id.next_ticks):
+            print(f"  {line}", file=sys.stderr)
+    return 0
+
+
+async def _preview(settings: Settings, expression: str, zone: str, count: int, after: datetime | None) -> int:
+    async with Producer(settings.database_url) as producer:
+        ticks = await producer.preview(expression, zone, count, after)
+    for line in render.cron_ticks(ticks):
+        print(line)
     return 0

@@ -20,15 +20,26 @@ from chronoq._runtime.hooks import count_enqueued
 from chronoq._store import jobs as job_store
 from chronoq._store import queues as queue_controls
 from chronoq._store import reads
+from chronoq._store import schedules as schedule_store
+from chronoq._store.clock import db_now
 from chronoq._store.connection import Connection, check_writable, create_pool, is_connection, with_database_errors
 from chronoq.errors import InvalidJobError, JobNotFoundError, wrong_type
 from chronoq.producer.views import load_job, load_summaries, load_ticks
+from chronoq.schemas.cron import CronSchedule, CronTick
 from chronoq.schemas.job import EARLIEST_RUN_AT, LATEST_RUN_AT, JobSpec, RetryPolicy, build_spec, prepare_spec, revalidated
 from chronoq.schemas.limits import Rate, check_limits
 from chronoq.schemas.policies import Misfire, Overlap
-from chronoq.schemas.rules import MAX_DURATION, check_aware_time, check_job_id, check_limit, check_queue_name, to_duration
-from chronoq.schemas.schedule import build_schedule
-from chronoq.schemas.views import JobSummary, JobView, QueueStatus, TickView
+from chronoq.schemas.rules import (
+    MAX_DURATION,
+    check_aware_time,
+    check_int,
+    check_job_id,
+    check_limit,
+    check_queue_name,
+    to_duration,
+)
+from chronoq.schemas.schedule import build_schedule, parse_schedule
+from chronoq.schemas.views import JobSummary, JobView, QueueStatus, ScheduledJob, TickView
 
 Delay = timedelta | int | float
 JOB_STATES = ("active", "paused", "cancelled")
@@ -37,6 +48,11 @@ _EARLIEST_READ = datetime(1, 1, 2, tzinfo=UTC)
 _LATEST_READ = datetime(9999, 12, 31, tzinfo=UTC)
 #: Tries of an operation that Postgres aborted to break a deadlock (it changed nothing).
 DEADLOCK_RETRIES = 3
+#: Ticks ``schedule`` returns with the job's id.
+NEXT_TICKS = 3
+#: Most ticks one ``preview`` computes.
+MAX_PREVIEW = 1000
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class Producer:
@@ -171,27 +187,62 @@ class Producer:
         misfire_grace: Delay | None = None,
         max_backfill: int | None = None,
         overlap: Overlap = "allow",
+        jitter: Delay | None = None,
         key: str | None = None,
         max_attempts: int | None = None,
         retry: RetryPolicy | None = None,
         timeout: Delay | None = None,  # noqa: ASYNC109 - the job's handler timeout, not this call's
         connection: Connection | None = None,
-    ) -> int:
-        """Store a recurring job; returns its id. With ``key``, declaring it again (a redeploy)
-        updates the existing job instead of adding one; a changed cron or zone applies from the
-        next tick. ``misfire`` decides what happens to ticks more than ``misfire_grace`` late:
-        ``skip`` them, ``run_once`` (the latest), or ``backfill`` (each, up to ``max_backfill``).
-        ``overlap="skip"`` skips a tick while the previous occurrence is still running."""
+    ) -> ScheduledJob:
+        """Store a recurring job; returns its id (an ``int``) with its next three ticks in
+        ``.next_ticks``. With ``key``, declaring it again (a redeploy) updates the existing job
+        instead of adding one; a changed cron, zone or jitter applies from the next tick.
+        ``misfire`` decides what happens to ticks more than ``misfire_grace`` late: ``skip``
+        them, ``run_once`` (the latest), or ``backfill`` (each, up to ``max_backfill``).
+        ``overlap="skip"`` skips a tick while the previous occurrence is still running.
+        ``jitter`` makes each tick due up to that much after its nominal time (a fixed offset
+        per job and tick), at most the shortest interval between two ticks."""
         spec = build_schedule(
             queue=queue, payload=payload, cron=cron, timezone=timezone, misfire=misfire,
-            misfire_grace=misfire_grace, max_backfill=max_backfill, overlap=overlap,
+            misfire_grace=misfire_grace, max_backfill=max_backfill, overlap=overlap, jitter=jitter,
             key=key, max_attempts=max_attempts, retry=retry, timeout=timeout,
         )
         _check_connection(connection)
         if connection is not None:
-            return await lifecycle.schedule(connection, spec)
+            return await _scheduled(connection, spec.schedule(), await lifecycle.schedule(connection, spec))
         async with self.pool.acquire() as conn:
-            return await lifecycle.schedule(conn, spec)
+            return await _scheduled(conn, spec.schedule(), await lifecycle.schedule(conn, spec))
+
+    @with_database_errors
+    async def preview(
+        self, cron: str, timezone: str = "UTC", count: int = 10, after: datetime | None = None
+    ) -> list[CronTick]:
+        """The next ``count`` ticks of ``cron`` in ``timezone`` after ``after`` (default: now, by
+        the database's clock), computed as the timer computes them, storing nothing. Each tick
+        has its UTC instant (``at``), its local time (``local``), the wall time the expression
+        names (``wall``), and marks: ``gap`` (moved to the end of a DST gap) and ``fold`` (a wall
+        time that happens twice, run once at its first instance)."""
+        for name, value in (("cron", cron), ("timezone", timezone)):
+            if not isinstance(value, str):
+                raise wrong_type(name, "a string", value)
+        schedule = parse_schedule(cron, timezone)
+        count = check_int(count, "count", 1, MAX_PREVIEW)
+        if after is None:
+            async with self.pool.acquire() as conn:
+                after = await db_now(conn)
+        else:
+            after = check_aware_time(after, "after", earliest=_EARLIEST_READ, latest=_LATEST_READ)
+        return schedule.preview(after, count)
+
+    @with_database_errors
+    async def trigger(self, job_id: int) -> str:
+        """Run a recurring job once now, besides its schedule; returns the run's idempotency
+        key (``42@manual:2026-12-08T09:00:00.123456Z``). The run is in the job's tick ledger as a
+        manual run; the next nominal tick is not moved. A paused job runs too. A cancelled job
+        raises JobStateError, a one-shot job JobStateError, an unknown id JobNotFoundError."""
+        job_id = check_job_id(job_id)
+        async with self.pool.acquire() as conn:
+            return await lifecycle.trigger(conn, job_id)
 
     @with_database_errors
     async def pause(self, job_id: int) -> bool:
@@ -326,6 +377,13 @@ class Producer:
                 if attempt == DEADLOCK_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
+
+
+async def _scheduled(conn: Connection, cron: CronSchedule, job_id: int) -> ScheduledJob:
+    """The job's id with its next ticks: from its pending tick (its head) on."""
+    head = await schedule_store.head(conn, job_id)
+    start = head["fire_at"] - _MICROSECOND if head is not None else await db_now(conn)
+    return ScheduledJob(job_id, cron.preview(start, NEXT_TICKS))
 
 
 def _listed(items: object, field: str, expected: str) -> list[Any]:

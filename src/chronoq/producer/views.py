@@ -44,7 +44,7 @@ async def load_job(conn: Connection, job_id: int) -> JobView | None:
                 occurrence_key=r["occurrence_key"], fire_at=r["fire_at"], state=r["state"],
                 attempt=r["attempt"], run_at=r["run_at"], reason=r["reason"], error=r["error"],
                 result=r["result"], started_at=r["started_at"], finished_at=r["finished_at"],
-                attempts=history,
+                attempts=history, manual=r["manual"],
             )
         )
     for w in live:
@@ -61,12 +61,14 @@ async def load_job(conn: Connection, job_id: int) -> JobView | None:
                 occurrence_key=w["occurrence_key"], fire_at=w["fire_at"], state=state,
                 attempt=w["attempt"], run_at=w["run_at"], dispatches=w["dispatches"],
                 reason=w["control"], error=w["last_error"], attempts=attempts.get(w["occurrence_key"], []),
+                manual=w["manual"],
             )
         )
     occurrences.sort(key=lambda o: o.fire_at)
     return JobView(
         id=job["id"], queue=job["queue"], kind=job["kind"], state=_job_state(job["kind"], job["state"], occurrences),
         cron=job["cron"], timezone=job["timezone"], misfire=job["misfire"], overlap=job["overlap"],
+        jitter_s=job["cron_jitter_ms"] / 1000,
         key=job["key"], payload=job["payload"], max_attempts=job["max_attempts"],
         timeout_s=job["timeout_ms"] / 1000, created_at=job["created_at"], occurrences=occurrences,
     )

@@ -2,12 +2,17 @@
 
 Grammar (strict on purpose: a scheduler that silently reads a typo as "every minute" drops jobs):
 
-* 5 fields ``minute hour day-of-month month day-of-week``, or 6 with seconds LAST
-  (``... day-of-week second``; croniter's ``second_at_beginning=False``, not Quartz's order).
+* 5 fields ``minute hour day-of-month month day-of-week``, or 6 with seconds FIRST
+  (``second minute hour day-of-month month day-of-week``, the order of Quartz, Spring and
+  node-cron: ``*/5 * * * * *`` is every 5 seconds).
 * Items: ``*``, ``N``, ``A-B`` (A <= B; no wrap-around), each optionally ``/STEP`` (1 <= STEP <=
   span of the field); ``N/STEP`` means ``N-max/STEP``; comma lists. Month names JAN-DEC and
   weekday names SUN-SAT (case-insensitive); weekday 7 is Sunday.
-* Aliases ``@yearly @annually @monthly @weekly @daily @midnight @hourly``. Not supported:
+* Aliases ``@yearly @annually @monthly @weekly @daily @midnight @hourly``.
+* Intervals ``@every DURATION``: ``@every 5s``, ``@every 1m30s``, ``@every 2h`` (``h m s`` parts,
+  in that order, whole numbers), from 1 s to 24 h. Ticks are the instants a whole number of
+  intervals after the Unix epoch (1970-01-01T00:00:00Z), so every timer and every restart
+  computes the same ticks; elapsed time, so the zone and DST do not move them. Not supported:
   ``@reboot``, ``?``, ``L``, ``W``, ``#``, ``H``/``R`` (hashed/random), a year field.
 * Day-of-month vs day-of-week: when both are restricted (neither covers its whole range) a day
   matches if EITHER matches (classic cron OR); otherwise both must match.
@@ -25,11 +30,12 @@ ranges (``5-5`` = every minute, ``5-1`` = wrap-around) are never reached.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
@@ -37,7 +43,7 @@ from croniter import CroniterError, croniter
 from chronoq.errors import ChronoqError
 from chronoq.schemas.rules import short
 
-__all__ = ["CronError", "CronSchedule", "ZoneError"]
+__all__ = ["CronError", "CronSchedule", "CronTick", "ZoneError"]
 
 MAX_EXPRESSION_LENGTH = 256
 # Croniter steps allowed without producing a tick. Normal schedules need 1-2; gaps, folds and
@@ -47,6 +53,15 @@ _UTC = UTC
 _SECOND = timedelta(seconds=1)
 # Fixed reference for the "does this ever fire?" check at parse time.
 _REFERENCE = datetime(2000, 1, 1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Bounds of an ``@every`` interval. Longer periods are calendar periods: write them as cron in a
+#: zone (``0 3 * * *``), where DST and month lengths are handled.
+MIN_EVERY = timedelta(seconds=1)
+MAX_EVERY = timedelta(hours=24)
+_EVERY = re.compile(r"@every ((?:([0-9]{1,5})h)?(?:([0-9]{1,5})m)?(?:([0-9]{1,5})s)?)")
+# Days scanned for the shortest gap between matching days: 28 years hold every combination of
+# weekday, month and leap year the Gregorian calendar has (2000-2027: leap years every 4 years).
+_DAY_SCAN = (date(2000, 1, 1), date(2028, 1, 1))
 
 _ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
             "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
@@ -58,6 +73,8 @@ _FIELDS = (
     ("minute", 0, 59, None), ("hour", 0, 23, None), ("day-of-month", 1, 31, None),
     ("month", 1, 12, _MONTHS), ("day-of-week", 0, 6, _WEEKDAYS), ("second", 0, 59, None),
 )
+# The fields of a 6-field expression, seconds first, as indices into _FIELDS.
+_SIX_FIELDS = (5, 0, 1, 2, 3, 4)
 _ITEM = re.compile(r"(?:(\*)|([0-9]{1,2}|[a-z]{3})(?:-([0-9]{1,2}|[a-z]{3}))?)(?:/([0-9]{1,3}))?")
 _PRINTABLE = re.compile(r"[\x20-\x7e\t]*")
 # IANA names: letters, digits, `_ + -`, `/`-separated components; no `..`, no leading `/`.
@@ -116,22 +133,39 @@ def _parse_field(text: str, index: int, expr: str) -> set[int]:
     return {0 if v == 7 else v for v in result} if index == 4 else result
 
 
-def _canonical(expression: str) -> str:
-    """Validate `expression`; return croniter's input: `*` or explicit integer lists per field."""
+def _canonical(expression: str) -> tuple[str, tuple[frozenset[int], ...]]:
+    """Validate `expression`; return croniter's input (`*` or explicit integer lists per field,
+    in croniter's order: minute hour day-of-month month day-of-week [second]) and the value set
+    of each field in that order, seconds last ({0} for a 5-field expression)."""
     text = _ALIASES.get(expression.lower(), expression)
     if text.startswith("@"):
         raise _bad(expression, "unsupported alias (@reboot and others)")
     parts = text.split(" ")
     if len(parts) not in (5, 6):
-        raise _bad(expression, f"expected 5 fields (or 6, seconds last), got {len(parts)}")
+        raise _bad(expression, f"expected 5 fields (or 6, seconds first), got {len(parts)}")
+    sets: list[frozenset[int]] = [frozenset()] * 5 + [frozenset({0})]
+    for index, part in zip(range(5) if len(parts) == 5 else _SIX_FIELDS, parts, strict=True):
+        sets[index] = frozenset(_parse_field(part, index, expression))
     out = []
-    for i, part in enumerate(parts):
-        values, (_, low, high, _) = _parse_field(part, i, expression), _FIELDS[i]
+    for index in range(len(parts)):
+        _, low, high, _ = _FIELDS[index]
         # `*` for a full set makes croniter AND the day fields; explicit lists of partial sets
         # get its OR, i.e. OR exactly when both day fields are restricted (our documented rule).
-        full = values == set(range(low, high + 1))
-        out.append("*" if full else ",".join(map(str, sorted(values))))
-    return " ".join(out)
+        full = sets[index] == set(range(low, high + 1))
+        out.append("*" if full else ",".join(map(str, sorted(sets[index]))))
+    return " ".join(out), tuple(sets)
+
+
+def _every(expression: str) -> int:
+    """The interval of ``@every DURATION`` in seconds."""
+    match = _EVERY.fullmatch(expression.lower())
+    if match is None or not match[1]:
+        raise _bad(expression, "@every takes a duration of whole h, m and s parts, e.g. 5s, 1m30s, 2h")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups()[1:])
+    interval = timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    if not MIN_EVERY <= interval <= MAX_EVERY:
+        raise _bad(expression, "@every must be from 1s to 24h (longer periods: a cron expression)")
+    return int(interval.total_seconds())
 
 
 @dataclass(frozen=True)
@@ -142,12 +176,31 @@ class _Gap:
 
 
 @dataclass(frozen=True)
+class CronTick:
+    """A tick and how the zone's DST rules placed it (what a preview shows).
+
+    ``wall`` is the nominal local wall time the expression names. ``gap``: that wall time does
+    not exist (spring forward), so the tick fires at the first instant after the gap, ``at``
+    (other wall times in the same gap collapse into it). ``fold``: the wall time happens twice
+    (fall back) and fires once, at its first instance; the second is not a tick.
+    """
+
+    at: datetime  # aware UTC
+    local: datetime  # ``at`` in the schedule's zone
+    wall: datetime  # naive
+    gap: bool = False
+    fold: bool = False
+
+
+@dataclass(frozen=True)
 class CronSchedule:
     """A validated cron expression evaluated as wall-clock time in an IANA zone (see module doc)."""
 
     expression: str
     timezone: str = "UTC"
     _croniter_expr: str = field(init=False, repr=False, compare=False)
+    _sets: tuple[frozenset[int], ...] = field(init=False, repr=False, compare=False)
+    _interval: int = field(init=False, repr=False, compare=False)  # seconds, for @every; else 0
     _zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     @classmethod
@@ -165,8 +218,15 @@ class CronSchedule:
         expr = " ".join(expr.split())
         if not expr:
             raise CronError("cron expression is empty")
-        canonical = _canonical(expr)
         zone = _load_zone(self.timezone)
+        if expr.lower().startswith("@every"):
+            object.__setattr__(self, "expression", expr)
+            object.__setattr__(self, "_croniter_expr", "")
+            object.__setattr__(self, "_sets", ())
+            object.__setattr__(self, "_interval", _every(expr))
+            object.__setattr__(self, "_zone", zone)
+            return
+        canonical, sets = _canonical(expr)
         try:
             # Never-firing expressions (`0 0 30 2 *`) pass field checks; croniter's bounded
             # (50-year) search from a fixed reference finds that out.
@@ -175,11 +235,51 @@ class CronSchedule:
             raise _bad(expr, "never fires (no such date)") from exc
         object.__setattr__(self, "expression", expr)
         object.__setattr__(self, "_croniter_expr", canonical)
+        object.__setattr__(self, "_sets", sets)
+        object.__setattr__(self, "_interval", 0)
         object.__setattr__(self, "_zone", zone)
 
     def next_after(self, instant: datetime) -> datetime:
         """First tick strictly after `instant` (aware, any zone), as an aware UTC datetime."""
-        return next(self._ticks_after(instant))
+        return next(self._ticks_after(instant)).at
+
+    def preview(self, instant: datetime, count: int) -> list[CronTick]:
+        """The first `count` ticks strictly after `instant`, each with how DST placed it; fewer
+        (or none) if the schedule has no tick left before year 10000."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        found: list[CronTick] = []
+        ticks = self._ticks_after(instant)
+        try:
+            while len(found) < count:
+                found.append(next(ticks))
+        except CronError:
+            pass  # no tick representable after the last one found
+        return found
+
+    def shortest_interval(self) -> timedelta:
+        """The shortest time between two consecutive nominal ticks, counted on the wall clock
+        (a DST change can bring two real instants closer, once a year)."""
+        if self._interval:
+            return timedelta(seconds=self._interval)
+        minute, hour, dom, month, dow, second = self._sets
+        times = sorted(h * 3600 + m * 60 + s for h in hour for m in minute for s in second)
+        within = min((b - a for a, b in itertools.pairwise(times)), default=None)
+        both = dom != frozenset(range(1, 32)) and dow != frozenset(range(7))
+        days, day, previous, closest = 0, _DAY_SCAN[0], None, None
+        while day < _DAY_SCAN[1]:
+            weekday = (day.weekday() + 1) % 7
+            matched = day.month in month and (
+                (day.day in dom or weekday in dow) if both else (day.day in dom and weekday in dow))
+            if matched:
+                if previous is not None and (closest is None or days - previous < closest):
+                    closest = days - previous
+                previous = days
+            day += timedelta(days=1)
+            days += 1
+        gaps = [v for v in (within, None if closest is None else closest * 86400 - times[-1] + times[0]) if v]
+        # No two ticks in the scanned years (a date that comes once in decades): that span.
+        return timedelta(seconds=min(gaps)) if gaps else _DAY_SCAN[1] - _DAY_SCAN[0]
 
     def ticks_between(self, start: datetime, end: datetime, limit: int) -> list[datetime]:
         """Ticks t with start < t <= end, oldest first, at most `limit` (work bounded by limit)."""
@@ -189,7 +289,8 @@ class CronSchedule:
         ticks: list[datetime] = []
         if limit == 0 or _to_utc(start, "start") >= end_utc:
             return ticks
-        for tick in self._ticks_after(start):
+        for resolved in self._ticks_after(start):
+            tick = resolved.at
             if tick > end_utc:
                 break
             ticks.append(tick)
@@ -208,7 +309,23 @@ class CronSchedule:
         except (CroniterError, OverflowError, ValueError) as exc:  # e.g. past year 9999
             raise _bad(self.expression, "no further tick") from exc
 
-    def _ticks_after(self, instant: datetime) -> Iterator[datetime]:
+    def _every_after(self, instant: datetime) -> Iterator[CronTick]:
+        """@every: the multiples of the interval since the Unix epoch, strictly after `instant`."""
+        interval = timedelta(seconds=self._interval)
+        k = (_to_utc(instant, "instant") - _EPOCH) // interval + 1
+        try:
+            while True:
+                at = _EPOCH + k * interval
+                local = at.astimezone(self._zone)
+                yield CronTick(at, local, local.replace(tzinfo=None))
+                k += 1
+        except OverflowError as exc:  # past year 9999
+            raise _bad(self.expression, "no further tick") from exc
+
+    def _ticks_after(self, instant: datetime) -> Iterator[CronTick]:
+        if self._interval:
+            yield from self._every_after(instant)
+            return
         last = _to_utc(instant, "instant")
         try:
             wall = last.astimezone(self._zone).replace(tzinfo=None, fold=0)
@@ -232,6 +349,7 @@ class CronSchedule:
                 raise _bad(self.expression, f"no tick in {_MAX_STEPS} steps after {last}")
             wall = next(walls)
             resolved = _resolve(self._zone, wall)
+            fold = gap = False
             if isinstance(resolved, _Gap):
                 midnight = datetime.combine(wall.date(), datetime.min.time())
                 if resolved.start_wall <= midnight and resolved.end_wall >= midnight + timedelta(1):
@@ -239,15 +357,15 @@ class CronSchedule:
                     # moved to another day, they simply do not happen.
                     walls = self._walls_from(midnight + timedelta(1))
                     continue
-                tick = resolved.transition
+                tick, gap = resolved.transition, True
                 # All other walls in this gap map to the same instant: skip past them at once.
                 walls = self._walls_from(resolved.end_wall)
             else:
-                tick = resolved
+                tick, fold = resolved
             if tick > last:
                 steps = 0
                 last = tick
-                yield tick
+                yield CronTick(tick, tick.astimezone(self._zone), wall, gap, fold)
 
 
 def _to_utc(value: datetime, what: str) -> datetime:
@@ -287,13 +405,15 @@ def _transition(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:
     return datetime.fromtimestamp(hi, _UTC)
 
 
-def _resolve(zone: ZoneInfo, wall: datetime) -> datetime | _Gap:
-    """Map a naive local wall time to its first UTC instance, or describe the gap it falls in."""
+def _resolve(zone: ZoneInfo, wall: datetime) -> tuple[datetime, bool] | _Gap:
+    """Map a naive local wall time to its first UTC instance and whether it happens twice (a
+    fold), or describe the gap it falls in."""
     early = wall.replace(tzinfo=zone, fold=0)
     early_utc = early.astimezone(_UTC)
     if early_utc.astimezone(zone).replace(tzinfo=None) == wall:
         # Exists. In a fold, fold=0 is the first instance (PEP 495); min() guards any oddity.
-        return min(early_utc, wall.replace(tzinfo=zone, fold=1).astimezone(_UTC))
+        late_utc = wall.replace(tzinfo=zone, fold=1).astimezone(_UTC)
+        return min(early_utc, late_utc), late_utc != early_utc
     # In a gap, fold=0 uses the offset before the jump and fold=1 the offset after (PEP 495).
     before, after = early.utcoffset(), wall.replace(tzinfo=zone, fold=1).utcoffset()
     assert before is not None and after is not None

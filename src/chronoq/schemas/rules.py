@@ -114,7 +114,7 @@ def to_duration(
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidJobError(field, "must be a finite number of seconds")
         if abs(value) > maximum.total_seconds():  # exact for an int of any size
-            raise InvalidJobError(field, too_long or f"{short(value)} seconds is longer than {_human(maximum)}")
+            raise InvalidJobError(field, too_long or f"{short(value)} seconds is longer than {human_duration(maximum)}")
         duration = timedelta(seconds=value)
     else:
         raise wrong_type(field, "a timedelta or a number of seconds", value)
@@ -123,7 +123,7 @@ def to_duration(
     if positive and duration < RESOLUTION:
         raise InvalidJobError(field, "must be positive, at least 1 ms")
     if duration > maximum:
-        raise InvalidJobError(field, too_long or f"must be at most {_human(maximum)}")
+        raise InvalidJobError(field, too_long or f"must be at most {human_duration(maximum)}")
     return duration
 
 
@@ -147,7 +147,7 @@ def check_aware_time(value: object, field: str, *, earliest: datetime, latest: d
     return utc
 
 
-def _human(duration: timedelta) -> str:
+def human_duration(duration: timedelta) -> str:
     if duration >= timedelta(days=1) and not duration % timedelta(days=1):
         return f"{duration.days} day{'s' if duration.days != 1 else ''}"
     return f"{duration.total_seconds():g} seconds"

@@ -88,18 +88,23 @@ class CronSubmission(_Common):
     """A recurring job: run at every tick of ``cron`` in ``timezone``."""
 
     kind: Literal["cron"]
-    cron: str = Field(description="5 fields, or 6 with seconds last; @hourly, @daily, ...", max_length=256)
+    cron: str = Field(description="5 fields, or 6 with seconds first; @hourly, @daily, ...; @every 5s (1s-24h)",
+                      max_length=256)
     timezone: str = Field("UTC", max_length=64, description="IANA time zone, e.g. Europe/Berlin.")
     misfire: Literal["skip", "run_once", "backfill"] = "run_once"
     misfire_grace_s: float | None = Field(None, ge=0, le=MAX_DURATION.total_seconds())
     max_backfill: int | None = Field(None, ge=0, le=MAX_BACKFILL_LIMIT)
     overlap: Literal["allow", "skip"] = "allow"
+    jitter_s: float | None = Field(None, ge=0, le=MAX_DURATION.total_seconds(),
+                                   description="Each tick is due up to this many seconds after its nominal time "
+                                               "(a fixed offset per job and tick); at most the shortest interval "
+                                               "between two ticks.")
 
     def to_spec(self) -> ScheduleSpec:
         return build_schedule(
             queue=self.queue, payload=self.payload, cron=self.cron, timezone=self.timezone, misfire=self.misfire,
-            misfire_grace=self.misfire_grace_s, max_backfill=self.max_backfill, overlap=self.overlap, key=self.key,
-            max_attempts=self.max_attempts, timeout=self.timeout_s,
+            misfire_grace=self.misfire_grace_s, max_backfill=self.max_backfill, overlap=self.overlap,
+            jitter=self.jitter_s, key=self.key, max_attempts=self.max_attempts, timeout=self.timeout_s,
         )
 
 
@@ -140,7 +145,7 @@ def parse_submission(body: bytes) -> JobSpec | ScheduleSpec:
 
 
 #: Submission fields whose name differs from the job's.
-_JSON_FIELDS = {"delay": "delay_s", "timeout": "timeout_s", "misfire_grace": "misfire_grace_s"}
+_JSON_FIELDS = {"delay": "delay_s", "timeout": "timeout_s", "misfire_grace": "misfire_grace_s", "jitter": "jitter_s"}
 
 
 def _named(exc: ValidationError, error: Any) -> InvalidJobError:

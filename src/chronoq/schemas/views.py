@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from chronoq.schemas.cron import CronTick
+
 OccurrenceState = Literal[
     "scheduled", "dispatched", "retrying", "deferred", "succeeded", "dead", "skipped", "cancelled"
 ]
+
+
+class ScheduledJob(int):
+    """What ``Producer.schedule`` returns: the job's id, an ``int`` as it always was, carrying the
+    schedule's next three ticks in ``next_ticks`` (UTC and local time, with DST marks), so that a
+    misread expression shows at once."""
+
+    next_ticks: tuple[CronTick, ...]
+
+    def __new__(cls, job_id: int, next_ticks: Sequence[CronTick] = ()) -> ScheduledJob:
+        scheduled = super().__new__(cls, job_id)
+        scheduled.next_ticks = tuple(next_ticks)
+        return scheduled
+
+    @property
+    def job_id(self) -> int:
+        return int(self)
 
 
 class AttemptView(BaseModel):
@@ -38,6 +58,7 @@ class OccurrenceView(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     attempts: list[AttemptView] = []
+    manual: bool = False  # a run asked for by trigger(), not a tick of the schedule
 
 
 class JobView(BaseModel):
@@ -57,6 +78,7 @@ class JobView(BaseModel):
     timezone: str | None = None
     misfire: str = "run_once"
     overlap: str = "allow"
+    jitter_s: float = 0.0  # recurring jobs: each tick is due within this many seconds after it
 
 
 class QueueStatus(BaseModel):
@@ -88,7 +110,8 @@ class QueueStatus(BaseModel):
 
 
 class TickView(BaseModel):
-    """One nominal tick of a job and what happened to it."""
+    """One nominal tick of a job and what happened to it, or one manual run (``manual``: asked
+    for by ``trigger`` at ``fire_at``, under its own ``occurrence_key``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -98,6 +121,8 @@ class TickView(BaseModel):
     detail: str | None = None
     attempt: int = 0
     finished_at: datetime | None = None
+    occurrence_key: str | None = None  # the idempotency key: ``job@tick``, ``job@manual:time`` for a manual run
+    manual: bool = False
 
 
 class JobSummary(BaseModel):

@@ -89,8 +89,9 @@ async def apply_plans(conn: Connection, plans: list[tuple[asyncpg.Record, Plan]]
         unrun += [(job_id, queue, s.fire_at, "skipped", s.reason, s.detail) for s in plan.skipped]
         add += [(job_id, queue, t, now, now, False, 0) for t in plan.extra_runs]
         if plan.next_head is not None:
-            due = lifecycle.head_due(plan.next_head, paused=plan.next_head_parked)
-            add.append((job_id, queue, plan.next_head, plan.next_head, due, True, plan.backfilled))
+            run_at = plan.next_head_run_at or plan.next_head
+            due = lifecycle.head_due(run_at, paused=plan.next_head_parked)
+            add.append((job_id, queue, plan.next_head, run_at, due, True, plan.backfilled))
         for s in plan.skipped[:3]:
             log.info("tick skipped", extra={"action": "tick_skipped", "job_id": job_id, "queue": queue,
                                             "occurrence": s.fire_at.isoformat(), "reason": s.reason,

@@ -11,6 +11,7 @@ import asyncpg
 
 from chronoq.schemas.cron import CronError, CronSchedule
 from chronoq.schemas.policies import Skip, judge
+from chronoq.schemas.schedule import tick_due
 
 #: Ticks judged per head per claim. A long outage of a frequent schedule is worked through in
 #: several claims, each bounded, instead of one giant transaction.
@@ -25,6 +26,7 @@ class Plan:
     skipped: list[Skip] = field(default_factory=list)
     extra_runs: list[datetime] = field(default_factory=list)  # other ticks to run now
     next_head: datetime | None = None
+    next_head_run_at: datetime | None = None  # when the next head is due: its tick plus its jitter offset
     next_head_parked: bool = False
     backfilled: int = 0
 
@@ -51,9 +53,11 @@ def plan_head(row: asyncpg.Record) -> Plan:
         if row["misfire"] == "skip" and now - fire_at > grace:
             return Plan(publish=False, skipped=[Skip(fire_at, "misfire", "skip: 1 missed")])
         return Plan(publish=True)
+    jitter_ms = row["cron_jitter_ms"] or 0
     policy = dict(
         now=now,
-        grace=grace,
+        # Lateness counts from the nominal tick; the jitter window is not lateness.
+        grace=grace + timedelta(milliseconds=jitter_ms),
         misfire=row["misfire"],
         max_backfill=row["max_backfill"],
         backfilled=row["backfilled"],
@@ -63,8 +67,15 @@ def plan_head(row: asyncpg.Record) -> Plan:
 
     cron = schedule(row["cron"], row["timezone"])
     later = cron.ticks_between(fire_at, now, MAX_TICKS_PER_CLAIM)
+    more_follow = len(later) == MAX_TICKS_PER_CLAIM
+    if jitter_ms:
+        # A later tick whose jittered due time has not come is not due yet: from the first such
+        # tick on, the ticks wait, that one as the next head.
+        cut = next((i for i, t in enumerate(later) if tick_due(row["job_id"], t, jitter_ms) > now), len(later))
+        more_follow = more_follow and cut == len(later)
+        later = later[:cut]
     ticks = [fire_at, *later]
-    verdict = judge(ticks, more_follow=len(later) == MAX_TICKS_PER_CLAIM, paused=paused, **policy)
+    verdict = judge(ticks, more_follow=more_follow, paused=paused, **policy)
     try:
         next_head: datetime | None = cron.next_after(ticks[-1])
     except CronError:
@@ -74,6 +85,7 @@ def plan_head(row: asyncpg.Record) -> Plan:
         skipped=verdict.skip,
         extra_runs=[t for t in verdict.run if t != fire_at],
         next_head=next_head,
+        next_head_run_at=None if next_head is None else tick_due(row["job_id"], next_head, jitter_ms),
         next_head_parked=paused,
         backfilled=verdict.backfilled,
     )

@@ -1,12 +1,12 @@
 -- name: job
 SELECT id, queue, kind, state, key, payload, max_attempts, timeout_ms, created_at,
-       cron, timezone, misfire, overlap
+       cron, timezone, misfire, overlap, cron_jitter_ms
 FROM chronoq.jobs WHERE id = $1;
 
 -- name: job_live_occurrences
 -- control: why a due occurrence waits (its queue is paused, or at its limits), if it does.
 SELECT occurrence_key, fire_at, run_at, due_at, attempt, dispatches, dispatched_at, last_error,
-       (due_at <= now()) AS is_due,
+       (due_at <= now()) AS is_due, occurrence_key = chronoq.manual_key(job_id, fire_at) AS manual,
        CASE WHEN controlled AND due_at <= now() THEN
            (SELECT CASE WHEN c.paused THEN 'queue paused' ELSE 'queue at its limits' END
             FROM chronoq.queue_controls c WHERE c.queue = w.queue)
@@ -14,7 +14,8 @@ SELECT occurrence_key, fire_at, run_at, due_at, attempt, dispatches, dispatched_
 FROM chronoq.wheel w WHERE job_id = $1 ORDER BY fire_at;
 
 -- name: job_results
-SELECT occurrence_key, fire_at, state, attempt, reason, error, result, run_at, started_at, finished_at, worker
+SELECT occurrence_key, fire_at, state, attempt, reason, error, result, run_at, started_at, finished_at, worker,
+       occurrence_key = chronoq.manual_key(job_id, fire_at) AS manual
 FROM chronoq.results WHERE job_id = $1 ORDER BY fire_at;
 
 -- name: job_attempts

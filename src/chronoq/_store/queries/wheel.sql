@@ -62,7 +62,7 @@ WITH due AS (
 )
 SELECT claimed.*, j.payload::text AS payload, j.max_attempts, j.timeout_ms, j.trace::text AS trace,
        j.kind, j.state AS job_state, j.cron, j.timezone, j.misfire, j.misfire_grace_ms,
-       j.max_backfill, j.overlap, now() AS db_now,
+       j.max_backfill, j.overlap, j.cron_jitter_ms, now() AS db_now,
        -- What the timer needs to sleep after this batch without asking next_due (the same in
        -- every row; each computed once per statement): the database's clock, seconds until the
        -- first row due later (paused jobs' rows, parked at 'infinity', are never due), how
