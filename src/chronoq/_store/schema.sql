@@ -278,6 +278,7 @@ CREATE TABLE chronoq.wheel (
     backfilled integer DEFAULT 0 NOT NULL,
     starts integer DEFAULT 0 NOT NULL,
     dispatch_id bigint,
+    due_by timestamp with time zone,
     controlled boolean DEFAULT false NOT NULL
 )
 WITH (autovacuum_vacuum_scale_factor='0.0', autovacuum_vacuum_threshold='2000', autovacuum_vacuum_insert_scale_factor='0.0', autovacuum_vacuum_insert_threshold='10000', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_delay='0', fillfactor='70');
