@@ -65,6 +65,18 @@ BAD_ENQUEUES = [
     pytest.param({"payload": 2**64}, "payload", "64-bit", id="huge-int"),
     pytest.param({"payload": "x" * (MAX_PAYLOAD_BYTES + 1)}, "payload", "over the limit", id="oversized-payload"),
     pytest.param({"payload": _nested(65)}, "payload" + "[0]" * 65, "nested deeper", id="deep-payload"),
+    pytest.param({"debounce": 5}, "debounce", "needs a key", id="debounce-without-key"),
+    pytest.param({"on_conflict": "replace"}, "on_conflict", "needs a key", id="replace-without-key"),
+    pytest.param({"key": "k", "on_conflict": "update"}, "on_conflict", "'keep' or 'replace'", id="unknown-on-conflict"),
+    pytest.param({"key": "k", "on_conflict": True}, "on_conflict", "'keep' or 'replace'", id="bool-on-conflict"),
+    pytest.param({"key": "k", "debounce": 0}, "debounce", "positive", id="zero-debounce"),
+    pytest.param({"key": "k", "debounce": -1}, "debounce", "positive", id="negative-debounce"),
+    pytest.param({"key": "k", "debounce": timedelta(days=365 * 2000)}, "debounce", "at most", id="debounce-past-range"),
+    pytest.param({"key": "k", "debounce": 10, "max_wait": 5}, "max_wait", "at least debounce", id="max-wait-below-debounce"),
+    pytest.param({"key": "k", "max_wait": 5}, "max_wait", "only with debounce", id="max-wait-without-debounce"),
+    pytest.param({"key": "k", "debounce": 5, "on_conflict": "keep"}, "on_conflict", "replaces", id="debounce-and-keep"),
+    pytest.param({"key": "k", "debounce": 5, "delay": 1}, "delay", "debounce", id="debounce-and-delay"),
+    pytest.param({"key": "k", "debounce": 5, "run_at": FUTURE}, "run_at", "debounce", id="debounce-and-run-at"),
 ]
 
 BAD_QUEUES = [

@@ -170,6 +170,12 @@ def test_a_bad_argument_is_refused_while_parsing_on_one_short_line(args: list[st
     pytest.param(["schedule", "q", "--cron", "0 * * * *", "--jitter", "2h"], "jitter: 7200 seconds is longer than the "
                  "shortest interval", id="jitter-longer-than-the-interval"),
     pytest.param(["schedule", "--cron", "@daily"], "queue: a queue is required", id="schedule-without-a-queue"),
+    pytest.param(["enqueue", "q", "--debounce", "5s"], "debounce: needs a key", id="debounce-without-key"),
+    pytest.param(["enqueue", "q", "--key", "k", "--debounce", "10s", "--max-wait", "5s"],
+                 "max_wait: must be at least debounce", id="max-wait-below-debounce"),
+    pytest.param(["enqueue", "q", "--key", "k", "--on-conflict", "update"], "is not one of keep, replace",
+                 id="unknown-on-conflict"),
+    pytest.param(["enqueue", "q", "--key", "k", "--debounce", "0s"], "debounce: must be positive", id="zero-debounce"),
 ])
 async def test_the_cli_refuses_bad_input_on_one_line_and_stores_nothing(settings, db, args, fragment) -> None:
     result = _chronoq(settings, *args)

@@ -157,3 +157,19 @@ async def test_the_timer_dispatches_while_its_submissions_consumer_cannot_start(
     finally:
         await timer.close()
     assert timer.side_tasks.running == set()  # closing stops the retries
+
+
+def test_a_submission_may_replace_or_debounce_by_key_and_is_refused_naming_the_json_field() -> None:
+    from chronoq.errors import InvalidJobError
+    from chronoq.schemas.submission import parse_submission
+
+    spec = parse_submission(orjson.dumps({"queue": "q", "key": "k", "debounce_s": 2, "max_wait_s": 30}))
+    assert (spec.on_conflict, spec.debounce.total_seconds(), spec.max_wait.total_seconds()) == ("replace", 2, 30)
+    assert parse_submission(orjson.dumps({"queue": "q", "key": "k", "on_conflict": "replace"})).on_conflict == "replace"
+    for body, field in [({"queue": "q", "debounce_s": 2}, "debounce_s"),
+                        ({"queue": "q", "key": "k", "debounce_s": 2, "max_wait_s": 1}, "max_wait_s"),
+                        ({"queue": "q", "key": "k", "on_conflict": "update"}, "on_conflict"),
+                        ({"queue": "q", "key": "k", "debounce_s": 0}, "debounce_s")]:
+        with pytest.raises(InvalidJobError) as caught:
+            parse_submission(orjson.dumps(body))
+        assert caught.value.field == field, (body, str(caught.value))

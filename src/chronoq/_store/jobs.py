@@ -14,6 +14,7 @@ import orjson
 from chronoq._store.connection import Connection, one_row
 from chronoq._store.sql import query
 from chronoq._store.wheel import fire_time_suffix
+from chronoq.errors import InvalidJobError
 from chronoq.schemas.job import JobSpec, RetryPolicy
 from chronoq.schemas.rules import short
 
@@ -49,15 +50,22 @@ def _row(spec: JobSpec, payload: bytes) -> tuple[object, ...]:
         retry.jitter,
         milliseconds(spec.timeout),
         spec.run_at,
-        # No time given means now, by the database's clock.
-        (spec.delay or timedelta(0)) if spec.run_at is None else None,
+        # No time given means now, by the database's clock; a debounced job is due a debounce
+        # period from now.
+        (spec.delay or spec.debounce or timedelta(0)) if spec.run_at is None else None,
         spec.misfire,
         milliseconds(spec.misfire_grace),
+        spec.waits_at_most,
+        # The runs of a job that is replaced take turns: a trailing run waits for the one before.
+        "skip" if spec.on_conflict == "replace" else "allow",
     )
 
 
 async def enqueue(conn: Connection, spec: JobSpec, payload: bytes, trace: dict[str, str] | None = None) -> Enqueued:
     args = (*_row(spec, payload), _trace_text(trace))
+    if spec.on_conflict == "replace":
+        async with conn.transaction():  # a savepoint in a caller's transaction
+            return await _enqueue_replacing(conn, spec, args)
     # A concurrent enqueue of the same key can commit between our conflict check and our
     # read of the existing row; one more round always sees it.
     for _ in range(3):
@@ -65,6 +73,34 @@ async def enqueue(conn: Connection, spec: JobSpec, payload: bytes, trace: dict[s
         if row is not None:
             return Enqueued(row["id"], row["created"])
     raise RuntimeError(f"enqueue of key {short(spec.key)} found neither a new nor an existing job")
+
+
+async def _enqueue_replacing(conn: Connection, spec: JobSpec, args: tuple[object, ...]) -> Enqueued:
+    """A new job, or the stored job of the key replaced (``replace_occurrence``). A job pruned
+    between the two steps is enqueued afresh in the next round."""
+    for _ in range(3):
+        row = await conn.fetchrow(query("enqueue"), *args)
+        if row is None:
+            continue  # the concurrent enqueue that won the key is not visible yet
+        if row["created"]:
+            return Enqueued(row["id"], True)
+        if await replace(conn, row["id"], spec, args):
+            return Enqueued(row["id"], False)
+    raise RuntimeError(f"enqueue of key {short(spec.key)} found neither a new nor an existing job")
+
+
+async def replace(conn: Connection, job_id: int, spec: JobSpec, args: Sequence[object]) -> bool:
+    """Replace the stored one-shot job ``job_id`` of ``spec``'s key by ``spec`` (``args``: its
+    row and trace, as ``enqueue`` takes them), in the caller's transaction. False if the job is
+    gone. A cancelled job stays as it is; a recurring job's key is refused."""
+    job = await conn.fetchrow(query("lock_replaced_job"), job_id)
+    if job is None:
+        return False
+    if job["kind"] != "once":
+        raise InvalidJobError("key", f"{short(spec.key)} names a recurring job on this queue; it cannot be replaced")
+    if job["state"] != "cancelled":
+        await conn.fetchrow(query("replace_occurrence"), job_id, *args)
+    return True
 
 
 #: Columns a bulk enqueue COPYs; the rest take their defaults (kind 'once', no key, now()).
@@ -248,7 +284,27 @@ async def enqueue_many(
                 if not stored.created:
                     ids[index] = stored.job_id
                     existing.append(index)
+            await _replace_existing(conn, batch.keyed, ids, set(existing), trace)
     return BulkEnqueued(ids, batch.queues, existing)
+
+
+async def _replace_existing(
+    conn: Connection, keyed: Sequence[tuple[int, JobSpec, bytes]], ids: Sequence[int], existing: set[int],
+    trace: dict[str, str] | None,
+) -> None:
+    """The ``replace`` items of a bulk enqueue whose key was stored (before this call, or by an
+    earlier item of it), each replacing its job in turn: in key order, as every writer of many
+    job rows locks them (no deadlocks), and in input order within a key (the last one wins)."""
+    replacing = sorted(
+        ((spec.queue, spec.key or "", index), spec, payload)
+        for index, spec, payload in keyed if index in existing and spec.on_conflict == "replace"
+    )
+    for (_, _, index), spec, payload in replacing:
+        try:
+            if not await replace(conn, ids[index], spec, (*_row(spec, payload), _trace_text(trace))):
+                raise RuntimeError(f"job {ids[index]} of key {short(spec.key)} vanished during the enqueue")
+        except InvalidJobError as exc:
+            raise InvalidJobError(exc.field, f"{exc.message} (item {index} of the batch)") from None
 
 
 async def _write_parts(conn: Connection, batch: _BulkCopy, parts: asyncio.Queue[_Part | None]) -> None:

@@ -116,6 +116,11 @@ async def add(conn: Connection, rows: Sequence[tuple[int, str, datetime, datetim
         await conn.execute(query("add_occurrences"), *map(list, zip(*rows, strict=True)))
 
 
+async def defer(conn: Connection, keys: Sequence[str], shortest: timedelta, longest: timedelta) -> None:
+    if keys:
+        await conn.execute(query("defer_occurrences"), list(keys), shortest, longest)
+
+
 async def park(conn: Connection, keys: Sequence[str]) -> None:
     if keys:
         await conn.execute(query("park_occurrences"), list(keys))

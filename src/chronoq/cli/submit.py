@@ -39,6 +39,14 @@ def add_commands(actions: Actions) -> None:
     when.add_argument("--delay", type=duration("delay", maximum=MAX_DELAY), help="run after this long, e.g. 30s")
     when.add_argument("--at", dest="run_at", type=time("run_at", earliest=EARLIEST_RUN_AT, latest=LATEST_RUN_AT),
                       help="run at this ISO 8601 time (with offset)")
+    when.add_argument("--debounce", type=duration("debounce", maximum=MAX_DELAY, positive=True),
+                      help="with --key: every enqueue of the key pushes its pending run out to now + this")
+    enqueue.add_argument("--max-wait", type=duration("max_wait", maximum=MAX_DELAY, positive=True),
+                         help="with --debounce: the pending run is never pushed past this after its first "
+                              "enqueue (default 10 x --debounce)")
+    enqueue.add_argument("--on-conflict", **one_of("on_conflict", "keep", "replace"),
+                         help="a key already stored: keep its job as it is (default), or replace its payload "
+                              "and the time of its pending run (a new run if it has already run)")
     _add_job_options(enqueue, "idempotency key: the same key on the same queue enqueues once")
 
     schedule = add_command(actions, "schedule", "Schedule a recurring (cron) job; prints its id (its next three ticks "
@@ -81,6 +89,7 @@ def _job_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
     return run_async(_submit(settings, "enqueue", args.queue, args.payload, delay=args.delay, run_at=args.run_at,
+                             on_conflict=args.on_conflict, debounce=args.debounce, max_wait=args.max_wait,
                              **_job_options(args)))
 
 

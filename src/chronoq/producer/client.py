@@ -112,14 +112,23 @@ class Producer:
         timeout: Delay | None = None,  # noqa: ASYNC109 - the job's handler timeout, not this call's
         misfire: Literal["skip", "run_once"] | None = None,
         misfire_grace: Delay | None = None,
+        on_conflict: Literal["keep", "replace"] | None = None,
+        debounce: Delay | None = None,
+        max_wait: Delay | None = None,
         connection: Connection | None = None,
     ) -> int:
         """Store a one-shot job; returns its id. With ``key``, a second enqueue of the same key on
-        the same queue stores nothing and returns the first job's id. With ``connection``, the job
-        is written in that connection's current transaction."""
+        the same queue returns the first job's id and, by ``on_conflict``, stores nothing
+        (``keep``, the default) or replaces the job's payload and options and the time of its
+        pending run (``replace``); if that run is already dispatched, running or finished, one
+        new run with the new payload follows it. ``debounce`` (with a key; implies ``replace``):
+        every enqueue of the key pushes the pending run out to now + ``debounce``, but never
+        past ``max_wait`` (default 10 x ``debounce``) after the enqueue that created that run.
+        With ``connection``, the job is written in that connection's current transaction."""
         spec = build_spec(
             queue=queue, payload=payload, delay=delay, run_at=run_at, key=key, max_attempts=max_attempts,
-            retry=retry, timeout=timeout, misfire=misfire, misfire_grace=misfire_grace,
+            retry=retry, timeout=timeout, misfire=misfire, misfire_grace=misfire_grace, on_conflict=on_conflict,
+            debounce=debounce, max_wait=max_wait,
         )
         return (await self._enqueue(spec, connection)).job_id
 

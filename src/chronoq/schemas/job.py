@@ -19,6 +19,7 @@ from chronoq.schemas.rules import (
     check_int,
     check_key,
     check_queue_name,
+    short,
     to_duration,
 )
 
@@ -39,6 +40,9 @@ DEFAULT_MISFIRE_GRACE = timedelta(minutes=5)
 #: consumer_timeout (30 minutes by default), cancelling every handler on that channel; a handler
 #: timeout must stay below it. Longer work belongs in several jobs.
 MAX_TIMEOUT = timedelta(minutes=25)
+#: A debounced job's ``max_wait`` when none is given, in debounce periods: a key enqueued
+#: without pause still runs at least this often, never starved by its own stream of enqueues.
+DEFAULT_MAX_WAIT_DEBOUNCES = 10
 
 #: Pydantic checks what these validators return strictly: each takes the caller's value and
 #: returns it in the model's type, or raises InvalidJobError naming the field.
@@ -114,6 +118,31 @@ class JobSpec(SpecFields):
     #: (``run_once``, the default) or is recorded skipped (``skip``: e.g. a reminder that is
     #: pointless an hour late).
     misfire: Literal["skip", "run_once"] = "run_once"
+    #: What an enqueue whose key is already stored does: ``keep`` the stored job as it is, or
+    #: ``replace`` its payload and the time of its pending run (see docs/scheduling.md).
+    #: Left out: ``replace`` with ``debounce``, else ``keep``.
+    on_conflict: Literal["keep", "replace"] = "keep"
+    #: Every enqueue of the key pushes the pending run out to now + ``debounce`` (and replaces
+    #: its payload), never past ``max_wait`` after the enqueue that created that run.
+    debounce: timedelta | None = None
+    max_wait: timedelta | None = None
+
+    _debounce = duration_field("debounce", maximum=MAX_DELAY, positive=True)
+    _max_wait = duration_field("max_wait", maximum=MAX_DELAY, positive=True)
+
+    @field_validator("on_conflict", mode="before")
+    @classmethod
+    def _on_conflict(cls, value: object) -> str:
+        if not isinstance(value, str) or value not in ("keep", "replace"):
+            raise InvalidJobError("on_conflict", f"must be 'keep' or 'replace', not {short(value)}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _debounce_replaces(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("debounce") is not None and data.get("on_conflict") is None:
+            return {**data, "on_conflict": "replace"}
+        return data
 
     @field_validator("run_at", mode="before")
     @classmethod
@@ -137,7 +166,31 @@ class JobSpec(SpecFields):
     def _one_time(self) -> JobSpec:
         if self.run_at is not None and self.delay is not None:
             raise InvalidJobError("job", "give run_at or delay, not both")
+        if self.key is None and self.debounce is not None:
+            raise InvalidJobError("debounce", "needs a key: the enqueues of one key are debounced together")
+        if self.key is None and self.on_conflict == "replace":
+            raise InvalidJobError("on_conflict", "'replace' needs a key: it replaces the job stored under that key")
+        if self.debounce is None:
+            if self.max_wait is not None:
+                raise InvalidJobError("max_wait", "applies only with debounce")
+            return self
+        if self.on_conflict == "keep":
+            raise InvalidJobError("on_conflict", "debounce replaces the pending run: give 'replace' or leave it out")
+        for name in ("run_at", "delay"):
+            if getattr(self, name) is not None:
+                raise InvalidJobError(name, "cannot be combined with debounce, which sets the due time")
+        if self.debounce.total_seconds() > _LATEST_TIMESTAMP - time.time():
+            raise InvalidJobError("debounce", _PAST_RANGE)
+        if self.max_wait is not None and self.max_wait < self.debounce:
+            raise InvalidJobError("max_wait", "must be at least debounce")
         return self
+
+    @property
+    def waits_at_most(self) -> timedelta | None:
+        """A debounced job's ``max_wait``, given or by default; None if it is not debounced."""
+        if self.debounce is None:
+            return None
+        return self.max_wait or self.debounce * DEFAULT_MAX_WAIT_DEBOUNCES
 
 
 def build_spec(**fields: Any) -> JobSpec:

@@ -61,6 +61,15 @@ class OnceSubmission(_Common):
     delay_s: float | None = Field(None, ge=0, le=MAX_DELAY.total_seconds())
     misfire: Literal["skip", "run_once"] = "run_once"
     misfire_grace_s: float | None = Field(None, ge=0, le=MAX_DURATION.total_seconds())
+    on_conflict: Literal["keep", "replace"] | None = Field(
+        None, description="The key is already stored: 'keep' its job as it is (the default without debounce_s), or "
+                          "'replace' its payload and the time of its pending run (a new run if it has already run).")
+    debounce_s: float | None = Field(None, ge=0.001, le=MAX_DELAY.total_seconds(),
+                                     description="Needs a key; implies 'replace'. Every submission of the key pushes "
+                                                 "its pending run out to now + this many seconds.")
+    max_wait_s: float | None = Field(None, ge=0.001, le=MAX_DELAY.total_seconds(),
+                                     description="With debounce_s: the pending run is never pushed past this many "
+                                                 "seconds after its first submission (default 10 x debounce_s).")
 
     @field_validator("run_at", mode="before")
     @classmethod
@@ -80,7 +89,8 @@ class OnceSubmission(_Common):
         return build_spec(
             queue=self.queue, payload=self.payload, run_at=self.run_at, delay=self.delay_s, key=self.key,
             max_attempts=self.max_attempts, timeout=self.timeout_s, misfire=self.misfire,
-            misfire_grace=self.misfire_grace_s,
+            misfire_grace=self.misfire_grace_s, on_conflict=self.on_conflict, debounce=self.debounce_s,
+            max_wait=self.max_wait_s,
         )
 
 
@@ -145,7 +155,8 @@ def parse_submission(body: bytes) -> JobSpec | ScheduleSpec:
 
 
 #: Submission fields whose name differs from the job's.
-_JSON_FIELDS = {"delay": "delay_s", "timeout": "timeout_s", "misfire_grace": "misfire_grace_s", "jitter": "jitter_s"}
+_JSON_FIELDS = {"delay": "delay_s", "timeout": "timeout_s", "misfire_grace": "misfire_grace_s", "jitter": "jitter_s",
+                "debounce": "debounce_s", "max_wait": "max_wait_s"}
 
 
 def _named(exc: ValidationError, error: Any) -> InvalidJobError:

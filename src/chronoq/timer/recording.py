@@ -25,6 +25,11 @@ SET_ASIDE_LOGGED = 10
 #: Refused rows logged per batch (all are postponed).
 REFUSED_LOGGED = 10
 
+#: How often a trailing run waiting for its job's earlier run looks again: a tenth of how long it
+#: has been due, within these bounds (soon after a short run ends, rarely during a long one).
+WAIT_POLL_MIN = timedelta(milliseconds=200)
+WAIT_POLL_MAX = timedelta(seconds=5)
+
 #: Rows the broker refused, with its error.
 Refused = tuple[asyncpg.Record, BaseException]
 
@@ -74,11 +79,15 @@ async def apply_plans(conn: Connection, plans: list[tuple[asyncpg.Record, Plan]]
     unrun: list[tuple[int, str, datetime, str, str, str | None]] = []
     drop: list[str] = []
     park: list[str] = []
+    wait: list[str] = []
     add: list[tuple[int, str, datetime, datetime, datetime, bool, int]] = []
     for row, plan in plans:
         job_id, queue, now = row["job_id"], row["queue"], row["db_now"]
         if plan.park:
             park.append(row["occurrence_key"])
+            continue
+        if plan.wait:
+            wait.append(row["occurrence_key"])
             continue
         if plan.cancelled:
             drop.append(row["occurrence_key"])
@@ -98,5 +107,6 @@ async def apply_plans(conn: Connection, plans: list[tuple[asyncpg.Record, Plan]]
                                             "skipped_in_batch": len(plan.skipped)})
     await wheel.drop(conn, drop)
     await wheel.park(conn, park)
+    await wheel.defer(conn, wait, WAIT_POLL_MIN, WAIT_POLL_MAX)
     await wheel.record_unrun(conn, unrun)
     await wheel.add(conn, add)

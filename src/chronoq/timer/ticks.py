@@ -22,6 +22,7 @@ MAX_TICKS_PER_CLAIM = 1000
 class Plan:
     publish: bool  # the claimed row itself runs now
     park: bool = False  # a paused one-shot: keep it, undecided, until resumed
+    wait: bool = False  # a one-shot's trailing run while its earlier run is live: judged again shortly
     cancelled: bool = False  # the job was cancelled while this row was claimed
     skipped: list[Skip] = field(default_factory=list)
     extra_runs: list[datetime] = field(default_factory=list)  # other ticks to run now
@@ -50,6 +51,8 @@ def plan_head(row: asyncpg.Record) -> Plan:
         # it is paused, or late under `skip` (what judge() decides for one tick, without lists).
         if paused:
             return Plan(publish=False, park=True)
+        if row["previous_running"]:  # overlap 'skip': a replaced job's trailing run follows the earlier one
+            return Plan(publish=False, wait=True)
         if row["misfire"] == "skip" and now - fire_at > grace:
             return Plan(publish=False, skipped=[Skip(fire_at, "misfire", "skip: 1 missed")])
         return Plan(publish=True)

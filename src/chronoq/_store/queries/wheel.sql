@@ -193,6 +193,13 @@ ON CONFLICT DO NOTHING;
 -- A paused job's one-shot occurrence waits, undecided, until the job is resumed.
 UPDATE chronoq.wheel SET due_at = 'infinity' WHERE occurrence_key = ANY($1::text[]);
 
+-- name: defer_occurrences
+-- Trailing runs of replaced one-shot jobs whose earlier run is still live: due again after a
+-- tenth of how long they have been due, between $2 and $3, still undecided (head).
+UPDATE chronoq.wheel
+SET due_at = now() + least(greatest((now() - run_at) / 10, chronoq.elapsed($2::interval)), chronoq.elapsed($3::interval))
+WHERE occurrence_key = ANY($1::text[]);
+
 -- name: try_prune_lock
 -- One pruner at a time across all timers; the others skip this round.
 SELECT pg_try_advisory_xact_lock(7236784365301);
