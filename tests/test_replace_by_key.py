@@ -234,6 +234,8 @@ async def test_eight_producers_racing_replace_and_debounce_on_one_key_give_bound
     committed = await committed_runs(db)
     keys = [r["occurrence_key"] for r in committed]
     assert len(keys) == len(set(keys)), "an occurrence ran twice"
+    # The enqueue that committed last is the last of one of the producers: its payload ran last.
+    assert orjson.loads(last)["n"] == rounds - 1
     assert committed[-1]["payload"] == last
     # Successive runs' occurrences are created after the previous dispatch and due no sooner than
     # a debounce after, or at once for a plain replace: bounded by the enqueues, well below them.
