@@ -1,7 +1,8 @@
 """Replace and debounce by key, end to end through the real Postgres and RabbitMQ: a replace
 before dispatch moves the pending run, a replace while it runs adds exactly one trailing run with
-the last payload, debounce pushes the run out but never past max_wait, and eight producers racing
-on one key get bounded runs, the last payload winning, each run exactly once."""
+the last payload, debounce pushes the run out but never past max_wait, eight producers racing
+on one key get bounded runs, the last payload winning, each run exactly once; and a timer or a
+worker killed mid-way loses nothing and runs nothing twice."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from typing import Any
 import orjson
 import pytest
 
-from chronoq import JobContext, Producer, Worker
+from chronoq import InvalidJobError, JobContext, Producer, Worker
 from chronoq.consumer.service import WorkerService
 from chronoq.timer import Timer
-from tests.harness import all_finished, eventually, running
+from tests.harness import EFFECTS_TABLE, all_finished, eventually, running
 
 RUNS_TABLE = """
 CREATE TABLE IF NOT EXISTS test_runs (
@@ -150,8 +151,6 @@ async def test_a_cancelled_job_is_not_revived_by_a_replace(producer: Producer, d
 
 
 async def test_the_key_of_a_recurring_job_cannot_be_replaced_and_nothing_changes(producer: Producer, db) -> None:
-    from chronoq import InvalidJobError
-
     job = await producer.schedule("recompute", 1, cron="0 * * * *", key="k")
     with pytest.raises(InvalidJobError) as caught:
         await producer.enqueue("recompute", 2, key="k", on_conflict="replace")
@@ -264,3 +263,57 @@ async def test_a_bulk_enqueue_replaces_in_input_order_within_a_key(producer: Pro
     assert abs(rows[0]["due_in"] - timedelta(minutes=1)) < timedelta(seconds=5)
     assert abs(rows[1]["due_in"] - timedelta(seconds=30)) < timedelta(seconds=5)
 
+
+
+async def test_a_replace_while_the_timer_that_published_the_run_dies_before_its_commit_runs_the_new_payload_once(
+    spawn, settings, producer: Producer, db, runs_table
+) -> None:
+    worker, _ = recording_worker("recompute")
+    job = await producer.enqueue("recompute", 1, key="k")
+    doomed = spawn("timer", name="doomed-timer", CHRONOQ_FAILPOINTS="timer.after_confirm=kill")
+    assert await doomed.exited() == -9  # died holding a confirmed message, before its commit
+    orphan_key = await db.fetchval("SELECT occurrence_key FROM chronoq.wheel WHERE job_id = $1 AND dispatches = 0", job)
+    assert orphan_key is not None  # the broker holds a copy of this occurrence, with payload 1
+    # Due a little later: the orphan copy reaches a worker (handed back, then redelivered) first.
+    await producer.enqueue("recompute", 2, key="k", on_conflict="replace", delay=timedelta(seconds=1))
+    async with running(Timer(settings)), running(WorkerService(worker, settings.model_copy(update={"concurrency": 1}))):
+        await all_finished(producer, [job], timeout=30)
+
+        async def queue_drained() -> bool:  # the orphan copy is consumed too (dropped as stale)
+            return not await db.fetchval("SELECT count(*) FROM chronoq.wheel")
+
+        await eventually(queue_drained, what="the wheel to empty")
+    committed = await committed_runs(db)
+    assert [r["payload"] for r in committed] == ["2"], committed
+    assert committed[0]["occurrence_key"] != orphan_key
+    assert not await db.fetchval("SELECT count(*) FROM chronoq.results WHERE occurrence_key = $1", orphan_key)
+
+
+async def test_a_worker_killed_mid_run_with_a_trailing_run_pending_loses_nothing_and_runs_each_once(
+    spawn, settings, producer: Producer, db, tmp_path
+) -> None:
+    await db.execute(EFFECTS_TABLE)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    victim = spawn("worker", "tests.handlers:worker", "--queue", "hang-once", name="victim")
+    await victim.wait_for_log("worker_started")
+    job = await producer.enqueue("hang-once", {"marker_dir": str(markers), "v": 1}, key="k")
+    async with running(Timer(settings)):
+
+        async def first_run_hangs() -> bool:
+            return await asyncio.to_thread(lambda: any(markers.glob("started-*")))
+
+        await eventually(first_run_hangs, what="the first run to start in the victim")
+        for value in (2, 3, 4):
+            await producer.enqueue("hang-once", {"marker_dir": str(markers), "v": value}, key="k", on_conflict="replace")
+        assert victim.kill() == -9
+        survivor = spawn("worker", "tests.handlers:worker", "--queue", "hang-once", name="survivor")
+        summary = await all_finished(producer, [job], timeout=60)
+    assert summary["succeeded"] == 2
+    effects = await db.fetch("SELECT occurrence_key, pid, at FROM test_effects ORDER BY at")
+    assert len({e["occurrence_key"] for e in effects}) == len(effects) == 2, effects
+    # Both committed by the survivor: the trailing run waited for the first, which only the
+    # survivor finished.
+    assert {e["pid"] for e in effects} == {survivor.popen.pid}
+    assert await db.fetchval("SELECT payload->>'v' FROM chronoq.jobs WHERE id = $1", job) == "4"
+    assert survivor.terminate() == 0
