@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -51,6 +52,22 @@ async def test_enqueue_status_show_and_cancel(settings, producer: Producer) -> N
     cancelled = chronoq(settings, "jobs", "cancel", str(job_id))
     assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
     assert (await producer.get(job_id)).state == "cancelled"
+
+
+async def test_enqueue_replaces_or_debounces_a_stored_key(settings, producer: Producer, db) -> None:
+    first = chronoq(settings, "enqueue", "recompute", "--payload", "1", "--key", "k", "--delay", "1h")
+    job_id = int(first.stdout)
+    replaced = chronoq(settings, "enqueue", "recompute", "--payload", "2", "--key", "k", "--delay", "10m",
+                       "--on-conflict", "replace")
+    assert replaced.returncode == 0 and int(replaced.stdout) == job_id, replaced.stderr
+    assert (await producer.get(job_id)).payload == 2
+    debounced = chronoq(settings, "enqueue", "recompute", "--payload", "3", "--key", "k", "--debounce", "30s",
+                        "--max-wait", "1m")
+    assert debounced.returncode == 0 and int(debounced.stdout) == job_id, debounced.stderr
+    row = await db.fetchrow("SELECT due_at - now() AS due_in, due_by - due_at AS slack FROM chronoq.wheel")
+    assert timedelta(seconds=20) < row["due_in"] <= timedelta(seconds=30)
+    assert row["slack"] == timedelta(seconds=30)  # max_wait 1 min from the enqueue that moved it
+    assert (await producer.get(job_id)).payload == 3
 
 
 async def test_at_runs_at_an_absolute_time(settings, producer: Producer) -> None:

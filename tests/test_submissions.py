@@ -173,3 +173,22 @@ def test_a_submission_may_replace_or_debounce_by_key_and_is_refused_naming_the_j
         with pytest.raises(InvalidJobError) as caught:
             parse_submission(orjson.dumps(body))
         assert caught.value.field == field, (body, str(caught.value))
+
+
+async def test_a_submission_with_on_conflict_replace_replaces_the_stored_job_of_its_key(settings, producer: Producer, db) -> None:
+    job_id = await producer.enqueue("reports", {"n": 1}, key="report-7", delay=3600)
+    body = orjson.dumps({"queue": "reports", "key": "report-7", "payload": {"n": 2}, "debounce_s": 60})
+    async with running(Timer(settings)):
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(f"{settings.namespace}.submit")
+            await exchange.publish(aio_pika.Message(body, message_id="replace-report-7"), routing_key="")
+
+            async def replaced() -> bool:
+                return (await producer.get(job_id)).payload == {"n": 2}
+
+            await eventually(replaced, what="the submission to replace the job's payload")
+    due_in = await db.fetchval("SELECT due_at - now() FROM chronoq.wheel WHERE job_id = $1", job_id)
+    assert due_in.total_seconds() <= 60  # debounced: due a minute after the submission, not in an hour
+    assert len(await producer.list_jobs(queue="reports")) == 1
