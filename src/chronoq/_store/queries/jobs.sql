@@ -123,7 +123,7 @@ WITH job AS (
     UPDATE chronoq.wheel w
     SET occurrence_key = chronoq.occurrence_key(w.job_id, t.at), fire_at = t.at, run_at = t.at,
         due_at = CASE WHEN job.state = 'paused' THEN 'infinity' ELSE t.at END, head = true, due_by = p.due_by,
-        last_error = NULL
+        last_error = NULL, starts = 0
     FROM pending p, job,
          LATERAL (SELECT CASE WHEN p.at <= p.latest THEN p.latest + interval '1 microsecond' ELSE p.at END AS at) AS t
     WHERE w.occurrence_key = p.occurrence_key AND w.job_id = $1 AND w.attempt = 1 AND w.dispatches = 0
