@@ -164,7 +164,7 @@ def test_a_submission_may_replace_or_debounce_by_key_and_is_refused_naming_the_j
     from chronoq.schemas.submission import parse_submission
 
     spec = parse_submission(orjson.dumps({"queue": "q", "key": "k", "debounce_s": 2, "max_wait_s": 30}))
-    assert (spec.on_conflict, spec.debounce.total_seconds(), spec.max_wait.total_seconds()) == ("replace", 2, 30)
+    assert (spec.replaces, spec.debounce.total_seconds(), spec.max_wait.total_seconds()) == (True, 2, 30)
     assert parse_submission(orjson.dumps({"queue": "q", "key": "k", "on_conflict": "replace"})).on_conflict == "replace"
     for body, field in [({"queue": "q", "debounce_s": 2}, "debounce_s"),
                         ({"queue": "q", "key": "k", "debounce_s": 2, "max_wait_s": 1}, "max_wait_s"),

@@ -57,13 +57,13 @@ def _row(spec: JobSpec, payload: bytes) -> tuple[object, ...]:
         milliseconds(spec.misfire_grace),
         spec.waits_at_most,
         # The runs of a job that is replaced take turns: a trailing run waits for the one before.
-        "skip" if spec.on_conflict == "replace" else "allow",
+        "skip" if spec.replaces else "allow",
     )
 
 
 async def enqueue(conn: Connection, spec: JobSpec, payload: bytes, trace: dict[str, str] | None = None) -> Enqueued:
     args = (*_row(spec, payload), _trace_text(trace))
-    if spec.on_conflict == "replace":
+    if spec.replaces:
         async with conn.transaction():  # a savepoint in a caller's transaction
             return await _enqueue_replacing(conn, spec, args)
     # A concurrent enqueue of the same key can commit between our conflict check and our
@@ -297,7 +297,7 @@ async def _replace_existing(
     job rows locks them (no deadlocks), and in input order within a key (the last one wins)."""
     replacing = sorted(
         ((spec.queue, spec.key or "", index), spec, payload)
-        for index, spec, payload in keyed if index in existing and spec.on_conflict == "replace"
+        for index, spec, payload in keyed if index in existing and spec.replaces
     )
     for (_, _, index), spec, payload in replacing:
         try:

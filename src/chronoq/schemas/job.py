@@ -119,9 +119,9 @@ class JobSpec(SpecFields):
     #: pointless an hour late).
     misfire: Literal["skip", "run_once"] = "run_once"
     #: What an enqueue whose key is already stored does: ``keep`` the stored job as it is, or
-    #: ``replace`` its payload and the time of its pending run (see docs/scheduling.md).
-    #: Left out: ``replace`` with ``debounce``, else ``keep``.
-    on_conflict: Literal["keep", "replace"] = "keep"
+    #: ``replace`` its payload and the time of its pending run (docs/keys.md). Left out (None):
+    #: ``replace`` with ``debounce``, else ``keep`` (``replaces`` says which).
+    on_conflict: Literal["keep", "replace"] | None = None
     #: Every enqueue of the key pushes the pending run out to now + ``debounce`` (and replaces
     #: its payload), never past ``max_wait`` after the enqueue that created that run.
     debounce: timedelta | None = None
@@ -132,17 +132,10 @@ class JobSpec(SpecFields):
 
     @field_validator("on_conflict", mode="before")
     @classmethod
-    def _on_conflict(cls, value: object) -> str:
-        if not isinstance(value, str) or value not in ("keep", "replace"):
+    def _on_conflict(cls, value: object) -> str | None:
+        if value is not None and (not isinstance(value, str) or value not in ("keep", "replace")):
             raise InvalidJobError("on_conflict", f"must be 'keep' or 'replace', not {short(value)}")
         return value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _debounce_replaces(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("debounce") is not None and data.get("on_conflict") is None:
-            return {**data, "on_conflict": "replace"}
-        return data
 
     @field_validator("run_at", mode="before")
     @classmethod
@@ -184,6 +177,11 @@ class JobSpec(SpecFields):
         if self.max_wait is not None and self.max_wait < self.debounce:
             raise InvalidJobError("max_wait", "must be at least debounce")
         return self
+
+    @property
+    def replaces(self) -> bool:
+        """Whether an enqueue of a stored key replaces its job (``replace``, or ``debounce``)."""
+        return self.on_conflict == "replace" or (self.on_conflict is None and self.debounce is not None)
 
     @property
     def waits_at_most(self) -> timedelta | None:
