@@ -1,7 +1,8 @@
 """Handlers the subprocess workers in the tests run (``chronoq worker tests.handlers:worker``).
 
-Every handler writes an effect row through ``ctx.db`` into ``test_effects``, which has no
-unique constraint: a duplicate effect stays visible to the test.
+Every handler writes an effect row through ``ctx.db`` into ``test_effects`` (``limited`` and
+``debounced``: into the ``test_runs`` table of their tests), which has no unique constraint: a
+duplicate effect stays visible to the test.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+
+import orjson
 
 from chronoq import JobContext, Worker
 
@@ -72,3 +75,18 @@ async def limited(ctx: JobContext, payload: dict) -> None:
         "INSERT INTO test_runs (occurrence_key, started_at, finished_at, pid) VALUES ($1, $2, clock_timestamp(), $3)",
         ctx.idempotency_key, started, os.getpid(),
     )
+
+
+@worker.handler("debounced")
+async def debounced(ctx: JobContext, payload: dict) -> None:
+    """Records the run (its payload, and the latest time its occurrence was due by) in
+    ``test_runs``; the first run of every occurrence whose payload asks for it kills its worker
+    with the record uncommitted, leaving a mark in ``marker_dir`` so that the next one finishes."""
+    due_by = await ctx.db.fetchval("SELECT due_by FROM chronoq.wheel WHERE occurrence_key = $1", ctx.idempotency_key)
+    await ctx.db.execute("INSERT INTO test_runs (occurrence_key, payload, started_at, due_by)"
+                         " VALUES ($1, $2::text::jsonb, clock_timestamp(), $3)",
+                         ctx.idempotency_key, orjson.dumps(payload).decode(), due_by)
+    mark = Path(payload["marker_dir"]) / f"killed-{ctx.idempotency_key.replace(':', '-')}"
+    if payload["kill"] and not await asyncio.to_thread(mark.exists):
+        await asyncio.to_thread(mark.touch)
+        os.kill(os.getpid(), 9)

@@ -16,7 +16,8 @@ import pytest
 from chronoq import InvalidJobError, JobContext, Producer, Worker
 from chronoq.consumer.service import WorkerService
 from chronoq.timer import Timer
-from tests.harness import EFFECTS_TABLE, all_finished, eventually, running
+from tests.conftest import child_env
+from tests.harness import EFFECTS_TABLE, Process, all_finished, eventually, running
 
 RUNS_TABLE = """
 CREATE TABLE IF NOT EXISTS test_runs (
@@ -317,3 +318,71 @@ async def test_a_worker_killed_mid_run_with_a_trailing_run_pending_loses_nothing
     assert {e["pid"] for e in effects} == {survivor.popen.pid}
     assert await db.fetchval("SELECT payload->>'v' FROM chronoq.jobs WHERE id = $1", job) == "4"
     assert survivor.terminate() == 0
+
+
+async def test_eight_producers_racing_on_one_key_while_workers_are_killed_mid_run_lose_nothing_and_run_each_once(
+    settings, db, runs_table, tmp_path
+) -> None:
+    debounce, max_wait, rounds = timedelta(milliseconds=200), timedelta(milliseconds=600), 30
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    env = child_env(settings, CHRONOQ_CONCURRENCY="2", CHRONOQ_BATCH_SIZE="4")
+    workers: list[Process] = []
+
+    def start_worker() -> None:
+        workers.append(Process(["worker", "tests.handlers:worker", "--queue", "debounced"], env,
+                               tmp_path / f"w{len(workers)}.log"))
+
+    async def supervise(stop: asyncio.Event) -> None:
+        """Two workers at all times: one killed by its job is replaced at once."""
+        while not stop.is_set():
+            alive = [w for w in workers if w.popen.poll() is None]
+            for _ in range(2 - len(alive)):
+                start_worker()
+            await asyncio.sleep(0.05)
+
+    producers = [Producer(settings.database_url) for _ in range(8)]
+    for p in producers:
+        await p.open()
+    stop = asyncio.Event()
+    supervisor = asyncio.create_task(supervise(stop))
+    try:
+        await eventually(lambda: _started(workers), timeout=30, what="two workers to start")
+        async with running(Timer(settings)):
+
+            async def produce(index: int, p: Producer) -> set[int]:
+                ids = set()
+                for n in range(rounds):
+                    # The first run of every occurrence kills its worker.
+                    payload = {"producer": index, "n": n, "kill": True, "marker_dir": str(markers)}
+                    ids.add(await p.enqueue("debounced", payload, key="k", debounce=debounce, max_wait=max_wait))
+                    await asyncio.sleep(0.03 * (1 + index % 3))
+                return ids
+
+            ids = set().union(*await asyncio.gather(*(produce(i, p) for i, p in enumerate(producers))))
+            (job,) = ids
+            last = await db.fetchval("SELECT payload::text FROM chronoq.jobs WHERE id = $1", job)
+            await all_finished(producers[0], [job], timeout=60)
+            occurrences = (await producers[0].get(job)).occurrences
+    finally:
+        stop.set()
+        await supervisor
+        for p in producers:
+            await p.close()
+        for w in workers:
+            w.close()
+    committed = await committed_runs(db)
+    assert len(list(markers.glob("killed-*"))) == len(committed), "a run was not killed once"
+    keys = [r["occurrence_key"] for r in committed]
+    assert len(keys) == len(set(keys)), "an occurrence ran twice"
+    assert sorted(keys) == sorted(o.occurrence_key for o in occurrences)  # none lost: each ended, once
+    assert all(o.state == "succeeded" for o in occurrences)
+    assert orjson.loads(last)["n"] == rounds - 1 and committed[-1]["payload"] == last
+    assert 1 <= len(committed) <= 8 * rounds // 2, len(committed)
+    for r in committed:
+        # Due by due_by; a run killed once starts again at its redelivery, which is immediate.
+        assert r["started_at"] <= r["due_by"] + timedelta(seconds=1), r
+
+
+async def _started(workers: list[Process]) -> bool:
+    return sum(b"worker_started" in w.log.read_bytes() for w in workers if w.log.exists()) >= 2
