@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aio_pika
@@ -110,27 +112,32 @@ def test_a_submission_without_kind_is_a_one_shot_job() -> None:
     assert isinstance(spec, JobSpec) and spec.queue == "reports" and spec.delay.total_seconds() == 5
 
 
+@asynccontextmanager
+async def submit_exchange(settings) -> AsyncIterator[aio_pika.abc.AbstractExchange]:
+    """The submission exchange, on a channel with publisher confirms."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        yield await channel.get_exchange(f"{settings.namespace}.submit")
+
+
 async def test_a_keyless_submission_delivered_twice_is_stored_once_by_its_message_id(
     settings, services, producer: Producer
 ) -> None:
     from tests.conftest import _management
     body = orjson.dumps({"kind": "once", "queue": "reports", "payload": {"n": 1}, "delay_s": 3600})
-    async with running(Timer(settings)):
-        connection = await aio_pika.connect(settings.amqp_url)
-        async with connection:
-            channel = await connection.channel(publisher_confirms=True)
-            exchange = await channel.get_exchange(f"{settings.namespace}.submit")
-            for _ in range(2):  # as a redelivery after a lost ack would arrive
-                await exchange.publish(aio_pika.Message(body, message_id="order-7-reminder"), routing_key="")
-            other = orjson.dumps({"kind": "once", "queue": "reports", "payload": {"n": 2}, "delay_s": 3600})
-            await exchange.publish(aio_pika.Message(other, message_id="another-message"), routing_key="")
+    async with running(Timer(settings)), submit_exchange(settings) as exchange:
+        for _ in range(2):  # as a redelivery after a lost ack would arrive
+            await exchange.publish(aio_pika.Message(body, message_id="order-7-reminder"), routing_key="")
+        other = orjson.dumps({"kind": "once", "queue": "reports", "payload": {"n": 2}, "delay_s": 3600})
+        await exchange.publish(aio_pika.Message(other, message_id="another-message"), routing_key="")
 
-            async def all_consumed() -> bool:  # every copy acked, i.e. stored or found a duplicate
-                queue = _management(services, "GET", f"/api/queues/%2F/{settings.namespace}.submissions")
-                return queue.get("messages") == 0 and queue.get("messages_unacknowledged") == 0 and \
-                    len(await producer.list_jobs(queue="reports")) >= 2
+        async def all_consumed() -> bool:  # every copy acked, i.e. stored or found a duplicate
+            queue = _management(services, "GET", f"/api/queues/%2F/{settings.namespace}.submissions")
+            return queue.get("messages") == 0 and queue.get("messages_unacknowledged") == 0 and \
+                len(await producer.list_jobs(queue="reports")) >= 2
 
-            await eventually(all_consumed, what="the submissions to be consumed")
+        await eventually(all_consumed, what="the submissions to be consumed")
     import hashlib
 
     jobs = await producer.list_jobs(queue="reports")
@@ -178,17 +185,13 @@ def test_a_submission_may_replace_or_debounce_by_key_and_is_refused_naming_the_j
 async def test_a_submission_with_on_conflict_replace_replaces_the_stored_job_of_its_key(settings, producer: Producer, db) -> None:
     job_id = await producer.enqueue("reports", {"n": 1}, key="report-7", delay=3600)
     body = orjson.dumps({"queue": "reports", "key": "report-7", "payload": {"n": 2}, "debounce_s": 60})
-    async with running(Timer(settings)):
-        connection = await aio_pika.connect(settings.amqp_url)
-        async with connection:
-            channel = await connection.channel(publisher_confirms=True)
-            exchange = await channel.get_exchange(f"{settings.namespace}.submit")
-            await exchange.publish(aio_pika.Message(body, message_id="replace-report-7"), routing_key="")
+    async with running(Timer(settings)), submit_exchange(settings) as exchange:
+        await exchange.publish(aio_pika.Message(body, message_id="replace-report-7"), routing_key="")
 
-            async def replaced() -> bool:
-                return (await producer.get(job_id)).payload == {"n": 2}
+        async def replaced() -> bool:
+            return (await producer.get(job_id)).payload == {"n": 2}
 
-            await eventually(replaced, what="the submission to replace the job's payload")
+        await eventually(replaced, what="the submission to replace the job's payload")
     due_in = await db.fetchval("SELECT due_at - now() FROM chronoq.wheel WHERE job_id = $1", job_id)
     assert due_in.total_seconds() <= 60  # debounced: due a minute after the submission, not in an hour
     assert len(await producer.list_jobs(queue="reports")) == 1
