@@ -13,6 +13,7 @@ import pytest
 
 from chronoq import JobContext, Producer, Worker
 from chronoq._store import wheel
+from chronoq._store.sql import query
 from chronoq.cli.arguments import rate
 from chronoq.consumer.service import WorkerService
 from chronoq.errors import InvalidJobError
@@ -236,7 +237,7 @@ async def test_the_wheel_says_when_a_limited_queue_has_room(settings, producer: 
     async def claim_limited() -> list[str]:
         async with db.transaction():
             locked = await wheel.lock_controlled_queues(db)
-            rows = await wheel.claim_due(db, 10, locked, 10)
+            rows = await wheel.claim_limited(db, locked, 10)
             await wheel.mark_dispatched(db, [r["occurrence_key"] for r in rows], [timedelta(minutes=5)] * len(rows))
         return [r["occurrence_key"] for r in rows]
 
@@ -281,3 +282,12 @@ async def test_pauses_and_resumes_racing_the_timers_strand_nothing(settings, pro
     assert sorted(ran) == list(range(150))
     assert await db.fetchval("SELECT count(*) FROM chronoq.wheel WHERE controlled") == 0
     assert await db.fetchval("SELECT count(*) FROM chronoq.queue_controls") == 0
+
+
+async def test_a_limited_queues_rows_come_with_the_columns_of_free_rows(db: asyncpg.Connection) -> None:
+    """The batch screens and publishes both kinds of rows the same way."""
+    def columns(statement: str, look: set[str]) -> list[str]:
+        return [a.name for a in attributes[statement] if a.name not in look]
+
+    attributes = {name: (await db.prepare(query(name))).get_attributes() for name in ("claim_due", "claim_limited")}
+    assert columns("claim_due", {"next_due_in", "due_now"}) == columns("claim_limited", set())

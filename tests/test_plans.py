@@ -37,7 +37,7 @@ def whole_table_reads(plan: list[dict[str, Any]]) -> list[str]:
 #: Every statement the timer's dispatch session and the worker's session run (keyed planning:
 #: one plan per session, kept whatever the tables hold later).
 KEYED_STATEMENTS = (
-    "claim_due", "lock_controlled_queues", "mark_controlled", "mark_dispatched", "postpone_unpublished",
+    "claim_due", "claim_limited", "lock_controlled_queues", "mark_controlled", "mark_dispatched", "postpone_unpublished",
     "hold_occurrence", "next_due", "record_set_aside",
     "drop_occurrences", "add_occurrences", "park_occurrences", "record_unrun_ticks",
     "lock_first_deliveries", "record_successes", "start_deliveries", "lock_live", "unstart_deliveries",

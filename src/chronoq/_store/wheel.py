@@ -31,13 +31,16 @@ def fire_time_suffix(fire_at: datetime) -> str:
     return f"@{fire_at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec='microseconds')}Z"
 
 
-async def claim_due(conn: Connection, limit: int, controlled: Sequence[str] = (),
-                    controlled_limit: int = 0) -> list[asyncpg.Record]:
-    """Up to ``limit`` free due rows, and up to ``controlled_limit`` controlled rows of each
-    queue in ``controlled`` (locked by :func:`lock_controlled_queues` in the same transaction)
-    that its limits let through. Must run inside a transaction: the claimed rows stay locked
-    until it ends."""
-    return await conn.fetch(query("claim_due"), limit, list(controlled), controlled_limit)
+async def claim_due(conn: Connection, limit: int) -> list[asyncpg.Record]:
+    """Up to ``limit`` free due rows. Must run inside a transaction: the claimed rows stay
+    locked until it ends."""
+    return await conn.fetch(query("claim_due"), limit)
+
+
+async def claim_limited(conn: Connection, queues: Sequence[str], limit: int) -> list[asyncpg.Record]:
+    """The due rows of the limited ``queues`` (locked by :func:`lock_controlled_queues` in the
+    same transaction) that their limits let through, at most ``limit`` per queue."""
+    return await conn.fetch(query("claim_limited"), list(queues), limit)
 
 
 async def lock_controlled_queues(conn: Connection, limit: int | None = None) -> list[str]:

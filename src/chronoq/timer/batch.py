@@ -90,10 +90,10 @@ class Batches:
     async def run_once(self, *, controls: bool = False) -> int:
         """Claim, screen, publish and record one batch in one transaction. Returns rows claimed.
 
-        With ``controls``, the batch also dispatches the due rows of limited queues, as many as
-        their limits let through, for the queues no other timer's batch is dispatching: it holds
-        their control rows until it commits. Rows of paused or limited queues met among the free
-        rows are marked controlled, not published.
+        With ``controls``, the batch dispatches the due rows of limited queues, as many as their
+        limits let through, for the queues no other timer's batch is dispatching: it holds their
+        control rows until it commits. If there are none, or without ``controls``, it claims free
+        rows; those of paused or limited queues are marked controlled, not published.
 
         A row that cannot be published (stored values outside the input contract, a message the
         broker can never take) is set aside, recorded dead with its reason, in the same
@@ -134,19 +134,21 @@ class Batches:
     async def _claim(self, conn: Connection, began: float, controls: bool) -> list[asyncpg.Record]:
         limit = 1 if self.one_at_a_time else self.settings.claim_batch
         self.claimed_keys = []  # until the claim returns: a failure before it has no rows to blame
-        # While one row at a time is tried, a batch takes one row: a controlled one of one
-        # queue if the limited queues have work, else a free one.
-        controlled = await wheel.lock_controlled_queues(conn, 1 if self.one_at_a_time else None) if controls else []
-        free_limit = 0 if self.one_at_a_time and controlled else limit
-        rows = await wheel.claim_due(conn, free_limit, controlled, limit)
+        self.look = None
+        # While one row at a time is tried, a batch of a limited queue is one row of one queue.
+        limited = await wheel.lock_controlled_queues(conn, 1 if self.one_at_a_time else None) if controls else []
+        if limited:
+            rows = await wheel.claim_limited(conn, limited, limit)
+            if rows:  # free rows may be due meanwhile: the wheel is asked again before a sleep
+                self.look = Look(rows[0]["db_epoch"], None, True, began, rows[0]["controls_due_in"])
+        else:
+            rows = await wheel.claim_due(conn, limit)
+            if rows:
+                self.look = Look(rows[0]["db_epoch"], rows[0]["next_due_in"], rows[0]["due_now"] > len(rows), began,
+                                 rows[0]["controls_due_in"])
         self.claimed_keys = [r["occurrence_key"] for r in rows]
         if rows:
-            free = sum(1 for r in rows if not r["released"])
-            self.look = Look(rows[0]["db_epoch"], rows[0]["next_due_in"], rows[0]["due_now"] > free, began,
-                             rows[0]["controls_due_in"])
             failpoint("timer.after_claim")
-        else:
-            self.look = None
         return rows
 
     async def _control(self, conn: Connection, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:

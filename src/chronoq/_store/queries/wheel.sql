@@ -5,12 +5,9 @@
 -- The payload comes back as text: the timer splices it into the message without decoding it.
 -- For a head row (a job's next, undecided tick) it also returns what judging it needs:
 -- the job's schedule and policies, and whether an earlier occurrence is still live.
---
--- Two kinds of rows are claimed. Free rows (through wheel_free), of which a row of a paused or
--- limited queue comes back with its control ('paused' or 'limited'): the timer marks it
--- controlled (mark_controlled) instead of publishing it. And controlled rows of the queues in $2, whose control rows this
--- transaction has locked (lock_controlled_queues, an earlier statement, so that this one sees
--- every dispatch committed before the lock): as many as each queue has room for, at most $3.
+-- Free rows are read through wheel_free; a row of a paused or limited queue comes back with its
+-- control ('paused' or 'limited'): the timer marks it controlled (mark_controlled) instead of
+-- publishing it, and from then on only claim_limited dispatches it.
 WITH due AS (
     SELECT occurrence_key, job_id, queue, fire_at, run_at, attempt, dispatches, head, backfilled,
            dispatched_at, dispatch_id
@@ -24,64 +21,34 @@ WITH due AS (
     -- marks rows controlled, so the removal frees them all; it does not wait for a batch that
     -- is dispatching the queue (lock_controlled_queues).
     SELECT c.queue, c.paused FROM chronoq.queue_controls c WHERE c.queue IN (SELECT queue FROM due) FOR KEY SHARE
-), limits AS (
-    SELECT c.queue, c.rate_count, c.rate_period_ms * interval '1 millisecond' AS period,
-           least($3,
-                 c.max_running - (SELECT count(*) FROM chronoq.wheel r
-                                  WHERE r.controlled AND r.queue = c.queue AND r.due_at > now() AND r.dispatched_at IS NOT NULL),
-                 c.rate_count - (SELECT count(*) FROM chronoq.queue_dispatches d
-                                 WHERE d.queue = c.queue AND d.at > now() - c.rate_period_ms * interval '1 millisecond'))
-               AS room
-    FROM chronoq.queue_controls c
-    WHERE c.queue = ANY($2::text[]) AND NOT c.paused
-), released AS (
-    SELECT h.* FROM limits CROSS JOIN LATERAL (
-        SELECT occurrence_key, job_id, queue, fire_at, run_at, attempt, dispatches, head, backfilled,
-               dispatched_at, dispatch_id
-        FROM chronoq.wheel
-        WHERE controlled AND queue = limits.queue AND due_at <= now()
-        ORDER BY due_at
-        LIMIT greatest(limits.room, 0)
-        FOR UPDATE SKIP LOCKED
-    ) AS h
-), counted AS (
-    INSERT INTO chronoq.queue_dispatches (queue, at)
-    SELECT released.queue, now() FROM released JOIN limits USING (queue) WHERE limits.rate_count IS NOT NULL
-), forgotten AS (
-    -- Dispatches that have left their queue's window.
-    DELETE FROM chronoq.queue_dispatches d
-    WHERE d.queue = ANY($2::text[])
-      AND d.at <= now() - (SELECT limits.period FROM limits WHERE limits.queue = d.queue)
 ), claimed AS (
     SELECT due.*, (SELECT CASE WHEN c.paused THEN 'paused' ELSE 'limited' END FROM controlled c
-                   WHERE c.queue = due.queue) AS control,
-           false AS released
+                   WHERE c.queue = due.queue) AS control
     FROM due
-    UNION ALL
-    SELECT released.*, NULL, true FROM released
 )
+-- The columns of each row are claim_limited's too (tests/test_flow_control.py holds them equal).
 SELECT claimed.*, j.payload::text AS payload, j.max_attempts, j.timeout_ms, j.trace::text AS trace,
        j.kind, j.state AS job_state, j.cron, j.timezone, j.misfire, j.misfire_grace_ms,
        j.max_backfill, j.overlap, j.cron_jitter_ms, now() AS db_now,
+       -- A scalar subquery, not EXISTS: the planner may turn an EXISTS into one hash of every
+       -- non-head row of the wheel, built by a sequential scan for each claim (it did, with
+       -- 200,000 rows in the wheel); this is one wheel_job lookup per due head.
+       CASE WHEN claimed.head AND j.overlap = 'skip' THEN
+           coalesce((SELECT true FROM chronoq.wheel o WHERE o.job_id = claimed.job_id AND NOT o.head LIMIT 1), false)
+       END AS previous_running,
        -- What the timer needs to sleep after this batch without asking next_due (the same in
        -- every row; each computed once per statement): the database's clock, seconds until the
-       -- first row due later (paused jobs' rows, parked at 'infinity', are never due), how
+       -- first free row due later (paused jobs' rows, parked at 'infinity', are never due), how
        -- many free rows are due now, this claim's included, counted up to one more than the
        -- limit: more than it claimed means rows it did not get (locked by another timer's
-       -- batch, or beyond the limit), and when a controlled queue may have work.
+       -- batch, or beyond the limit), and when a limited queue may have work.
        extract(epoch FROM now())::float8 AS db_epoch,
        (SELECT extract(epoch FROM l.due_at - now())::float8 FROM chronoq.wheel l
         WHERE l.due_at > now() AND l.due_at < 'infinity' AND NOT l.controlled ORDER BY l.due_at LIMIT 1) AS next_due_in,
        (SELECT count(*) FROM (SELECT FROM chronoq.wheel n WHERE n.due_at <= now() AND NOT n.controlled LIMIT $1 + 1) AS n)
            AS due_now,
        (SELECT CASE WHEN EXISTS (SELECT FROM chronoq.queue_controls) THEN chronoq.controls_due_in() END)
-           AS controls_due_in,
-       -- A scalar subquery, not EXISTS: the planner may turn an EXISTS into one hash of every
-       -- non-head row of the wheel, built by a sequential scan for each claim (it did, with
-       -- 200,000 rows in the wheel); this is one wheel_job lookup per due head.
-       CASE WHEN claimed.head AND j.overlap = 'skip' THEN
-           coalesce((SELECT true FROM chronoq.wheel o WHERE o.job_id = claimed.job_id AND NOT o.head LIMIT 1), false)
-       END AS previous_running
+           AS controls_due_in
 FROM claimed
 -- One jobs_pkey lookup per claimed row, whatever the planner believes about how many are due:
 -- with statistics older than the wheel's contents (autovacuum off, or not yet run) it expected
@@ -93,9 +60,56 @@ FROM claimed
 -- it, instead of claiming it again in every batch.
 LEFT JOIN LATERAL (SELECT * FROM chronoq.jobs WHERE id = claimed.job_id OFFSET 0) AS j ON true;
 
+-- name: claim_limited
+-- Claim the due controlled rows of the limited queues in $1, whose control rows this
+-- transaction has locked (lock_controlled_queues, an earlier statement, so that this one sees
+-- every dispatch committed before the lock): as many as each queue's limits leave room for, at
+-- most $2 per queue, earliest first. The dispatches of a rate-limited queue are recorded for its
+-- window, and those that have left it are deleted. Each row comes with claim_due's columns; the
+-- look at the wheel is only when a limited queue may have work again.
+WITH limits AS (
+    SELECT c.queue, c.rate_count, c.rate_period_ms * interval '1 millisecond' AS period,
+           least($2,
+                 c.max_running - (SELECT count(*) FROM chronoq.wheel r
+                                  WHERE r.controlled AND r.queue = c.queue AND r.due_at > now() AND r.dispatched_at IS NOT NULL),
+                 c.rate_count - (SELECT count(*) FROM chronoq.queue_dispatches d
+                                 WHERE d.queue = c.queue AND d.at > now() - c.rate_period_ms * interval '1 millisecond'))
+               AS room
+    FROM chronoq.queue_controls c
+    WHERE c.queue = ANY($1::text[]) AND NOT c.paused
+), claimed AS (
+    SELECT h.*, NULL::text AS control FROM limits CROSS JOIN LATERAL (
+        SELECT occurrence_key, job_id, queue, fire_at, run_at, attempt, dispatches, head, backfilled,
+               dispatched_at, dispatch_id
+        FROM chronoq.wheel
+        WHERE controlled AND queue = limits.queue AND due_at <= now()
+        ORDER BY due_at
+        LIMIT greatest(limits.room, 0)
+        FOR UPDATE SKIP LOCKED
+    ) AS h
+), counted AS (
+    INSERT INTO chronoq.queue_dispatches (queue, at)
+    SELECT claimed.queue, now() FROM claimed JOIN limits USING (queue) WHERE limits.rate_count IS NOT NULL
+), forgotten AS (
+    -- Dispatches that have left their queue's window.
+    DELETE FROM chronoq.queue_dispatches d
+    WHERE d.queue = ANY($1::text[])
+      AND d.at <= now() - (SELECT limits.period FROM limits WHERE limits.queue = d.queue)
+)
+SELECT claimed.*, j.payload::text AS payload, j.max_attempts, j.timeout_ms, j.trace::text AS trace,
+       j.kind, j.state AS job_state, j.cron, j.timezone, j.misfire, j.misfire_grace_ms,
+       j.max_backfill, j.overlap, j.cron_jitter_ms, now() AS db_now,
+       CASE WHEN claimed.head AND j.overlap = 'skip' THEN
+           coalesce((SELECT true FROM chronoq.wheel o WHERE o.job_id = claimed.job_id AND NOT o.head LIMIT 1), false)
+       END AS previous_running,
+       extract(epoch FROM now())::float8 AS db_epoch,
+       (SELECT chronoq.controls_due_in()) AS controls_due_in
+FROM claimed
+LEFT JOIN LATERAL (SELECT * FROM chronoq.jobs WHERE id = claimed.job_id OFFSET 0) AS j ON true;
+
 -- name: lock_controlled_queues
 -- The limited queues with controlled rows due that no other timer's batch has locked, locked
--- for this transaction: its claim_due ($2) dispatches their rows within their limits, and a
+-- for this transaction: its claim_limited dispatches their rows within their limits, and a
 -- timer that finds a queue locked leaves it to the batch that has it. At most $1 (NULL: all).
 SELECT c.queue FROM chronoq.queue_controls c
 WHERE NOT c.paused
