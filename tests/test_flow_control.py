@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from chronoq import JobContext, Producer, Worker
+from chronoq._runtime.hooks import PrometheusHooks
 from chronoq._store import wheel
 from chronoq._store.sql import query
 from chronoq.cli.arguments import rate
@@ -98,7 +99,8 @@ async def test_a_paused_queue_keeps_its_due_jobs_while_other_queues_run_and_runs
         ran.append("other")
 
     assert await producer.pause_queue("mail") is True
-    async with running(Timer(settings)), running(WorkerService(worker, settings)):
+    hooks = PrometheusHooks()
+    async with running(Timer(settings, hooks=hooks)), running(WorkerService(worker, settings)):
         paused = [await producer.enqueue("mail", {"n": n}) for n in range(20)]
         free = await producer.enqueue("other", {})
         await all_finished(producer, [free])
@@ -111,6 +113,7 @@ async def test_a_paused_queue_keeps_its_due_jobs_while_other_queues_run_and_runs
         assert ran == ["other"]
         waiting = (await producer.get(paused[0])).occurrences[0]
         assert (waiting.state, waiting.reason) == ("deferred", "queue paused")
+        assert hooks.registry.get_sample_value("chronoq_deferred_total", {"queue": "mail", "reason": "paused"}) == 20
         assert (await producer.summary(paused))["pending"] == 20
         assert await producer.resume_queue("mail") is True
         summary = await all_finished(producer, paused)
