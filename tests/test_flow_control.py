@@ -294,3 +294,24 @@ async def test_a_limited_queues_rows_come_with_the_columns_of_free_rows(db: asyn
 
     attributes = {name: (await db.prepare(query(name))).get_attributes() for name in ("claim_due", "claim_limited")}
     assert columns("claim_due", {"next_due_in", "due_now"}) == columns("claim_limited", set())
+
+
+async def test_a_timer_killed_with_a_limited_queues_batch_confirmed_but_not_committed_loses_nothing(
+        settings, spawn, producer: Producer, db: asyncpg.Connection) -> None:
+    """The batch's claim, its recorded dispatches and its lock on the queue roll back with the
+    dead timer's connection: the rows are due again, and the next timer dispatches them within
+    the limit. The copies the dead timer published are dropped by the workers' fence."""
+    await db.execute(RUNS_TABLE)
+    await producer.set_queue_limits("limited", max_running=2, rate=(100, timedelta(seconds=1)))
+    ids = [await producer.enqueue("limited", {"seconds": 0.3}) for _ in range(6)]
+    doomed = spawn("timer", name="doomed-timer", CHRONOQ_FAILPOINTS="timer.after_confirm=kill")
+    assert await doomed.exited() == -9  # died after the broker confirmed its limited batch
+    assert await db.fetchval("SELECT count(*) FROM chronoq.wheel WHERE dispatches > 0") == 0
+    assert await db.fetchval("SELECT count(*) FROM chronoq.queue_dispatches") == 0
+    fleet = Fleet(spawn, "limited")
+    await fleet.timer()
+    await fleet.worker()
+    summary = await all_finished(producer, ids)
+    assert summary["succeeded"] == 6
+    assert await db.fetchval("SELECT count(*) FROM test_runs") == 6  # each once
+    assert await _most_at_once(db) <= 2
