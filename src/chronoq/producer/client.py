@@ -22,11 +22,12 @@ from chronoq._store import queues as queue_controls
 from chronoq._store import reads
 from chronoq._store import schedules as schedule_store
 from chronoq._store.clock import db_now
-from chronoq._store.connection import Connection, check_writable, create_pool, is_connection, with_database_errors
+from chronoq._store.connection import Connection, create_pool, with_database_errors
 from chronoq.errors import InvalidJobError, JobNotFoundError, wrong_type
+from chronoq.producer.arguments import check_connection, listed, prepare_item
 from chronoq.producer.views import load_job, load_summaries, load_ticks
 from chronoq.schemas.cron import CronSchedule, CronTick
-from chronoq.schemas.job import EARLIEST_RUN_AT, LATEST_RUN_AT, JobSpec, RetryPolicy, build_spec, prepare_spec, revalidated
+from chronoq.schemas.job import EARLIEST_RUN_AT, LATEST_RUN_AT, JobSpec, RetryPolicy, build_spec, revalidated
 from chronoq.schemas.limits import Rate, check_limits
 from chronoq.schemas.policies import Misfire, Overlap
 from chronoq.schemas.rules import (
@@ -140,7 +141,7 @@ class Producer:
         return (await self._enqueue(revalidated(spec)[0], connection)).job_id
 
     async def _enqueue(self, spec: JobSpec, connection: Connection | None) -> job_store.Enqueued:
-        _check_connection(connection)
+        check_connection(connection)
         payload = spec.encoded_payload()
         with tracing.enqueue_span(spec.queue) as trace:
             if connection is not None:
@@ -164,13 +165,13 @@ class Producer:
         Every item is validated; one bad item raises InvalidJobError (naming its index) and
         nothing is stored. With ``connection``, the jobs are written in its current transaction
         (a failure rolls back only this call's savepoint)."""
-        _check_connection(connection)
-        items = _listed(jobs, "jobs", "an iterable of JobSpecs or mappings")
+        check_connection(connection)
+        items = listed(jobs, "jobs", "an iterable of JobSpecs or mappings")
         if not items:
             return []
-        first = _prepare(0, items[0])
+        first = prepare_item(0, items[0])
         # The rest are validated while the first ones stream to Postgres (COPY).
-        prepared = itertools.chain((first,), (_prepare(i, item) for i, item in enumerate(items[1:], start=1)))
+        prepared = itertools.chain((first,), (prepare_item(i, item) for i, item in enumerate(items[1:], start=1)))
         with tracing.enqueue_span(first[0].queue) as trace:
             if connection is not None:
                 stored = await job_store.enqueue_many(connection, prepared, len(items), trace)
@@ -216,7 +217,7 @@ class Producer:
             misfire_grace=misfire_grace, max_backfill=max_backfill, overlap=overlap, jitter=jitter,
             key=key, max_attempts=max_attempts, retry=retry, timeout=timeout,
         )
-        _check_connection(connection)
+        check_connection(connection)
         if connection is not None:
             return await _scheduled(connection, spec.schedule(), await lifecycle.schedule(connection, spec))
         async with self.pool.acquire() as conn:
@@ -365,7 +366,7 @@ class Producer:
     async def summary(self, job_ids: list[int]) -> dict[str, Any]:
         """How a set of jobs ended: counts by terminal state, still pending, retried, and the
         start lateness of first attempts in seconds (p50, p99, max)."""
-        job_ids = [check_job_id(job_id, "job_ids") for job_id in _listed(job_ids, "job_ids", "a list of job ids")]
+        job_ids = [check_job_id(job_id, "job_ids") for job_id in listed(job_ids, "job_ids", "a list of job ids")]
         async with self.pool.acquire() as conn:
             return dict(await reads.outcome_summary(conn, job_ids))
 
@@ -393,34 +394,3 @@ async def _scheduled(conn: Connection, cron: CronSchedule, job_id: int) -> Sched
     head = await schedule_store.head(conn, job_id)
     start = head["fire_at"] - _MICROSECOND if head is not None else await db_now(conn)
     return ScheduledJob(job_id, cron.preview(start, NEXT_TICKS))
-
-
-def _listed(items: object, field: str, expected: str) -> list[Any]:
-    """The items of an iterable argument; a string or a mapping is one value, not items."""
-    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
-        raise wrong_type(field, expected, items)
-    return list(items)
-
-
-def _check_connection(connection: object) -> None:
-    """A caller's ``connection=``: an asyncpg connection, and not one to a standby."""
-    if connection is None:
-        return
-    if not is_connection(connection):
-        raise wrong_type("connection", "an asyncpg connection", connection)
-    check_writable(connection)
-
-
-def _prepare(index: int, item: JobSpec | Mapping[str, Any]) -> tuple[JobSpec, bytes]:
-    """An item of a bulk enqueue, validated, with its payload encoded. A JobSpec is checked
-    again: one changed after it was built must not pass unchecked."""
-    try:
-        if type(item) is not dict and isinstance(item, JobSpec):
-            return revalidated(item)
-        if type(item) is not dict and not isinstance(item, Mapping):
-            raise wrong_type("job", "a JobSpec or a mapping", item)
-        return prepare_spec(**item)
-    except InvalidJobError as exc:
-        raise InvalidJobError(exc.field, f"{exc.message} (item {index} of the batch)") from None
-    except TypeError as exc:  # a mapping whose keys are not argument names
-        raise InvalidJobError("job", f"not a set of enqueue arguments (item {index} of the batch)") from exc

@@ -31,7 +31,6 @@ ranges (``5-5`` = every minute, ``5-1`` = wrap-around) are never reached.
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from croniter import CroniterError, croniter
 
 from chronoq.errors import ChronoqError
 from chronoq.schemas.rules import short
+from chronoq.schemas.wall_times import Gap, offset_change, resolve
 
 __all__ = ["CronError", "CronSchedule", "CronTick", "ZoneError"]
 
@@ -166,13 +166,6 @@ def _every(expression: str) -> int:
     if not MIN_EVERY <= interval <= MAX_EVERY:
         raise _bad(expression, "@every must be from 1s to 24h (longer periods: a cron expression)")
     return int(interval.total_seconds())
-
-
-@dataclass(frozen=True)
-class _Gap:
-    transition: datetime  # UTC instant the clock jumped forward; first instant after the gap
-    start_wall: datetime  # naive local walls in [start_wall, end_wall) do not exist
-    end_wall: datetime
 
 
 @dataclass(frozen=True)
@@ -333,7 +326,7 @@ class CronSchedule:
             if first != last:
                 # `instant` is in the second pass of a fold: every repeated wall time already
                 # fired at its first instance, so resume at the wall time where the fold ends.
-                transition = _transition(self._zone, first, last)
+                transition = offset_change(self._zone, first, last)
                 # utcoffset() is None only for a naive datetime; this one is aware.
                 offset = first.astimezone(self._zone).utcoffset() or timedelta(0)
                 start = (transition + offset).replace(tzinfo=None)
@@ -348,9 +341,9 @@ class CronSchedule:
             if steps > _MAX_STEPS:
                 raise _bad(self.expression, f"no tick in {_MAX_STEPS} steps after {last}")
             wall = next(walls)
-            resolved = _resolve(self._zone, wall)
+            resolved = resolve(self._zone, wall)
             fold = gap = False
-            if isinstance(resolved, _Gap):
+            if isinstance(resolved, Gap):
                 midnight = datetime.combine(wall.date(), datetime.min.time())
                 if resolved.start_wall <= midnight and resolved.end_wall >= midnight + timedelta(1):
                     # The whole calendar day never existed (Apia 2011-12-30): its ticks are not
@@ -386,37 +379,3 @@ def _load_zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ZoneError(f"unknown time zone {_short(name)}") from exc
-
-
-def _offset(zone: ZoneInfo, ts: int) -> timedelta | None:
-    return datetime.fromtimestamp(ts, _UTC).astimezone(zone).utcoffset()
-
-
-def _transition(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:
-    """The UTC instant in (before, after] where the offset changes (tzdata uses whole seconds)."""
-    lo, hi = math.floor(before.timestamp()), math.ceil(after.timestamp())
-    old = _offset(zone, lo)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _offset(zone, mid) == old:
-            lo = mid
-        else:
-            hi = mid
-    return datetime.fromtimestamp(hi, _UTC)
-
-
-def _resolve(zone: ZoneInfo, wall: datetime) -> tuple[datetime, bool] | _Gap:
-    """Map a naive local wall time to its first UTC instance and whether it happens twice (a
-    fold), or describe the gap it falls in."""
-    early = wall.replace(tzinfo=zone, fold=0)
-    early_utc = early.astimezone(_UTC)
-    if early_utc.astimezone(zone).replace(tzinfo=None) == wall:
-        # Exists. In a fold, fold=0 is the first instance (PEP 495); min() guards any oddity.
-        late_utc = wall.replace(tzinfo=zone, fold=1).astimezone(_UTC)
-        return min(early_utc, late_utc), late_utc != early_utc
-    # In a gap, fold=0 uses the offset before the jump and fold=1 the offset after (PEP 495).
-    before, after = early.utcoffset(), wall.replace(tzinfo=zone, fold=1).utcoffset()
-    assert before is not None and after is not None
-    transition = _transition(zone, (wall - after).replace(tzinfo=_UTC), early_utc)
-    naive = transition.replace(tzinfo=None)
-    return _Gap(transition, naive + before, naive + after)
