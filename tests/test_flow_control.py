@@ -4,7 +4,6 @@ timers' claims by the database's clock, whatever number of timers and workers ru
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 from datetime import timedelta
 
@@ -266,6 +265,11 @@ async def test_pauses_and_resumes_racing_the_timers_strand_nothing(settings, pro
     async def toggled(ctx: JobContext, payload: dict) -> None:
         ran.append(payload["n"])
 
+    async def claims_met_this_round() -> bool:
+        """No due row of the queue is left that no claim has met (in whatever state it found the queue)."""
+        return await db.fetchval("SELECT count(*) FROM chronoq.wheel WHERE queue = 'toggled' AND NOT controlled"
+                                 " AND dispatched_at IS NULL AND due_at <= now()") == 0
+
     ids: list[int] = []
     async with running(Timer(settings)), running(Timer(settings)), running(WorkerService(worker, settings)):
         for round_ in range(15):
@@ -277,7 +281,7 @@ async def test_pauses_and_resumes_racing_the_timers_strand_nothing(settings, pro
                 await producer.pause_queue("toggled")
             else:
                 await producer.resume_queue("toggled")
-            await asyncio.sleep(0.03)  # pacing: let claims meet the queue in each state
+            await eventually(claims_met_this_round, timeout=30, what="the claims to meet this round's rows")
         await producer.resume_queue("toggled")
         await producer.set_queue_limits("toggled")
         summary = await all_finished(producer, ids)
